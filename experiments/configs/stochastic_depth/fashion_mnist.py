@@ -1,0 +1,14 @@
+r"""stochastic_depth on fashion_mnist (ResNet-20).
+
+Launch:
+  python -m experiments.main --config experiments/configs/stochastic_depth/fashion_mnist.py \
+      --workdir /tmp/stochastic_depth_fmnist
+Add ':smoke' to the config path for a 4-step check. Runtime: see README (2 CPU cores).
+Expected result: see the README's results table (the command that produced it is there).
+"""
+
+from experiments.configs import common
+
+
+def get_config(arg=None):
+  return common.get_config('stochastic_depth', 'fashion_mnist', arg)

@@ -1,0 +1,164 @@
+"""Evaluators chosen by config: `config.evals.<name> = dict(type=..., ...)`.
+
+Each evaluator is a callable `(runner) -> dict` of JSON-able results, where `runner`
+(`EvalRunner`) owns the test data, the compiled forward (one compilation serves every keep
+mask) and the current variables. Subnets are evaluated with the shared BatchNorm running
+statistics, as in the papers. Masks come from fixed seeds, so every method and every eval
+step sees the same subnets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gkt_jax import data as data_lib
+from gkt_jax import masks
+
+
+class EvalRunner:
+  """Accuracy of the deployed network and of arbitrary subnets on a fixed image set."""
+
+  def __init__(self, model, method, images: np.ndarray, labels: np.ndarray, *, mean, std,
+               batch_size: int, data_sharding=None, replicated_sharding=None):
+    self.model = model
+    self.method = method
+    self.images = images
+    self.labels = labels
+    self.batch_size = batch_size
+    self.mean = jnp.asarray(mean, jnp.float32)
+    self.std = jnp.asarray(std, jnp.float32)
+    self.data_sharding = data_sharding
+    self.variables = None
+    self.traces = 0
+
+    def normalise(images):
+      return (images.astype(jnp.float32) / 255.0 - self.mean) / self.std
+
+    def correct(variables, images, labels, valid, keep_mask):
+      self.traces += 1
+      logits = model.apply(variables, normalise(images), keep_mask=keep_mask, train=False)[0]
+      return jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
+
+    def correct_deployed(variables, images, labels, valid):
+      logits = method.predict(variables, normalise(images))
+      return jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
+
+    kw = {}
+    if data_sharding is not None:
+      kw = dict(in_shardings=(replicated_sharding, data_sharding, data_sharding, data_sharding,
+                              replicated_sharding), out_shardings=replicated_sharding)
+    self._correct = jax.jit(correct, **kw)
+    if kw:
+      kw['in_shardings'] = kw['in_shardings'][:4]
+    self._correct_deployed = jax.jit(correct_deployed, **kw)
+
+  def _put(self, array):
+    if self.data_sharding is None:
+      return jnp.asarray(array)
+    return jax.device_put(array, self.data_sharding)
+
+  def _accuracy(self, fn, *extra) -> float:
+    total = 0
+    for images, labels, num_valid in data_lib.eval_batches(self.images, self.labels,
+                                                           self.batch_size):
+      valid = np.arange(len(labels)) < num_valid
+      total += int(fn(self.variables, self._put(images), self._put(labels), self._put(valid),
+                      *extra))
+    return total / len(self.labels)
+
+  def deployed_accuracy(self) -> float:
+    """Accuracy of the method's test-time network (e.g. stochastic depth's scaled one)."""
+    return self._accuracy(self._correct_deployed)
+
+  def subnet_accuracy(self, keep_mask) -> float:
+    """Accuracy of the subnet keep_mask bool[L] (all-True: the plain full network)."""
+    return self._accuracy(self._correct, jnp.asarray(keep_mask, bool))
+
+
+def full_accuracy(runner: EvalRunner) -> dict:
+  return {'full_accuracy': runner.deployed_accuracy()}
+
+
+def subnet_chains(runner: EvalRunner, *, num_chains: int = 8, levels: int = 3,
+                  sampler: str = 'bernoulli', seed: int = 0, **sampler_kw) -> dict:
+  """Mean accuracy of the level-1..G subnets over `num_chains` nested chains (GKT's sampler)."""
+  stage_sizes = tuple(runner.model.stage_sizes)
+  keys = jax.random.split(jax.random.key(seed), num_chains)
+  chains = np.asarray(jax.vmap(lambda k: masks.sample_nested_subnets(
+      k, stage_sizes, levels, sampler=sampler, **sampler_kw))(keys))
+  acc = np.array([[runner.subnet_accuracy(chains[c, g]) for g in range(levels)]
+                  for c in range(num_chains)])
+  out = {f'subnet_acc/level{g + 1}': float(acc[:, g].mean()) for g in range(levels)}
+  out.update({f'subnet_kept/level{g + 1}': float(chains[:, g].sum(-1).mean())
+              for g in range(levels)})
+  return out
+
+
+def depth_curve(runner: EvalRunner, *, num_subnets: int = 16, sampler: str = 'prefix',
+                seed: int = 1, **sampler_kw) -> dict:
+  """Accuracy vs number of kept blocks over `num_subnets` sampled subnets (+ the full net)."""
+  stage_sizes = tuple(runner.model.stage_sizes)
+  keys = jax.random.split(jax.random.key(seed), num_subnets)
+  sampled = np.asarray(jax.vmap(lambda k: masks.sample_subnet(
+      k, stage_sizes, sampler=sampler, **sampler_kw))(keys))
+  sampled = np.concatenate([np.ones((1, sampled.shape[1]), bool), sampled])
+  unique = np.unique(sampled, axis=0)
+  by_kept: dict[int, list[float]] = {}
+  for mask in unique:
+    by_kept.setdefault(int(mask.sum()), []).append(runner.subnet_accuracy(mask))
+  curve = [[kept, float(np.mean(accs)), len(accs)] for kept, accs in sorted(by_kept.items())]
+  return {'depth_curve': curve}
+
+
+def block_deletion(runner: EvalRunner) -> dict:
+  """Accuracy after deleting each single droppable block (robustness)."""
+  stage_sizes = tuple(runner.model.stage_sizes)
+  droppable = np.asarray(masks.droppable_mask(stage_sizes))
+  accs = []
+  for i in np.flatnonzero(droppable):
+    mask = np.ones(len(droppable), bool)
+    mask[i] = False
+    accs.append([int(i), runner.subnet_accuracy(mask)])
+  return {'block_deletion': accs,
+          'block_deletion_mean': float(np.mean([a for _, a in accs])) if accs else None}
+
+
+EVALUATORS: dict[str, Callable[..., dict]] = {
+    'full': full_accuracy, 'subnet_chains': subnet_chains, 'depth_curve': depth_curve,
+    'block_deletion': block_deletion}
+
+
+def run_evaluators(runner: EvalRunner, evals_config, *, final: bool) -> dict:
+  """Runs every configured evaluator; those with `final_only=True` only when final."""
+  results = {}
+  for name, cfg in evals_config.items():
+    cfg = dict(cfg)
+    kind = cfg.pop('type', name)
+    if kind not in EVALUATORS:
+      raise ValueError(f'evals.{name}.type={kind!r} is not one of {tuple(EVALUATORS)}')
+    if cfg.pop('final_only', False) and not final:
+      continue
+    results.update(EVALUATORS[kind](runner, **cfg))
+  return results
+
+
+def recalibrate_batch_stats(model, variables, image_batches, momentum: float):
+  """BatchNorm statistics of the full network re-estimated on `image_batches` (ST++).
+
+  In training mode a layer's output depends only on its batch statistics, so each batch's
+  statistics can be read exactly from one `apply` (new = m * old + (1 - m) * batch); the
+  result is their average over batches (PyTorch's cumulative average, momentum=None).
+  """
+  @jax.jit
+  def batch_stats_of(images):
+    _, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+    return jax.tree.map(lambda new, old: (new - momentum * old) / (1.0 - momentum),
+                        updates['batch_stats'], variables['batch_stats'])
+
+  stats = [batch_stats_of(images) for images in image_batches]
+  mean_stats = jax.tree.map(lambda *xs: sum(xs) / len(xs), *stats)
+  return {**variables, 'batch_stats': mean_stats}

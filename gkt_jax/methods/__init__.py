@@ -1,0 +1,27 @@
+"""Training methods: each gives gradients for a batch and its test-time predictor.
+
+The trainer knows them only through `get_method(config.method, model)`.
+"""
+
+from __future__ import annotations
+
+from gkt_jax.methods.base import Method, run_model
+from gkt_jax.methods.baseline import Baseline
+from gkt_jax.methods.gkt import GKT
+from gkt_jax.methods.stimulative import Stimulative
+from gkt_jax.methods.stochastic_depth import StochasticDepth
+
+REGISTRY: dict[str, type[Method]] = {
+    cls.name: cls for cls in (Baseline, StochasticDepth, Stimulative, GKT)}
+
+
+def get_method(config, model) -> Method:
+  """Builds the method named by `config.name` (a `config.method` ConfigDict)."""
+  name = config.get('name', None)
+  if name not in REGISTRY:
+    raise ValueError(f'method.name={name!r} is not one of {tuple(REGISTRY)}')
+  return REGISTRY[name](config, model)
+
+
+__all__ = ['GKT', 'Baseline', 'Method', 'REGISTRY', 'Stimulative', 'StochasticDepth',
+           'get_method', 'run_model']

@@ -1,0 +1,25 @@
+"""Baseline: the full network trained with cross-entropy."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from gkt_jax import losses
+from gkt_jax.methods.base import Method, full_mask, loss_gradients, mean_accuracy, run_model
+
+
+class Baseline(Method):
+  name = 'baseline'
+
+  def gradients(self, params, batch_stats, batch, key, method_state):
+    del key
+
+    def loss_fn(p):
+      logits, _, new_stats = run_model(self.model, p, batch_stats, batch['images'])
+      ce = jnp.mean(losses.cross_entropy(logits, batch['labels'], self.label_smoothing()))
+      return ce, (new_stats, ce, mean_accuracy(logits, batch['labels']))
+
+    grads, (new_stats, ce, acc) = loss_gradients(loss_fn, params)
+    measurements = {'loss': ce, 'ce/full': ce, 'train_acc/full': acc,
+                    'masks_run': full_mask(self.num_blocks)}
+    return grads, (new_stats, method_state, measurements)

@@ -1,0 +1,49 @@
+"""Stochastic depth (Huang et al., ECCV 2016): one Bernoulli keep mask per minibatch.
+
+Every block, the downsampling ones included, is kept with probability p_i (linear decay to
+`final_survival`, or uniform); a dropped block outputs its shortcut and is not run. At test
+time every block runs with its residual branch scaled by p_i (`test_scaling=True`, the
+paper's rule) or unscaled (`False`, for the 'inverted' variant, which then scales by 1/p_i
+during training).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from gkt_jax import losses, masks
+from gkt_jax.methods.base import Method, loss_gradients, mean_accuracy, run_model
+
+
+class StochasticDepth(Method):
+  name = 'stochastic_depth'
+
+  def __init__(self, config, model):
+    super().__init__(config, model)
+    self.survival = masks.stochastic_depth_survival(
+        self.num_blocks, final_survival=config.get('final_survival', 0.5),
+        rule=config.get('rule', 'linear'))
+    self.test_scaling = bool(config.get('test_scaling', True))
+
+  def gradients(self, params, batch_stats, batch, key, method_state):
+    keep_mask = masks.sample_stochastic_depth(key, self.survival)
+    # 'inverted' variant: scale kept branches by 1/p_i in training, run plain at test time.
+    scale = None if self.test_scaling else 1.0 / self.survival
+
+    def loss_fn(p):
+      logits, _, new_stats = run_model(self.model, p, batch_stats, batch['images'],
+                                       keep_mask=keep_mask, residual_scale=scale)
+      ce = jnp.mean(losses.cross_entropy(logits, batch['labels'], self.label_smoothing()))
+      return ce, (new_stats, ce, mean_accuracy(logits, batch['labels']))
+
+    grads, (new_stats, ce, acc) = loss_gradients(loss_fn, params)
+    measurements = {
+        'loss': ce, 'ce/sampled': ce, 'train_acc/sampled': acc,
+        'kept_fraction': jnp.mean(keep_mask.astype(jnp.float32)),
+        'masks_run': keep_mask[None],
+    }
+    return grads, (new_stats, method_state, measurements)
+
+  def predict(self, variables, images):
+    scale = self.survival if self.test_scaling else None
+    return self.model.apply(variables, images, train=False, residual_scale=scale)[0]

@@ -1,0 +1,180 @@
+"""Subnets distilled from knowledge, run one after another in a `lax.scan`.
+
+Shared by stimulative training (one level: every subnet learns from the full network) and
+GKT (G nested levels: the aggregated knowledge of level g-1 teaches level g). The scan body
+is one subnet's forward and backward; its gradients are added to the carry, so the compiled
+step holds one subnet pass whatever the number of subnets. BatchNorm statistics are threaded
+through the carry in order, as the PyTorch loops update them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from gkt_jax import groups, losses
+from gkt_jax.methods.base import run_model
+
+
+def distill_subnets(model, params, batch_stats, images, labels, teacher_logits, subnet_masks,
+                    *, levels: int, aggregate: str = 'ema', momentum: float = 0.5,
+                    temperature: float = 1.0, kl_weight: float = 1.0,
+                    label_weight: float = 0.0, label_smoothing: float = 0.0,
+                    normalize: bool = False, input_sizes: Sequence[int] | None = None,
+                    size_index: jax.Array | None = None):
+  """Trains K subnets against group knowledge; returns their summed gradients.
+
+  Args:
+    model: the masked ResNet.
+    params, batch_stats: its variables.
+    images: f32[B, H, W, C], the step's augmented batch.
+    labels: int32[B].
+    teacher_logits: f32[B, C], knowledge of level 0 (the full network); the caller passes it
+      through `stop_gradient` (and `normalize_logits` when `normalize`).
+    subnet_masks: bool[K, L] in running order; subnet i is at level `i % levels + 1` of
+      sampling loop `i // levels`.
+    levels: G, the number of nested levels per loop (1 for stimulative training).
+    aggregate, momentum: how a level's knowledge aggregates over loops
+      (`groups.update_group_knowledge`).
+    temperature, kl_weight: the distillation term, kl_weight * T^2 KL(teacher || subnet).
+    label_weight, label_smoothing: an optional cross-entropy term on each subnet.
+    normalize: apply `losses.normalize_logits` to subnet logits before both terms (ST++).
+    input_sizes: optional static square sizes; subnet i then sees `images` bilinearly
+      resized to `input_sizes[size_index[i]]` (ST++ 'subnet_resize').
+    size_index: int32[K], required with input_sizes.
+
+  Returns:
+    grads (a params-shaped sum over subnets of d(loss_i)/d(params)), the updated batch
+    statistics, and a dict of f32[K] per-subnet values: 'loss', 'kl', 'ce', 'acc', 'kept'.
+  """
+  num_subnets = subnet_masks.shape[0]
+  if num_subnets % levels:
+    raise ValueError(f'{num_subnets} subnet masks do not split into loops of {levels} levels')
+  if input_sizes is not None and size_index is None:
+    raise ValueError('input_sizes needs size_index')
+
+  def subnet_loss(p, stats, keep_mask, subnet_images, teacher):
+    logits, _, new_stats = run_model(model, p, stats, subnet_images, keep_mask=keep_mask)
+    if normalize:
+      logits = losses.normalize_logits(logits)
+    kl = jnp.mean(losses.distillation_kl(logits, teacher, temperature))
+    ce = jnp.mean(losses.cross_entropy(logits, labels, label_smoothing))
+    loss = kl_weight * kl + (label_weight * ce if label_weight else 0.0)
+    return loss, (new_stats, logits, kl, ce)
+
+  grad_fn = jax.value_and_grad(subnet_loss, has_aux=True)
+
+  def run_subnet(stats, keep_mask, teacher, size_i):
+    if input_sizes is None:
+      return grad_fn(params, stats, keep_mask, images, teacher)
+    batch, _, _, channels = images.shape
+
+    def at_size(side):
+      resized = jax.image.resize(images, (batch, side, side, channels), 'bilinear')
+      return lambda: grad_fn(params, stats, keep_mask, resized, teacher)
+
+    return jax.lax.switch(size_i, [at_size(int(s)) for s in input_sizes])
+
+  def body(carry, inputs):
+    grad_sum, stats, knowledge = carry
+    index, keep_mask, size_i = inputs
+    level = index % levels + 1
+    loop = index // levels
+    teacher = knowledge[level - 1]
+    (loss, (stats, logits, kl, ce)), grads = run_subnet(stats, keep_mask, teacher, size_i)
+    grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+    updated = groups.update_group_knowledge(
+        knowledge[level], jax.lax.stop_gradient(logits), loop, aggregate=aggregate,
+        momentum=momentum)
+    knowledge = knowledge.at[level].set(updated)
+    outputs = {'loss': loss, 'kl': kl, 'ce': ce,
+               'acc': jnp.mean(losses.accuracy(logits, labels)),
+               'kept': jnp.mean(keep_mask.astype(jnp.float32))}
+    return (grad_sum, stats, knowledge), outputs
+
+  knowledge = jnp.zeros((levels + 1,) + teacher_logits.shape, teacher_logits.dtype)
+  knowledge = knowledge.at[0].set(teacher_logits)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  if size_index is None:
+    size_index = jnp.zeros((num_subnets,), jnp.int32)
+  (grads, batch_stats, _), per_subnet = jax.lax.scan(
+      body, (zeros, batch_stats, knowledge),
+      (jnp.arange(num_subnets), subnet_masks, size_index))
+  return grads, batch_stats, per_subnet
+
+
+def per_level_measurements(per_subnet: dict[str, jax.Array], levels: int,
+                           prefix: str = 'level') -> dict[str, jax.Array]:
+  """Averages f32[K] per-subnet values over loops: '{name}/{prefix}{g}' for g = 1..levels."""
+  out = {}
+  for name, values in per_subnet.items():
+    by_level = values.reshape(-1, levels).mean(axis=0)
+    for g in range(levels):
+      out[f'{name}/{prefix}{g + 1}'] = by_level[g]
+  return out
+
+
+class SelfDistillation:
+  """Mixin for methods that train the full network with CE and subnets from its knowledge.
+
+  Subclasses set `self.levels` and implement `sample_masks(key) -> bool[K, L]`; config
+  fields read here: temperature, kl_weight, subnet_label_weight, label_smoothing,
+  normalize_logits, and optionally subnet_resize / resize_min_scale / resize_buckets.
+  """
+
+  levels: int = 1
+  aggregate: str = 'ema'
+  momentum: float = 0.5
+
+  def sample_masks(self, key) -> jax.Array:
+    raise NotImplementedError
+
+  def resize_sizes(self, image_side: int) -> tuple[int, ...] | None:
+    """The static subnet input sides of ST++ 'subnet_resize', or None when it is off."""
+    if not self.config.get('subnet_resize', False):
+      return None
+    low = self.config.get('resize_min_scale', 0.43) * image_side
+    buckets = int(self.config.get('resize_buckets', 4))
+    return tuple(sorted({int(round(low + (image_side - low) * i / max(buckets - 1, 1)))
+                         for i in range(buckets)}))
+
+  def gradients(self, params, batch_stats, batch, key, method_state):
+    config = self.config
+    normalize = bool(config.get('normalize_logits', False))
+    images, labels = batch['images'], batch['labels']
+    smoothing = self.label_smoothing()
+
+    def full_loss(p):
+      logits, _, new_stats = run_model(self.model, p, batch_stats, images)
+      if normalize:
+        logits = losses.normalize_logits(logits)
+      ce = jnp.mean(losses.cross_entropy(logits, labels, smoothing))
+      return ce, (new_stats, logits)
+
+    (ce, (stats, full_logits)), grads = jax.value_and_grad(full_loss, has_aux=True)(params)
+    mask_key, size_key = jax.random.split(key)
+    subnet_masks = self.sample_masks(mask_key)
+    sizes = self.resize_sizes(images.shape[1])
+    size_index = None
+    if sizes is not None:
+      size_index = jax.random.randint(size_key, (subnet_masks.shape[0],), 0, len(sizes))
+    subnet_grads, stats, per_subnet = distill_subnets(
+        self.model, params, stats, images, labels, jax.lax.stop_gradient(full_logits),
+        subnet_masks, levels=self.levels, aggregate=self.aggregate, momentum=self.momentum,
+        temperature=config.get('temperature', 1.0), kl_weight=config.get('kl_weight', 1.0),
+        label_weight=config.get('subnet_label_weight', 0.0), label_smoothing=smoothing,
+        normalize=normalize, input_sizes=sizes, size_index=size_index)
+    grads = jax.tree.map(jnp.add, grads, subnet_grads)
+    measurements = {
+        'loss': ce + jnp.sum(per_subnet['loss']),
+        'ce/full': ce,
+        'train_acc/full': jnp.mean(losses.accuracy(full_logits, labels)),
+        'masks_run': jnp.concatenate([jnp.ones((1, self.num_blocks), bool), subnet_masks]),
+    }
+    measurements.update(per_level_measurements(per_subnet, self.levels))
+    return grads, (stats, method_state, measurements)
+
+  def forwards_per_step(self) -> int:
+    return 1 + int(self.sample_masks(jax.random.key(0)).shape[0])

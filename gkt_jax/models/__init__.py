@@ -1,0 +1,54 @@
+"""Models: ResNets that take a traced keep mask over their residual blocks."""
+
+from __future__ import annotations
+
+from gkt_jax.models.conv import conv2d
+from gkt_jax.models.resnet import ResNet
+
+_IMAGENET_STAGES = {18: ((2, 2, 2, 2), 'basic'), 34: ((3, 4, 6, 3), 'basic'),
+                    50: ((3, 4, 6, 3), 'bottleneck')}
+CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+ARCHS = tuple(f'resnet{d}' for d in CIFAR_DEPTHS) + ('resnet18', 'resnet34', 'resnet50')
+
+
+def cifar_resnet(depth: int, num_classes: int, *, width_multiplier: float = 1.0,
+                 shortcut: str = 'pad', **kwargs) -> ResNet:
+  """The CIFAR ResNet of He et al. (2016): depth 6n+2, three stages of n basic blocks,
+  16/32/64 channels (times `width_multiplier`), 3x3 stem."""
+  if depth < 8 or (depth - 2) % 6:
+    raise ValueError(f'CIFAR ResNet depth={depth} is not of the form 6n+2 (e.g. {CIFAR_DEPTHS})')
+  n = (depth - 2) // 6
+  widths = tuple(max(1, round(w * width_multiplier)) for w in (16, 32, 64))
+  return ResNet(stage_sizes=(n, n, n), stage_widths=widths, num_classes=num_classes,
+                block='basic', stem='cifar', stem_width=widths[0], shortcut=shortcut, **kwargs)
+
+
+def imagenet_resnet(depth: int, num_classes: int, *, width_multiplier: float = 1.0,
+                    stem: str = 'imagenet', shortcut: str = 'projection', **kwargs) -> ResNet:
+  """ResNet-18/34/50 of torchvision's layout; stem='cifar' for small (e.g. 32x32) inputs."""
+  if depth not in _IMAGENET_STAGES:
+    raise ValueError(f'ImageNet ResNet depth={depth} is not one of {sorted(_IMAGENET_STAGES)}')
+  stages, block = _IMAGENET_STAGES[depth]
+  widths = tuple(max(1, round(w * width_multiplier)) for w in (64, 128, 256, 512))
+  return ResNet(stage_sizes=stages, stage_widths=widths, num_classes=num_classes, block=block,
+                stem=stem, stem_width=widths[0], shortcut=shortcut, **kwargs)
+
+
+def build_model(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
+                shortcut: str | None = None, stem: str | None = None,
+                conv_impl: str = 'auto', **kwargs) -> ResNet:
+  """Builds a model by name: 'resnet20/32/44/56/110' (CIFAR) or 'resnet18/34/50'."""
+  if arch not in ARCHS:
+    raise ValueError(f'model.arch={arch!r} is not one of {ARCHS}')
+  depth = int(arch.removeprefix('resnet'))
+  extra = dict(conv_impl=conv_impl, width_multiplier=width_multiplier, **kwargs)
+  if shortcut is not None:
+    extra['shortcut'] = shortcut
+  if depth in CIFAR_DEPTHS:
+    if stem not in (None, 'cifar'):
+      raise ValueError(f'model.stem={stem!r}: CIFAR ResNets ({arch}) only have the cifar stem')
+    return cifar_resnet(depth, num_classes, **extra)
+  return imagenet_resnet(depth, num_classes, stem=stem or 'imagenet', **extra)
+
+
+__all__ = ['ARCHS', 'ResNet', 'build_model', 'cifar_resnet', 'conv2d', 'imagenet_resnet']

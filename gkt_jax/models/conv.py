@@ -1,0 +1,107 @@
+"""2-D convolution whose backward pass is written as ordinary forward convolutions.
+
+On CPU, XLA runs the backward convolutions it derives itself 15-80x slower when they sit inside
+a `lax.cond` branch or a `lax.scan` body (see shared notes `xla_cpu_nested_conv.md`). Every
+residual block of a masked ResNet sits in a cond, and GKT scans over subnets, so on CPU the
+models use `conv2d(..., impl='canonical')`: a `jax.custom_vjp` whose gradients are computed by
+stride-1 'VALID' forward convolutions of explicitly padded and zero-dilated arrays. The values
+are identical to XLA's own gradients (tests check them). On GPU/TPU the native convolution is
+the right one; `impl='auto'` picks by backend.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Padding = tuple[tuple[int, int], tuple[int, int]]
+_DN = ('NHWC', 'HWIO', 'NHWC')
+IMPLS = ('auto', 'xla', 'canonical')
+
+
+def resolve_impl(impl: str) -> str:
+  """Maps 'auto' to 'canonical' on CPU and 'xla' elsewhere; checks the name."""
+  if impl not in IMPLS:
+    raise ValueError(f'conv impl={impl!r} is not one of {IMPLS}')
+  if impl == 'auto':
+    return 'canonical' if jax.default_backend() == 'cpu' else 'xla'
+  return impl
+
+
+def _forward(x, w, stride: int, padding: Padding):
+  return lax.conv_general_dilated(
+      x, w, window_strides=(stride, stride), padding=padding, dimension_numbers=_DN)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _canonical_conv(x, w, stride, padding):
+  return _forward(x, w, stride, padding)
+
+
+def _canonical_fwd(x, w, stride, padding):
+  return _forward(x, w, stride, padding), (x, w)
+
+
+def _canonical_bwd(stride, padding, residuals, g):
+  x, w = residuals
+  kh, kw = w.shape[:2]
+  (ph_lo, ph_hi), (pw_lo, pw_hi) = padding
+  height, width = x.shape[1:3]
+  out_h, out_w = g.shape[1:3]
+  zero = jnp.zeros((), g.dtype)
+  # g zero-dilated by the stride: g_d[j] = g[o] at j = o * stride, 0 elsewhere.
+  dil_h, dil_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
+
+  # dx[i] = sum_k g_d[i + p_lo - k] w[k]: a correlation of g_d, padded so the output has the
+  # input's size, with w flipped in space and its in/out channel axes swapped.
+  g_for_dx = lax.pad(g, zero, (
+      (0, 0, 0),
+      (kh - 1 - ph_lo, height + ph_lo - dil_h, stride - 1),
+      (kw - 1 - pw_lo, width + pw_lo - dil_w, stride - 1),
+      (0, 0, 0)))
+  w_flipped = jnp.swapaxes(w[::-1, ::-1], 2, 3)
+  dx = lax.conv_general_dilated(g_for_dx, w_flipped, (1, 1), 'VALID', dimension_numbers=_DN)
+
+  # dw[k, ci, co] = sum_{n, j} x_pad[n, j + k, ci] g_d[n, j, co]: batch and channel axes
+  # swapped so the batch is the contraction ('feature') axis of a VALID forward conv.
+  x_pad = lax.pad(x, zero.astype(x.dtype), (
+      (0, 0, 0),
+      (ph_lo, dil_h + kh - 1 - height - ph_lo, 0),
+      (pw_lo, dil_w + kw - 1 - width - pw_lo, 0),
+      (0, 0, 0)))
+  g_dilated = lax.pad(g, zero, ((0, 0, 0), (0, 0, stride - 1), (0, 0, stride - 1), (0, 0, 0)))
+  dw = lax.conv_general_dilated(
+      jnp.transpose(x_pad, (3, 1, 2, 0)),      # [C_in, H', W', N]
+      jnp.transpose(g_dilated, (1, 2, 0, 3)),  # [h, w, N, C_out]
+      (1, 1), 'VALID', dimension_numbers=_DN)  # -> [C_in, kh, kw, C_out]
+  dw = jnp.transpose(dw, (1, 2, 0, 3))
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_canonical_conv.defvjp(_canonical_fwd, _canonical_bwd)
+
+
+def conv2d(x: jax.Array, w: jax.Array, *, stride: int = 1, padding: Padding | None = None,
+           impl: str = 'auto') -> jax.Array:
+  """NHWC x HWIO convolution.
+
+  Args:
+    x: f[N, H, W, C_in].
+    w: f[kh, kw, C_in, C_out].
+    stride: spatial stride (same on both axes).
+    padding: ((top, bottom), (left, right)); default symmetric (k - 1) // 2, as PyTorch's
+      ResNets use.
+    impl: 'xla' (XLA's own backward), 'canonical' (backward as forward convs), 'auto'.
+
+  Returns:
+    f[N, H_out, W_out, C_out].
+  """
+  if padding is None:
+    padding = (((w.shape[0] - 1) // 2,) * 2, ((w.shape[1] - 1) // 2,) * 2)
+  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  if resolve_impl(impl) == 'xla':
+    return _forward(x, w, stride, padding)
+  return _canonical_conv(x, w, int(stride), padding)

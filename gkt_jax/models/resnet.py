@@ -1,0 +1,194 @@
+"""ResNets whose residual blocks can be dropped by a traced keep mask.
+
+`apply(variables, x, keep_mask=None, train=False, residual_scale=None)` returns
+`(logits, features)`. `keep_mask` is bool[L] over the L residual blocks in network order; a
+dropped block returns its shortcut and does no work: its residual branch sits in a
+`jax.lax.cond` on a scalar predicate, so XLA branches on GPU/TPU, and its BatchNorm layers
+neither normalise nor update their statistics. One compiled program serves every mask.
+`residual_scale` (f32[L]) multiplies each residual branch: stochastic depth's test-time rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from gkt_jax.models.conv import conv2d, resolve_impl
+
+SHORTCUTS = ('projection', 'pad')
+STEMS = ('cifar', 'imagenet')
+BLOCKS = ('basic', 'bottleneck')
+
+# As torchvision's ResNets: kaiming normal, fan_out, for a ReLU.
+_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+class Conv(nn.Module):
+  """Bias-free NHWC convolution using `conv2d` (see conv.py for `impl`)."""
+  features: int
+  kernel_size: int
+  stride: int = 1
+  impl: str = 'auto'
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param('kernel', _conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
+    return conv2d(x.astype(self.dtype), kernel.astype(self.dtype), stride=self.stride,
+                  impl=self.impl)
+
+
+def _batch_norm(train: bool, momentum: float, name: str | None = None, scale_init=None):
+  return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
+                      scale_init=scale_init or nn.initializers.ones, name=name)
+
+
+class BasicBranch(nn.Module):
+  """conv3x3-BN-ReLU-conv3x3-BN: the residual branch of a basic block."""
+  features: int
+  stride: int
+  conv_impl: str
+  bn_momentum: float
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(Conv, impl=self.conv_impl, dtype=self.dtype)
+    y = conv(self.features, 3, self.stride, name='conv1')(x)
+    y = nn.relu(_batch_norm(train, self.bn_momentum, 'bn1')(y))
+    y = conv(self.features, 3, 1, name='conv2')(y)
+    return _batch_norm(train, self.bn_momentum, 'bn2')(y)
+
+
+class BottleneckBranch(nn.Module):
+  """1x1-3x3-1x1 bottleneck (stride on the 3x3, as torchvision); output 4x features."""
+  features: int
+  stride: int
+  conv_impl: str
+  bn_momentum: float
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(Conv, impl=self.conv_impl, dtype=self.dtype)
+    y = nn.relu(_batch_norm(train, self.bn_momentum, 'bn1')(conv(self.features, 1, 1, name='conv1')(x)))
+    y = nn.relu(_batch_norm(train, self.bn_momentum, 'bn2')(
+        conv(self.features, 3, self.stride, name='conv2')(y)))
+    return _batch_norm(train, self.bn_momentum, 'bn3')(conv(4 * self.features, 1, 1, name='conv3')(y))
+
+
+class ResidualBlock(nn.Module):
+  """out = relu(shortcut(x) + scale * branch(x)); the branch is skipped when keep is False."""
+  features: int
+  stride: int
+  block: str
+  shortcut: str
+  conv_impl: str
+  bn_momentum: float
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x, keep, scale, train: bool):
+    out_features = self.features * (4 if self.block == 'bottleneck' else 1)
+    # The shortcut always runs: a dropped block outputs it.
+    if self.stride == 1 and x.shape[-1] == out_features:
+      shortcut = x
+    elif self.shortcut == 'pad':  # Option A of the CIFAR ResNet: subsample, zero channels.
+      shortcut = x[:, ::self.stride, ::self.stride, :]
+      extra = out_features - x.shape[-1]
+      shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+    else:
+      shortcut = Conv(out_features, 1, self.stride, impl=self.conv_impl, dtype=self.dtype,
+                      name='proj_conv')(x)
+      shortcut = _batch_norm(train, self.bn_momentum, 'proj_bn')(shortcut)
+
+    branch_cls = BottleneckBranch if self.block == 'bottleneck' else BasicBranch
+    branch = branch_cls(self.features, self.stride, self.conv_impl, self.bn_momentum, self.dtype,
+                        name='branch')
+    if keep is None or self.is_initializing():
+      residual = branch(x, train)
+    else:
+      out_shape = jax.eval_shape(lambda: shortcut)
+      residual = nn.cond(
+          keep,
+          lambda mdl, y: mdl(y, train),
+          lambda mdl, y: jnp.zeros(out_shape.shape, out_shape.dtype),
+          branch, x)
+    if scale is not None:
+      residual = residual * scale.astype(residual.dtype)
+    return nn.relu(shortcut + residual)
+
+
+class ResNet(nn.Module):
+  """A ResNet with maskable residual blocks.
+
+  Attributes:
+    stage_sizes: blocks per stage, e.g. (3, 3, 3) for the CIFAR ResNet-20.
+    stage_widths: branch width of each stage (bottleneck blocks output 4x this).
+    num_classes: classifier outputs.
+    block: 'basic' or 'bottleneck'.
+    stem: 'cifar' (3x3 conv, stride 1) or 'imagenet' (7x7 stride-2 conv and 3x3 max pool).
+    stem_width: stem output channels.
+    shortcut: 'projection' (1x1 conv + BN) or 'pad' (parameter-free: stride subsampling and zero
+      channels, option A of the CIFAR ResNet).
+    conv_impl: 'auto', 'xla' or 'canonical' (see conv.py).
+    bn_momentum: running-statistics momentum (PyTorch's 0.1 is Flax's 0.9).
+    dtype: computation dtype (parameters stay float32).
+  """
+  stage_sizes: Sequence[int]
+  stage_widths: Sequence[int]
+  num_classes: int
+  block: str = 'basic'
+  stem: str = 'cifar'
+  stem_width: int = 16
+  shortcut: str = 'projection'
+  conv_impl: str = 'auto'
+  bn_momentum: float = 0.9
+  dtype: jnp.dtype = jnp.float32
+
+  @property
+  def num_blocks(self) -> int:
+    return int(sum(self.stage_sizes))
+
+  @nn.compact
+  def __call__(self, x, keep_mask=None, train: bool = False, residual_scale=None):
+    """Args: x f[N, H, W, C]; keep_mask bool[L] or None (all blocks); residual_scale f32[L].
+
+    Returns:
+      logits f32[N, num_classes] and a dict of features: 'stem', 'stage1'.., 'pre_logits'.
+    """
+    num_blocks = self.num_blocks
+    for name, value in (('keep_mask', keep_mask), ('residual_scale', residual_scale)):
+      if value is not None and tuple(value.shape) != (num_blocks,):
+        raise ValueError(f'{name} has shape {tuple(value.shape)}; this network has '
+                         f'{num_blocks} residual blocks, so it must be ({num_blocks},)')
+    impl = resolve_impl(self.conv_impl)
+    features = {}
+    x = x.astype(self.dtype)
+    if self.stem == 'cifar':
+      x = Conv(self.stem_width, 3, 1, impl=impl, dtype=self.dtype, name='stem_conv')(x)
+      x = nn.relu(_batch_norm(train, self.bn_momentum, 'stem_bn')(x))
+    else:
+      x = Conv(self.stem_width, 7, 2, impl=impl, dtype=self.dtype, name='stem_conv')(x)
+      x = nn.relu(_batch_norm(train, self.bn_momentum, 'stem_bn')(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    features['stem'] = x
+    index = 0
+    for s, (size, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
+      for j in range(size):
+        stride = 2 if (s > 0 and j == 0) else 1
+        keep = None if keep_mask is None else keep_mask[index]
+        scale = None if residual_scale is None else residual_scale[index]
+        x = ResidualBlock(width, stride, self.block, self.shortcut, impl, self.bn_momentum,
+                          self.dtype, name=f'stage{s + 1}_block{j + 1}')(x, keep, scale, train)
+        index += 1
+      features[f'stage{s + 1}'] = x
+    x = jnp.mean(x, axis=(1, 2))
+    features['pre_logits'] = x
+    logits = nn.Dense(self.num_classes, name='head')(x.astype(jnp.float32))
+    return logits, features

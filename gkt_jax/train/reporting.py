@@ -1,0 +1,161 @@
+"""Metrics file, terminal progress, summary and plots of a run (process 0 writes)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from gkt_jax.utils import format_seconds
+
+
+class MetricWriter:
+  """Appends one JSON object per call to `workdir/metrics.jsonl`."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.enabled = enabled
+
+  def write(self, step: int, values: dict) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, 'a') as f:
+      f.write(json.dumps({'step': int(step), **_jsonable(values)}) + '\n')
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _jsonable(values):
+  if isinstance(values, dict):
+    return {k: _jsonable(v) for k, v in values.items()}
+  if isinstance(values, (list, tuple)):
+    return [_jsonable(v) for v in values]
+  if isinstance(values, (np.ndarray, np.generic)) or hasattr(values, 'tolist'):
+    return _jsonable(np.asarray(values).tolist())
+  return values
+
+
+def check_finite(step: int, values: dict) -> None:
+  """Raises FloatingPointError naming the step and the first non-finite term."""
+  for name, value in values.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise FloatingPointError(f'step {step}: {name} = {value}; stopping the run')
+
+
+class Progress:
+  """One line per log step with throughput and ETA."""
+
+  def __init__(self, total_steps: int, start_step: int, batch_size: int, enabled: bool = True):
+    self.total = total_steps
+    self.start_step = start_step
+    self.batch_size = batch_size
+    self.enabled = enabled
+    self.t0 = None
+    self.last_time = None
+    self.last_step = None
+
+  def start(self, step: int) -> None:
+    """Called once the first (compiled) step has finished."""
+    self.t0 = self.last_time = time.perf_counter()
+    self.start_step = self.last_step = step
+
+  def rate(self, step: int) -> float:
+    """Images per second since the previous call."""
+    now = time.perf_counter()
+    rate = (step - self.last_step) * self.batch_size / max(now - self.last_time, 1e-9)
+    self.last_time, self.last_step = now, step
+    return rate
+
+  def line(self, step: int, values: dict, rate: float) -> None:
+    if not self.enabled:
+      return
+    elapsed = time.perf_counter() - self.t0
+    done = step - self.start_step
+    eta = elapsed / max(done, 1) * (self.total - step)
+    shown = ' '.join(f'{k} {v:.4g}' for k, v in values.items()
+                     if isinstance(v, float) and not k.startswith('kept'))
+    print(f'step {step}/{self.total} ({100 * step / self.total:.0f}%) | {shown} | '
+          f'{rate:.0f} img/s | elapsed {format_seconds(elapsed)} ETA {format_seconds(eta)}',
+          flush=True)
+
+
+def final_table(summary: dict) -> str:
+  """A small text table of the headline accuracies."""
+  rows = [('full network', summary.get('full_accuracy'))]
+  level = 1
+  while f'subnet_acc/level{level}' in summary:
+    kept = summary.get(f'subnet_kept/level{level}')
+    label = f'subnet level {level}' + (f' (~{kept:.1f} blocks)' if kept is not None else '')
+    rows.append((label, summary[f'subnet_acc/level{level}']))
+    level += 1
+  if summary.get('block_deletion_mean') is not None:
+    rows.append(('one block deleted (mean)', summary['block_deletion_mean']))
+  width = max(len(r[0]) for r in rows)
+  lines = [f'{"network".ljust(width)}  test accuracy', '-' * (width + 15)]
+  lines += [f'{name.ljust(width)}  {acc:.4f}' for name, acc in rows if acc is not None]
+  return '\n'.join(lines)
+
+
+def plot_run(workdir: str, summary: dict) -> list[str]:
+  """Writes plots/training_curves.png and plots/depth_accuracy.png; returns their paths."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  records = read_metrics(workdir)
+  os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
+  written = []
+  train = [r for r in records if 'loss' in r]
+  evals = [r for r in records if 'eval/full_accuracy' in r]
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  if train:
+    steps = [r['step'] for r in train]
+    terms = [k for k in train[-1] if (k == 'loss' or k.startswith(('ce/', 'kl/')))]
+    for term in terms:
+      axes[0].plot(steps, [r.get(term, np.nan) for r in train], label=term)
+    axes[0].set_yscale('log')
+    axes[0].set_xlabel('step')
+    axes[0].set_title('training loss terms')
+    axes[0].legend(fontsize=7)
+  for key in [k for k in (evals[-1] if evals else {}) if k.startswith('eval/')
+              and k.endswith('accuracy') or k.startswith('eval/subnet_acc/')]:
+    axes[1].plot([r['step'] for r in evals], [r.get(key, np.nan) for r in evals], marker='o',
+                 label=key.removeprefix('eval/'))
+  axes[1].set_xlabel('step')
+  axes[1].set_title('test accuracy')
+  if evals:
+    axes[1].legend(fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(workdir, 'plots', 'training_curves.png')
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  written.append(path)
+
+  if summary.get('depth_curve'):
+    curve = np.array(summary['depth_curve'], dtype=float)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(curve[:, 0], curve[:, 1], marker='o', label='sampled subnets (prefix sampler)')
+    level = 1
+    while f'subnet_acc/level{level}' in summary:
+      ax.scatter([summary[f'subnet_kept/level{level}']], [summary[f'subnet_acc/level{level}']],
+                 marker='s', label=f'level-{level} subnets (mean)')
+      level += 1
+    ax.set_xlabel('residual blocks kept')
+    ax.set_ylabel('test accuracy')
+    ax.set_title(f'{summary.get("method", "")}: accuracy vs depth')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(workdir, 'plots', 'depth_accuracy.png')
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    written.append(path)
+  return written

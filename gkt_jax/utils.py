@@ -1,0 +1,36 @@
+"""Small helpers shared by the trainer and experiments."""
+
+from __future__ import annotations
+
+
+def steps(prefix: str, config, steps_per_epoch: int, *, default=None) -> int | None:
+  """Converts `{prefix}_steps` / `{prefix}_epochs` of a config to steps (exactly one form).
+
+  Args:
+    prefix: e.g. 'total', 'log_every', 'eval_every'.
+    config: a ConfigDict (or dict) holding at most one of the two fields.
+    steps_per_epoch: training steps in one epoch.
+    default: returned when neither field is set.
+  """
+  given = {k: config.get(f'{prefix}_{k}') for k in ('steps', 'epochs')}
+  given = {k: v for k, v in given.items() if v is not None}
+  if len(given) > 1:
+    raise ValueError(f'config sets both {prefix}_steps={given["steps"]} and '
+                     f'{prefix}_epochs={given["epochs"]}: set one of them')
+  if not given:
+    return default
+  if 'steps' in given:
+    value = int(given['steps'])
+  else:
+    value = max(1, int(round(float(given['epochs']) * steps_per_epoch)))
+  if value < 1:
+    raise ValueError(f'{prefix}_{next(iter(given))}={next(iter(given.values()))} gives '
+                     f'{value} steps; it must give at least 1')
+  return value
+
+
+def format_seconds(seconds: float) -> str:
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  return f'{hours}h{minutes:02d}m{secs:02d}s' if hours else f'{minutes}m{secs:02d}s'

@@ -1,0 +1,237 @@
+"""Tests of the maskable ResNets and the canonical-backward convolution."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest, parameterized
+
+from gkt_jax import models
+from gkt_jax.models import ResNet, conv2d
+
+
+def _tiny(stage_sizes=(3, 2), shortcut='pad', block='basic', **kw):
+  return ResNet(stage_sizes=stage_sizes, stage_widths=(4, 8), num_classes=5, block=block,
+                stem='cifar', stem_width=4, shortcut=shortcut, **kw)
+
+
+def _init(model, batch=4, side=8, seed=0):
+  x = jax.random.normal(jax.random.key(seed + 100), (batch, side, side, 3))
+  variables = model.init(jax.random.key(seed), x, train=False)
+  # Non-trivial running statistics, so eval-mode comparisons exercise them.
+  variables = {**variables, 'batch_stats': jax.tree.map(
+      lambda a: a + 0.1 * jax.random.uniform(jax.random.key(seed + 1), a.shape),
+      variables['batch_stats'])}
+  return x, variables
+
+
+def _without_blocks(variables, stage_sizes, keep):
+  """Variables of the network built without the dropped blocks (renumbered)."""
+  out = {c: {k: v for k, v in tree.items() if '_block' not in k}
+         for c, tree in variables.items()}
+  index, sizes = 0, []
+  for s, size in enumerate(stage_sizes):
+    new_j = 0
+    for j in range(size):
+      if keep[index]:
+        new_j += 1
+        for c in variables:
+          block = variables[c].get(f'stage{s + 1}_block{j + 1}')
+          if block is not None:
+            out[c][f'stage{s + 1}_block{new_j}'] = block
+      index += 1
+    sizes.append(new_j)
+  return out, tuple(sizes)
+
+
+class ConvTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      dict(side=8, k=3, stride=1, padding=None),
+      dict(side=9, k=3, stride=2, padding=None),
+      dict(side=8, k=1, stride=2, padding=None),
+      dict(side=11, k=7, stride=2, padding=None),
+      dict(side=8, k=3, stride=2, padding=((0, 1), (0, 1))),
+      dict(side=6, k=3, stride=1, padding=((0, 0), (0, 0))),
+  )
+  def test_canonical_gradients_equal_xla(self, side, k, stride, padding):
+    x = jax.random.normal(jax.random.key(1), (2, side, side - 1, 3))
+    w = jax.random.normal(jax.random.key(2), (k, k, 3, 5))
+
+    def grads(impl):
+      def f(x, w):
+        return jnp.sum(jnp.sin(conv2d(x, w, stride=stride, padding=padding, impl=impl)))
+      return jax.grad(f, argnums=(0, 1))(x, w)
+
+    for got, want in zip(grads('canonical'), grads('xla')):
+      np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+
+  def test_canonical_gradients_inside_cond(self):
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+    w = jax.random.normal(jax.random.key(2), (3, 3, 3, 4))
+
+    def f(impl, pred):
+      def g(x, w):
+        y = jax.lax.cond(pred, lambda: conv2d(x, w, stride=2, impl=impl),
+                         lambda: jnp.zeros((2, 4, 4, 4)))
+        return jnp.sum(y ** 2)
+      return jax.jit(jax.grad(g, argnums=(0, 1)))(x, w)
+
+    for got, want in zip(f('canonical', jnp.array(True)), f('xla', jnp.array(True))):
+      np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+
+  def test_bad_impl(self):
+    with self.assertRaisesRegex(ValueError, "impl='fast'"):
+      conv2d(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl='fast')
+
+
+class MaskedResNetTest(parameterized.TestCase):
+
+  @parameterized.product(train=[False, True], shortcut=['pad', 'projection'],
+                         block=['basic', 'bottleneck'])
+  def test_masked_equals_network_without_blocks(self, train, shortcut, block):
+    stage_sizes = (3, 2)
+    model = _tiny(stage_sizes, shortcut, block)
+    x, variables = _init(model)
+    keep = np.array([True, False, True, True, False])  # stage-first blocks kept
+    kw = dict(train=train, mutable=['batch_stats']) if train else dict(train=False)
+    got = model.apply(variables, x, keep_mask=jnp.asarray(keep), **kw)
+    small_vars, small_sizes = _without_blocks(variables, stage_sizes, keep)
+    small = _tiny(small_sizes, shortcut, block)
+    want = small.apply(small_vars, x, **kw)
+    if train:
+      (got, got_stats), (want, want_stats) = got, want
+      renamed, _ = _without_blocks(got_stats, stage_sizes, keep)
+      chex.assert_trees_all_close(renamed['batch_stats'], want_stats['batch_stats'], atol=1e-5)
+    np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+    np.testing.assert_allclose(got[1]['pre_logits'], want[1]['pre_logits'], atol=1e-5)
+
+  @parameterized.parameters('pad', 'projection')
+  def test_dropping_a_downsampling_block_gives_its_shortcut(self, shortcut):
+    # Stochastic depth drops stage-first blocks too: a dropped block is relu(shortcut(x)),
+    # which equals a residual branch scaled by zero (eval mode).
+    model = _tiny((2, 2), shortcut)
+    x, variables = _init(model)
+    keep = jnp.array([True, True, False, True])
+    dropped = model.apply(variables, x, keep_mask=keep, train=False)[0]
+    scaled = model.apply(variables, x, train=False,
+                         residual_scale=jnp.array([1.0, 1.0, 0.0, 1.0]))[0]
+    np.testing.assert_allclose(dropped, scaled, atol=1e-5)
+    self.assertGreater(float(jnp.max(jnp.abs(
+        dropped - model.apply(variables, x, train=False)[0]))), 1e-3)
+
+  @parameterized.parameters(False, True)
+  def test_all_true_mask_equals_plain_network(self, train):
+    model = _tiny()
+    x, variables = _init(model)
+    kw = dict(train=train, mutable=['batch_stats']) if train else dict(train=False)
+    masked = model.apply(variables, x, keep_mask=jnp.ones(5, bool), **kw)
+    plain = model.apply(variables, x, **kw)
+    chex.assert_trees_all_close(masked, plain, atol=1e-5)
+
+  def test_dropped_block_batch_stats_unchanged(self):
+    model = _tiny()
+    x, variables = _init(model)
+    keep = jnp.array([True, False, True, True, False])
+    _, updates = model.apply(variables, x, keep_mask=keep, train=True, mutable=['batch_stats'])
+    old, new = variables['batch_stats'], updates['batch_stats']
+    for name, kept in (('stage1_block1', True), ('stage1_block2', False),
+                       ('stage1_block3', True), ('stage2_block2', False)):
+      changed = any(not np.array_equal(a, b) for a, b in zip(
+          jax.tree.leaves(old[name]), jax.tree.leaves(new[name])))
+      self.assertEqual(changed, kept, name)
+
+  def test_dropped_block_gets_no_gradient(self):
+    model = _tiny()
+    x, variables = _init(model)
+    keep = jnp.array([True, False, True, True, True])
+
+    def loss(params):
+      logits, _ = model.apply({**variables, 'params': params}, x, keep_mask=keep, train=True,
+                              mutable=['batch_stats'])[0]
+      return jnp.sum(logits ** 2)
+
+    grads = jax.grad(loss)(variables['params'])
+    self.assertEqual(max(float(jnp.max(jnp.abs(g)))
+                         for g in jax.tree.leaves(grads['stage1_block2'])), 0.0)
+    self.assertGreater(max(float(jnp.max(jnp.abs(g)))
+                           for g in jax.tree.leaves(grads['stage1_block3'])), 0.0)
+
+  def test_one_compilation_serves_every_mask(self):
+    model = _tiny()
+    x, variables = _init(model)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(variables, keep):
+      def loss(params):
+        (logits, _), _ = model.apply({**variables, 'params': params}, x, keep_mask=keep,
+                                     train=True, mutable=['batch_stats'])
+        return jnp.mean(logits ** 2)
+      return jax.grad(loss)(variables['params'])
+
+    chex.clear_trace_counter()
+    for i in range(4):
+      keep = jax.random.bernoulli(jax.random.key(i), 0.5, (5,))
+      jax.block_until_ready(step(variables, keep))
+
+  @parameterized.parameters('canonical', 'xla')
+  def test_conv_impls_agree_on_masked_gradients(self, impl):
+    x, variables = _init(_tiny(conv_impl='xla'))
+    keep = jnp.array([True, False, True, True, False])
+
+    def grads(impl):
+      model = _tiny(conv_impl=impl)
+
+      def loss(params):
+        (logits, _), _ = model.apply({**variables, 'params': params}, x, keep_mask=keep,
+                                     train=True, mutable=['batch_stats'])
+        return jnp.mean(logits ** 2)
+      return jax.jit(jax.grad(loss))(variables['params'])
+
+    chex.assert_trees_all_close(grads(impl), grads('xla'), atol=1e-5, rtol=1e-4)
+
+  def test_mask_shape_is_checked(self):
+    model = _tiny()
+    x, variables = _init(model)
+    with self.assertRaisesRegex(ValueError, r'\(5,\)'):
+      model.apply(variables, x, keep_mask=jnp.ones(4, bool))
+
+
+class BuildTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      ('resnet20', 9, (4, 4), 64), ('resnet56', 27, (4, 4), 64), ('resnet110', 54, (4, 4), 64),
+      ('resnet18', 8, (2, 2), 512), ('resnet50', 16, (2, 2), 2048))
+  def test_architectures(self, arch, num_blocks, final_hw, final_channels):
+    stem = None if arch in ('resnet20', 'resnet56', 'resnet110') else 'cifar'
+    model = models.build_model(arch, 10, stem=stem)
+    self.assertEqual(model.num_blocks, num_blocks)
+    x = jax.ShapeDtypeStruct((2, 16, 16, 3), jnp.float32)
+    (logits, features), _ = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x), x)
+    self.assertEqual(logits.shape, (2, 10))
+    last = features[f'stage{len(model.stage_sizes)}']
+    self.assertEqual(last.shape[1:], final_hw + (final_channels,))
+
+  def test_imagenet_stem(self):
+    model = models.build_model('resnet18', 7)
+    (logits, features), _ = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x),
+        jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+    self.assertEqual(features['stem'].shape, (1, 16, 16, 64))
+    self.assertEqual(logits.shape, (1, 7))
+
+  def test_width_multiplier(self):
+    model = models.build_model('resnet20', 10, width_multiplier=2.0)
+    self.assertEqual(model.stage_widths, (32, 64, 128))
+
+  @parameterized.parameters(
+      (dict(arch='resnet21'), 'resnet21'), (dict(arch='resnet20', stem='imagenet'), 'stem'))
+  def test_bad_config(self, kw, message):
+    with self.assertRaisesRegex(ValueError, message):
+      models.build_model(num_classes=10, **kw)
+
+
+if __name__ == '__main__':
+  absltest.main()

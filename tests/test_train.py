@@ -1,0 +1,95 @@
+"""End to end: train_and_evaluate for a few steps of every method on digits."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from absl.testing import absltest, parameterized
+
+from experiments.configs import common
+from gkt_jax.train import train_and_evaluate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _smoke(method):
+  config = common.get_config(method, 'digits', 'smoke')
+  config.verbose = False
+  return config
+
+
+class TrainTest(parameterized.TestCase):
+
+  @parameterized.parameters('baseline', 'stochastic_depth', 'stimulative', 'gkt')
+  def test_smoke_run_writes_outputs(self, method):
+    workdir = self.create_tempdir().full_path
+    summary = train_and_evaluate(_smoke(method), workdir)
+    for name in ('config.json', 'metrics.jsonl', 'summary.json', 'plots/training_curves.png',
+                 'plots/depth_accuracy.png'):
+      self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+    with open(os.path.join(workdir, 'summary.json')) as f:
+      on_disk = json.load(f)
+    self.assertEqual(on_disk['method'], method)
+    self.assertBetween(on_disk['full_accuracy'], 0.0, 1.0)
+    for level in (1, 2, 3):
+      self.assertBetween(on_disk[f'subnet_acc/level{level}'], 0.0, 1.0)
+    self.assertTrue(on_disk['depth_curve'])
+    self.assertEqual(summary['steps'], 4)
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      records = [json.loads(line) for line in f]
+    train = [r for r in records if 'loss' in r]
+    self.assertEqual([r['step'] for r in train], [2, 4])
+    self.assertTrue(all(np.isfinite(r['loss']) for r in train))
+    self.assertTrue(any('eval/full_accuracy' in r for r in records))
+    if method == 'gkt':
+      self.assertIn('kl/level3', train[-1])
+
+  def test_same_seed_same_run(self):
+    config = _smoke('gkt')
+    config.evals = {'full': {'type': 'full'}}
+    config.plots = False
+    first = train_and_evaluate(config, self.create_tempdir().full_path)
+    second = train_and_evaluate(config, self.create_tempdir().full_path)
+    self.assertEqual(first['full_accuracy'], second['full_accuracy'])
+
+  def test_batch_not_divisible_by_devices_is_an_error(self):
+    # Run in a subprocess with 4 fake devices: batch 66 does not split over them.
+    code = ('from experiments.configs import common; from gkt_jax.train import '
+            'train_and_evaluate; c = common.get_config("baseline", "digits", "smoke"); '
+            'c.data.batch_size = 66; train_and_evaluate(c, "%s")'
+            % self.create_tempdir().full_path)
+    result = _run_with_devices(code, 4)
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn('data.batch_size=66 is not divisible by the 4 devices', result.stderr)
+
+  def test_four_devices_match_one(self):
+    # The same global batch on 4 fake CPU devices gives the same losses as on 1 device.
+    results = {}
+    for devices in (1, 4):
+      workdir = tempfile.mkdtemp()
+      code = ('from experiments.configs import common; from gkt_jax.train import '
+              'train_and_evaluate; c = common.get_config("gkt", "digits", "smoke"); '
+              'c.verbose = False; c.plots = False; c.evals = {"full": {"type": "full"}}; '
+              f's = train_and_evaluate(c, "{workdir}"); print(s["num_devices"])')
+      result = _run_with_devices(code, devices)
+      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+      self.assertEqual(result.stdout.strip().splitlines()[-1], str(devices))
+      with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+        results[devices] = [json.loads(l) for l in f if '"loss"' in l]
+    for one, four in zip(results[1], results[4]):
+      np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-4)
+      np.testing.assert_allclose(four['l2_params'], one['l2_params'], rtol=1e-5)
+
+
+def _run_with_devices(code, devices):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=600)
+
+
+if __name__ == '__main__':
+  absltest.main()
