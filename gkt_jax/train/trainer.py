@@ -73,7 +73,7 @@ def make_train_step(method, tx, schedule, mean, std):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     measurements = dict(measurements, lr=schedule(state.step),
-                        l2_grads=optax.global_norm(grads), l2_params=optax.global_norm(params))
+                        l2_grads=optax.tree.norm(grads), l2_params=optax.tree.norm(params))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state, method_state=method_state)
     return new_state, measurements

@@ -1,0 +1,132 @@
+"""Deterministic, resumable training batches and fixed-shape evaluation batches."""
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from gkt_jax.data import augment as augment_lib
+
+# Salt of the augmentation seed, so augmentation draws never coincide with epoch orders.
+AUGMENT_SALT = 1_000_003
+_AUGMENT_KEYS = ('pad', 'flip')
+
+
+class TrainBatches:
+  """Shuffled training batches that depend only on (seed, step).
+
+  Epoch e visits the examples in the order `np.random.default_rng([seed, e]).permutation(N)`,
+  cut into `steps_per_epoch = N // batch_size` batches; the last `N % batch_size` examples of
+  each epoch's order are dropped. Step s is batch s % steps_per_epoch of epoch
+  s // steps_per_epoch. Augmentation of step s draws from
+  `np.random.default_rng([seed, 1_000_003, s])`. So the data iterator's whole position is the
+  step: resuming at step s needs nothing but s.
+
+  Images stay uint8 (the trainer normalises on device).
+  """
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, *, seed: int,
+               augment: dict | None = None):
+    """Args:
+      images: [N, H, W, C] (uint8 for real data).
+      labels: int[N].
+      batch_size: examples per batch, 1 <= batch_size <= N.
+      seed: non-negative int.
+      augment: None, or dict(pad=int >= 0, flip=bool) for `pad_crop_flip`; missing keys mean
+        pad=0, flip=False.
+    """
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim != 4:
+      raise ValueError(f'images must be [N, H, W, C], got shape {images.shape}')
+    if labels.shape != images.shape[:1]:
+      raise ValueError(f'labels shape {labels.shape} does not match {len(images)} images')
+    num_examples = len(images)
+    batch_size = int(batch_size)
+    if batch_size < 1:
+      raise ValueError(f'batch_size={batch_size} must be >= 1')
+    if batch_size > num_examples:
+      raise ValueError(f'batch_size={batch_size} is larger than the {num_examples} training '
+                       'examples; use a batch size of at most the dataset size')
+    if int(seed) < 0:
+      raise ValueError(f'seed={seed} must be a non-negative int')
+    augment = dict(augment or {})
+    unknown = sorted(set(augment) - set(_AUGMENT_KEYS))
+    if unknown:
+      raise ValueError(f'augment has unknown keys {unknown}; allowed: {list(_AUGMENT_KEYS)}')
+    self._pad = int(augment.get('pad', 0))
+    self._flip = bool(augment.get('flip', False))
+    if self._pad < 0:
+      raise ValueError(f'augment pad={self._pad} must be >= 0')
+    self.images = images
+    self.labels = labels.astype(np.int32, copy=False)
+    self.batch_size = batch_size
+    self.seed = int(seed)
+    self._steps_per_epoch = num_examples // batch_size
+    self._cached_epoch = None
+    self._cached_order = None
+
+  @property
+  def steps_per_epoch(self) -> int:
+    """N // batch_size."""
+    return self._steps_per_epoch
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """int[N], the order in which epoch `epoch` visits the examples."""
+    if epoch != self._cached_epoch:
+      self._cached_order = np.random.default_rng([self.seed, epoch]).permutation(
+          len(self.labels))
+      self._cached_epoch = epoch
+    return self._cached_order
+
+  def indices(self, step: int) -> np.ndarray:
+    """int[B], the example indices of batch `step`."""
+    step = int(step)
+    if step < 0:
+      raise ValueError(f'step={step} must be >= 0')
+    epoch, within = divmod(step, self._steps_per_epoch)
+    start = within * self.batch_size
+    return self.epoch_order(epoch)[start:start + self.batch_size]
+
+  def get(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch of `step`: (images [B, H, W, C] in the input dtype, labels int32[B])."""
+    idx = self.indices(step)
+    images = self.images[idx]
+    if self._pad or self._flip:
+      rng = np.random.default_rng([self.seed, AUGMENT_SALT, int(step)])
+      images = augment_lib.pad_crop_flip(images, rng, pad=self._pad, flip=self._flip)
+    return images, self.labels[idx]
+
+  def iterate(self, start_step: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yields (step, images, labels) for step = start_step, start_step + 1, ... forever."""
+    step = int(start_step)
+    while True:
+      yield (step, *self.get(step))
+      step += 1
+
+
+def eval_batches(images: np.ndarray, labels: np.ndarray,
+                 batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+  """Fixed-order batches of one shape, for a jitted evaluation.
+
+  Yields (images [B, ...], labels [B], num_valid) over the data in order; every batch has
+  exactly `batch_size` rows. The last batch is padded with zero images and label 0 after its
+  `num_valid` real rows; all other batches have num_valid = batch_size. Empty data yields
+  nothing.
+  """
+  images = np.asarray(images)
+  labels = np.asarray(labels)
+  if len(images) != len(labels):
+    raise ValueError(f'{len(images)} images but {len(labels)} labels')
+  batch_size = int(batch_size)
+  if batch_size < 1:
+    raise ValueError(f'batch_size={batch_size} must be >= 1')
+  for start in range(0, len(labels), batch_size):
+    batch_images = images[start:start + batch_size]
+    batch_labels = labels[start:start + batch_size]
+    num_valid = len(batch_labels)
+    if num_valid < batch_size:
+      missing = batch_size - num_valid
+      batch_images = np.concatenate(
+          [batch_images, np.zeros((missing, *images.shape[1:]), images.dtype)])
+      batch_labels = np.concatenate([batch_labels, np.zeros((missing,), labels.dtype)])
+    yield batch_images, batch_labels, num_valid

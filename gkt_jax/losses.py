@@ -1,0 +1,128 @@
+"""Per-example losses and metrics; the caller reduces (mean, or a masked mean).
+
+Computations run in at least float32 (bfloat16 inputs are promoted). Nothing here stops
+gradients: a teacher that must not be trained is passed through `jax.lax.stop_gradient` by
+the caller.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def _as_float(x: jax.Array) -> jax.Array:
+  x = jnp.asarray(x)
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array,
+                  label_smoothing: float = 0.0) -> jax.Array:
+  """Softmax cross-entropy against integer labels, optionally label-smoothed.
+
+  Args:
+    logits: f32[B, C].
+    labels: int[B], class indices in [0, C).
+    label_smoothing: ls in [0, 1]; the targets are (1 - ls) * one_hot(labels) + ls / C.
+
+  Returns:
+    f32[B], -sum_c target_c * log_softmax(logits)_c.
+  """
+  logits = _as_float(logits)
+  if isinstance(label_smoothing, (int, float)):
+    if not 0.0 <= label_smoothing <= 1.0:
+      raise ValueError(f'label_smoothing={label_smoothing!r} is outside the allowed interval '
+                       '[0, 1]')
+    if label_smoothing == 0:
+      return optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels)
+  targets = optax.losses.smooth_labels(
+      jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), label_smoothing)
+  return optax.losses.softmax_cross_entropy(logits, targets)
+
+
+def distillation_kl(student_logits: jax.Array, teacher_logits: jax.Array,
+                    temperature: float = 1.0) -> jax.Array:
+  """Temperature-scaled distillation loss T^2 * KL(teacher || student).
+
+  Args:
+    student_logits: f32[B, C].
+    teacher_logits: f32[B, C]; gradients flow into it too (no stop_gradient here).
+    temperature: T > 0.
+
+  Returns:
+    f32[B], T^2 * sum_c p_c (log p_c - log q_c) with p = softmax(teacher / T) and
+    q = softmax(student / T), computed from log_softmax.
+  """
+  log_student = jax.nn.log_softmax(_as_float(student_logits) / temperature, axis=-1)
+  log_teacher = jax.nn.log_softmax(_as_float(teacher_logits) / temperature, axis=-1)
+  kl = optax.losses.kl_divergence_with_log_targets(log_student, log_teacher)
+  return temperature**2 * kl
+
+
+def normalize_logits(logits: jax.Array, eps: float = 1e-7) -> jax.Array:
+  """Parameter-free layer norm over the class axis (ST++).
+
+  Args:
+    logits: f32[..., C].
+    eps: added to the variance.
+
+  Returns:
+    f32[..., C], (z - mean(z)) / sqrt(var(z) + eps), mean and (biased) variance over C.
+  """
+  logits = _as_float(logits)
+  mean = jnp.mean(logits, axis=-1, keepdims=True)
+  var = jnp.var(logits, axis=-1, keepdims=True)
+  return (logits - mean) * jax.lax.rsqrt(var + eps)
+
+
+def attention_map(features: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """Standardised spatial attention map of a feature map.
+
+  Args:
+    features: f32[B, H, W, C].
+    eps: added to the standard deviation.
+
+  Returns:
+    f32[B, H, W]: a = sum_c features, then per example (a - mean(a)) / (std(a) + eps), with
+    mean and unbiased (ddof=1) std over the H * W positions. Finite, with finite gradients,
+    for constant maps (the result is 0 there) and for H * W == 1 (the result is 0).
+  """
+  features = _as_float(features)
+  if features.ndim != 4:
+    raise ValueError(f'features has shape {features.shape}; expected [B, H, W, C]')
+  attention = jnp.sum(features, axis=-1)
+  num_positions = attention.shape[1] * attention.shape[2]
+  centered = attention - jnp.mean(attention, axis=(1, 2), keepdims=True)
+  if num_positions == 1:
+    return centered  # Exactly 0, with gradient 0.
+  var = jnp.sum(centered**2, axis=(1, 2), keepdims=True) / (num_positions - 1)
+  # sqrt has an infinite derivative at 0: route constant maps around it.
+  positive = var > 0
+  std = jnp.where(positive, jnp.sqrt(jnp.where(positive, var, 1.0)), 0.0)
+  return centered / (std + eps)
+
+
+def ensemble_logits(path_logits: jax.Array) -> jax.Array:
+  """Ensemble of P predictors.
+
+  Args:
+    path_logits: f32[P, B, C].
+
+  Returns:
+    f32[B, C], the mean over axis 0.
+  """
+  return jnp.mean(_as_float(path_logits), axis=0)
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example top-1 correctness.
+
+  Args:
+    logits: f32[B, C].
+    labels: int[B].
+
+  Returns:
+    f32[B], 1.0 where argmax(logits) == label, else 0.0.
+  """
+  return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
