@@ -6,7 +6,7 @@ r"""Trains and evaluates one method, as a config file describes.
 The config file's `get_config(arg)` takes the text after a colon (`digits.py:smoke`).
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gkt_jax.train import train_and_evaluate
@@ -19,6 +19,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    # JAX logs its backend probing (libtpu, proxy) at INFO; progress is printed anyway.
+    logging.set_verbosity(logging.WARNING)
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -64,12 +64,16 @@ def get_config(method: str, dataset: str, arg: str | None = None) -> ml_collecti
                        augment=dict(pad=2, flip=True))
     config.model = dict(arch='resnet20', width_multiplier=1.0, shortcut='pad',
                         conv_impl='auto')
-    config.total_epochs = 10
+    # A short schedule that fits 2 CPU cores (see README); longer: --config.total_epochs=N.
+    config.total_epochs = 3
     config.log_every_steps = 100
-    config.eval_every_epochs = 2
+    config.eval_every_epochs = 1
   else:
     raise ValueError(f'dataset={dataset!r} is not one of (\'digits\', \'fashion_mnist\')')
-  config.evals = evals(levels=config.method.get('levels', 3))
+  if dataset == 'fashion_mnist':  # 10k test images per subnet pass: fewer subnets.
+    config.evals = evals(levels=config.method.get('levels', 3), num_chains=4, depth_subnets=8)
+  else:
+    config.evals = evals(levels=config.method.get('levels', 3))
   config.plots = True
   config.verbose = True
   if arg == 'smoke':

@@ -91,6 +91,7 @@ class ResidualBlock(nn.Module):
   conv_impl: str
   bn_momentum: float
   dtype: jnp.dtype
+  block_barrier: bool = False
 
   @nn.compact
   def __call__(self, x, keep, scale, train: bool):
@@ -111,6 +112,8 @@ class ResidualBlock(nn.Module):
     branch = branch_cls(self.features, self.stride, self.conv_impl, self.bn_momentum, self.dtype,
                         name='branch')
     if keep is None or self.is_initializing():
+      if self.block_barrier:
+        x = jax.lax.optimization_barrier(x)
       residual = branch(x, train)
     else:
       out_shape = jax.eval_shape(lambda: shortcut)
@@ -139,6 +142,11 @@ class ResNet(nn.Module):
     conv_impl: 'auto', 'xla' or 'canonical' (see conv.py).
     bn_momentum: running-statistics momentum (PyTorch's 0.1 is Flax's 0.9).
     dtype: computation dtype (parameters stay float32).
+    block_barriers: put `lax.optimization_barrier` on each block input of an unmasked
+      forward ('auto': on CPU). Measured on 2 CPU cores (ResNet-56, batch 128, the trainer's
+      step): without them XLA's CPU scheduling of the flat network makes the plain step
+      1.8 s against 0.9 s with them (or with the cond boundaries of a masked forward). They
+      change no value.
   """
   stage_sizes: Sequence[int]
   stage_widths: Sequence[int]
@@ -150,6 +158,7 @@ class ResNet(nn.Module):
   conv_impl: str = 'auto'
   bn_momentum: float = 0.9
   dtype: jnp.dtype = jnp.float32
+  block_barriers: bool | str = 'auto'
 
   @property
   def num_blocks(self) -> int:
@@ -168,6 +177,10 @@ class ResNet(nn.Module):
         raise ValueError(f'{name} has shape {tuple(value.shape)}; this network has '
                          f'{num_blocks} residual blocks, so it must be ({num_blocks},)')
     impl = resolve_impl(self.conv_impl)
+    if self.block_barriers not in ('auto', True, False):
+      raise ValueError(f'block_barriers={self.block_barriers!r} is not one of (auto, True, False)')
+    barriers = (jax.default_backend() == 'cpu' if self.block_barriers == 'auto'
+                else bool(self.block_barriers))
     features = {}
     x = x.astype(self.dtype)
     if self.stem == 'cifar':
@@ -185,7 +198,8 @@ class ResNet(nn.Module):
         keep = None if keep_mask is None else keep_mask[index]
         scale = None if residual_scale is None else residual_scale[index]
         x = ResidualBlock(width, stride, self.block, self.shortcut, impl, self.bn_momentum,
-                          self.dtype, name=f'stage{s + 1}_block{j + 1}')(x, keep, scale, train)
+                          self.dtype, block_barrier=barriers,
+                          name=f'stage{s + 1}_block{j + 1}')(x, keep, scale, train)
         index += 1
       features[f'stage{s + 1}'] = x
     x = jnp.mean(x, axis=(1, 2))
