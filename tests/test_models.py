@@ -191,6 +191,22 @@ class MaskedResNetTest(parameterized.TestCase):
 
     chex.assert_trees_all_close(grads(impl), grads('xla'), atol=1e-5, rtol=1e-4)
 
+  @parameterized.parameters('conv_outputs', 'nothing')
+  def test_masked_saves_do_not_change_gradients(self, saves):
+    x, variables = _init(_tiny())
+    keep = jnp.array([True, False, True, True, False])
+
+    def grads(saves):
+      model = _tiny(masked_saves=saves)
+
+      def loss(params):
+        (logits, _), stats = model.apply({**variables, 'params': params}, x, keep_mask=keep,
+                                         train=True, mutable=['batch_stats'])
+        return jnp.mean(logits ** 2), stats
+      return jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
+
+    chex.assert_trees_all_close(grads(saves), grads('all'), atol=1e-6, rtol=1e-5)
+
   def test_mask_shape_is_checked(self):
     model = _tiny()
     x, variables = _init(model)
