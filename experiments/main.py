@@ -22,7 +22,10 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     # JAX logs its backend probing (libtpu, proxy) at INFO; progress is printed anyway.
     logging.set_verbosity(logging.WARNING)
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except FileNotFoundError as e:  # missing data: the message says how to get it
+    raise SystemExit(f'error: {e}') from None
 
 
 if __name__ == '__main__':

@@ -44,6 +44,16 @@ def _without_blocks(variables, stage_sizes, keep):
   return out, tuple(sizes)
 
 
+def _masked_grads(model, variables, x, keep=(True, False, True, True, False)):
+  """Parameter gradients and new batch stats of a masked training forward."""
+  def loss(params):
+    (logits, _), stats = model.apply({**variables, 'params': params}, x,
+                                     keep_mask=jnp.asarray(keep), train=True,
+                                     mutable=['batch_stats'])
+    return jnp.mean(logits ** 2), stats
+  return jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
+
+
 class ConvTest(parameterized.TestCase):
 
   @parameterized.parameters(
@@ -178,40 +188,39 @@ class MaskedResNetTest(parameterized.TestCase):
   @parameterized.parameters('canonical', 'xla')
   def test_conv_impls_agree_on_masked_gradients(self, impl):
     x, variables = _init(_tiny(conv_impl='xla'))
-    keep = jnp.array([True, False, True, True, False])
-
-    def grads(impl):
-      model = _tiny(conv_impl=impl)
-
-      def loss(params):
-        (logits, _), _ = model.apply({**variables, 'params': params}, x, keep_mask=keep,
-                                     train=True, mutable=['batch_stats'])
-        return jnp.mean(logits ** 2)
-      return jax.jit(jax.grad(loss))(variables['params'])
-
-    chex.assert_trees_all_close(grads(impl), grads('xla'), atol=1e-5, rtol=1e-4)
+    chex.assert_trees_all_close(_masked_grads(_tiny(conv_impl=impl), variables, x),
+                                _masked_grads(_tiny(conv_impl='xla'), variables, x),
+                                atol=1e-5, rtol=1e-4)
 
   @parameterized.parameters('conv_outputs', 'nothing')
   def test_masked_saves_do_not_change_gradients(self, saves):
     x, variables = _init(_tiny())
-    keep = jnp.array([True, False, True, True, False])
-
-    def grads(saves):
-      model = _tiny(masked_saves=saves)
-
-      def loss(params):
-        (logits, _), stats = model.apply({**variables, 'params': params}, x, keep_mask=keep,
-                                         train=True, mutable=['batch_stats'])
-        return jnp.mean(logits ** 2), stats
-      return jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
-
-    chex.assert_trees_all_close(grads(saves), grads('all'), atol=1e-6, rtol=1e-5)
+    chex.assert_trees_all_close(_masked_grads(_tiny(masked_saves=saves), variables, x),
+                                _masked_grads(_tiny(masked_saves='all'), variables, x),
+                                atol=1e-6, rtol=1e-5)
 
   def test_mask_shape_is_checked(self):
     model = _tiny()
     x, variables = _init(model)
     with self.assertRaisesRegex(ValueError, r'\(5,\)'):
       model.apply(variables, x, keep_mask=jnp.ones(4, bool))
+
+
+class NNXBridgeTest(absltest.TestCase):
+
+  def test_nnx_user_can_wrap_the_linen_model(self):
+    from flax import nnx
+    from flax.nnx import bridge
+    model = _tiny()
+    x, _ = _init(model)
+    wrapped = bridge.ToNNX(model, rngs=nnx.Rngs(0))
+    bridge.lazy_init(wrapped, x, train=False)
+    keep = jnp.array([True, False, True, True, False])
+    logits, _ = wrapped(x, keep_mask=keep, train=False)
+    variables = {'params': nnx.to_pure_dict(nnx.state(wrapped, nnx.Param)),
+                 'batch_stats': nnx.to_pure_dict(nnx.state(wrapped, nnx.BatchStat))}
+    want, _ = model.apply(variables, x, keep_mask=keep, train=False)
+    np.testing.assert_allclose(logits, want, atol=1e-6)
 
 
 class BuildTest(parameterized.TestCase):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 # Method defaults (the specs in shared/methods/); every guessed GKT choice is a field.
 METHODS = {
@@ -10,7 +11,7 @@ METHODS = {
     'stochastic_depth': dict(name='stochastic_depth', final_survival=0.5, rule='linear',
                              test_scaling=True),
     'stimulative': dict(name='stimulative', n_sub=1, temperature=1.0, kl_weight=1.0,
-                        max_shortening=None, normalize_logits=False, subnet_resize=False,
+                        max_shortening=placeholder(tuple), normalize_logits=False, subnet_resize=False,
                         resize_min_scale=0.43, resize_buckets=4, subnet_label_weight=0.0,
                         bn_recalibration_images=0),
     'gkt': dict(name='gkt', levels=3, loops=2, sampler='bernoulli', drop_prob=0.2, gamma=0.5,
@@ -47,12 +48,13 @@ def get_config(method: str, dataset: str, arg: str | None = None) -> ml_collecti
   config.optim = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                       schedule='cosine', warmup_steps=0, step_boundaries=(0.5, 0.75),
                       step_factor=0.1)
-  config.total_steps = None
-  config.log_every_steps = None
-  config.eval_every_steps = None
+  # Durations: set *_steps or *_epochs (one of each pair); placeholders can be overridden.
+  for prefix in ('total', 'log_every', 'eval_every'):
+    config[f'{prefix}_steps'] = placeholder(int)
+    config[f'{prefix}_epochs'] = placeholder(float)
   if dataset == 'digits':
     # 8x8 images: ResNet-20 runs its stages at 8x8, 4x4 and 2x2.
-    config.data = dict(name='digits', dir=None, batch_size=64, eval_batch_size=400,
+    config.data = dict(name='digits', dir=placeholder(str), batch_size=64, eval_batch_size=400,
                        augment=dict(pad=1, flip=False))
     config.model = dict(arch='resnet20', width_multiplier=1.0, shortcut='pad',
                         conv_impl='auto')
@@ -60,7 +62,7 @@ def get_config(method: str, dataset: str, arg: str | None = None) -> ml_collecti
     config.log_every_epochs = 3
     config.eval_every_epochs = 10
   elif dataset == 'fashion_mnist':
-    config.data = dict(name='fashion_mnist', dir=None, batch_size=128, eval_batch_size=500,
+    config.data = dict(name='fashion_mnist', dir=placeholder(str), batch_size=128, eval_batch_size=500,
                        augment=dict(pad=2, flip=True))
     config.model = dict(arch='resnet20', width_multiplier=1.0, shortcut='pad',
                         conv_impl='auto')

@@ -11,7 +11,6 @@ neither normalise nor update their statistics. One compiled program serves every
 from __future__ import annotations
 
 from collections.abc import Sequence
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -50,43 +49,43 @@ class Conv(nn.Module):
     return checkpoint_name(y, 'conv_out')
 
 
-def _batch_norm(train: bool, momentum: float, name: str | None = None, scale_init=None):
+def _batch_norm(train: bool, momentum: float, name: str):
   return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
-                      scale_init=scale_init or nn.initializers.ones, name=name)
+                      name=name)
 
 
-class BasicBranch(nn.Module):
+class _Branch(nn.Module):
+  """Fields shared by the residual branches."""
+  features: int
+  stride: int
+  conv_impl: str
+  bn_momentum: float
+  dtype: jnp.dtype
+
+  def conv(self, features, kernel_size, stride, name):
+    return Conv(features, kernel_size, stride, impl=self.conv_impl, dtype=self.dtype, name=name)
+
+  def bn(self, train, name):
+    return _batch_norm(train, self.bn_momentum, name)
+
+
+class BasicBranch(_Branch):
   """conv3x3-BN-ReLU-conv3x3-BN: the residual branch of a basic block."""
-  features: int
-  stride: int
-  conv_impl: str
-  bn_momentum: float
-  dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(Conv, impl=self.conv_impl, dtype=self.dtype)
-    y = conv(self.features, 3, self.stride, name='conv1')(x)
-    y = nn.relu(_batch_norm(train, self.bn_momentum, 'bn1')(y))
-    y = conv(self.features, 3, 1, name='conv2')(y)
-    return _batch_norm(train, self.bn_momentum, 'bn2')(y)
+    y = nn.relu(self.bn(train, 'bn1')(self.conv(self.features, 3, self.stride, 'conv1')(x)))
+    return self.bn(train, 'bn2')(self.conv(self.features, 3, 1, 'conv2')(y))
 
 
-class BottleneckBranch(nn.Module):
+class BottleneckBranch(_Branch):
   """1x1-3x3-1x1 bottleneck (stride on the 3x3, as torchvision); output 4x features."""
-  features: int
-  stride: int
-  conv_impl: str
-  bn_momentum: float
-  dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(Conv, impl=self.conv_impl, dtype=self.dtype)
-    y = nn.relu(_batch_norm(train, self.bn_momentum, 'bn1')(conv(self.features, 1, 1, name='conv1')(x)))
-    y = nn.relu(_batch_norm(train, self.bn_momentum, 'bn2')(
-        conv(self.features, 3, self.stride, name='conv2')(y)))
-    return _batch_norm(train, self.bn_momentum, 'bn3')(conv(4 * self.features, 1, 1, name='conv3')(y))
+    y = nn.relu(self.bn(train, 'bn1')(self.conv(self.features, 1, 1, 'conv1')(x)))
+    y = nn.relu(self.bn(train, 'bn2')(self.conv(self.features, 3, self.stride, 'conv2')(y)))
+    return self.bn(train, 'bn3')(self.conv(4 * self.features, 1, 1, 'conv3')(y))
 
 
 class ResidualBlock(nn.Module):
