@@ -7,6 +7,7 @@ import sys
 import tempfile
 
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 
 from experiments.configs import common
@@ -82,6 +83,17 @@ class TrainTest(parameterized.TestCase):
     for one, four in zip(results[1], results[4]):
       np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-4)
       np.testing.assert_allclose(four['l2_params'], one['l2_params'], rtol=1e-5)
+
+
+@pytest.mark.slow
+class DemoRegressionTest(absltest.TestCase):
+  """`make demo`'s run (about 2 minutes on 2 cores): GKT on digits reaches >= 0.95."""
+
+  def test_gkt_digits_accuracy(self):
+    config = common.get_config('gkt', 'digits')
+    config.verbose = False
+    summary = train_and_evaluate(config, self.create_tempdir().full_path)
+    self.assertGreaterEqual(summary['full_accuracy'], 0.95)
 
 
 def _run_with_devices(code, devices):
