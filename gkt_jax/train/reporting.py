@@ -68,6 +68,12 @@ class Progress:
     self.t0 = self.last_time = time.perf_counter()
     self.start_step = self.last_step = step
 
+  def exclude(self, seconds: float) -> None:
+    """Leaves `seconds` (e.g. an evaluation) out of the throughput and the ETA."""
+    if self.t0 is not None:
+      self.t0 += seconds
+      self.last_time += seconds
+
   def rate(self, step: int) -> float:
     """Images per second since the previous call."""
     now = time.perf_counter()

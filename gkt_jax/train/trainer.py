@@ -187,7 +187,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       progress.line(step, {k: values[k] for k in ('loss', 'ce/full', 'ce/sampled', 'lr')
                            if k in values}, values['img_per_sec'])
     if step % eval_every == 0 and step != total_steps:
+      eval_start = time.perf_counter()
       results = run_evals(final=False)
+      progress.exclude(time.perf_counter() - eval_start)
       history.append({'step': step, **results})
       writer.write(step, {f'eval/{k}': v for k, v in results.items()})
       if verbose:
