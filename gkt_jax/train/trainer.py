@@ -165,6 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   history = []
   compile_start = time.perf_counter()
   train_start = None
+  intermediate_eval_seconds = 0.0
   pending = None  # measurements of the last step, pulled to the host only at log steps
   step = 0
   while step < total_steps:
@@ -189,14 +190,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step % eval_every == 0 and step != total_steps:
       eval_start = time.perf_counter()
       results = run_evals(final=False)
-      progress.exclude(time.perf_counter() - eval_start)
+      eval_seconds = time.perf_counter() - eval_start
+      progress.exclude(eval_seconds)
+      intermediate_eval_seconds += eval_seconds
       history.append({'step': step, **results})
       writer.write(step, {f'eval/{k}': v for k, v in results.items()})
       if verbose:
         print(f'eval at step {step}: ' + ', '.join(
             f'{k} {v:.4f}' for k, v in results.items() if isinstance(v, float)), flush=True)
   jax.block_until_ready(state)
-  train_seconds = time.perf_counter() - (train_start or compile_start)
+  # Training time of the steps after the first (compiled) one, evaluations excluded.
+  train_seconds = (time.perf_counter() - (train_start or compile_start)
+                   - intermediate_eval_seconds)
 
   if verbose:
     print('final evaluation ...', flush=True)
