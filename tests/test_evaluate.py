@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 
-from gkt_jax import evaluate
+from gkt_jax import evaluate, methods
+import ml_collections
 from gkt_jax.models import ResNet
 
 
@@ -60,6 +61,44 @@ class RecalibrationTest(absltest.TestCase):
            for x in (a, b)]
     want = jax.tree.map(lambda x, y: (x + y) / 2, one[0]['batch_stats'], one[1]['batch_stats'])
     chex.assert_trees_all_close(both['batch_stats'], want, atol=1e-5)
+
+
+class EvaluatorsTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.model = ResNet(stage_sizes=(3, 2), stage_widths=(4, 8), num_classes=3, stem_width=4)
+    rng = np.random.default_rng(0)
+    self.images = rng.integers(0, 256, (37, 8, 8, 1), dtype=np.uint8)  # 37: a padded batch
+    self.labels = rng.integers(0, 3, (37,)).astype(np.int32)
+    self.variables = self.model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
+    method = methods.get_method(ml_collections.ConfigDict({'name': 'baseline'}), self.model)
+    self.runner = evaluate.EvalRunner(self.model, method, self.images, self.labels,
+                                      mean=[0.5], std=[0.25], batch_size=16)
+    self.runner.variables = self.variables
+
+  def _direct_accuracy(self, keep_mask=None):
+    x = (self.images.astype(np.float32) / 255.0 - 0.5) / 0.25
+    logits = self.model.apply(self.variables, x, keep_mask=keep_mask, train=False)[0]
+    return float(np.mean(np.argmax(logits, -1) == self.labels))
+
+  def test_subnet_accuracy_matches_direct_computation(self):
+    keep = np.array([True, False, True, True, False])
+    self.assertAlmostEqual(self.runner.subnet_accuracy(keep),
+                           self._direct_accuracy(jnp.asarray(keep)), places=6)
+    self.assertAlmostEqual(self.runner.deployed_accuracy(), self._direct_accuracy(), places=6)
+
+  def test_depth_curve_groups_by_kept_blocks(self):
+    curve = evaluate.EVALUATORS['depth_curve'](self.runner, num_subnets=12)['depth_curve']
+    kept = [c[0] for c in curve]
+    self.assertEqual(kept, sorted(set(kept)))
+    self.assertEqual(kept[-1], 5)                  # the full network is always included
+    self.assertAlmostEqual(curve[-1][1], self._direct_accuracy(), places=6)
+    self.assertTrue(all(2 <= k <= 5 for k in kept))  # stage-first blocks always kept
+
+  def test_unknown_evaluator(self):
+    with self.assertRaisesRegex(ValueError, "evals.x.type='nope'"):
+      evaluate.run_evaluators(self.runner, {'x': {'type': 'nope'}}, final=True)
 
 
 if __name__ == '__main__':

@@ -33,13 +33,11 @@ class EvalRunner:
     self.std = jnp.asarray(std, jnp.float32)
     self.data_sharding = data_sharding
     self.variables = None
-    self.traces = 0
 
     def normalise(images):
       return (images.astype(jnp.float32) / 255.0 - self.mean) / self.std
 
     def correct(variables, images, labels, valid, keep_mask):
-      self.traces += 1
       logits = model.apply(variables, normalise(images), keep_mask=keep_mask, train=False)[0]
       return jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
 
