@@ -25,7 +25,8 @@ import numpy as np
 
 SURVIVAL_RULES = ('linear', 'uniform')
 SAMPLERS = ('prefix', 'bernoulli', 'geometric')
-_SAMPLER_KWARGS = {
+# The keyword arguments of each sampler (`sample_subnet`).
+SAMPLER_KWARGS = {
     'prefix': ('max_shortening',),
     'bernoulli': ('drop_prob',),
     'geometric': ('gamma',),
@@ -218,10 +219,10 @@ def sample_subnet(key: jax.Array, stage_sizes: Sequence[int], *, sampler: str = 
   """
   if sampler not in _SAMPLER_FNS:
     raise ValueError(f'sampler={sampler!r} is unknown; allowed: {SAMPLERS}')
-  unknown = sorted(set(sampler_kw) - set(_SAMPLER_KWARGS[sampler]))
+  unknown = sorted(set(sampler_kw) - set(SAMPLER_KWARGS[sampler]))
   if unknown:
     raise ValueError(f'unknown keyword argument(s) {unknown} for sampler={sampler!r}; '
-                     f'allowed: {_SAMPLER_KWARGS[sampler]}')
+                     f'allowed: {SAMPLER_KWARGS[sampler]}')
   sizes = _check_stage_sizes(stage_sizes)
   num_blocks = sum(sizes)
   if parent is None:

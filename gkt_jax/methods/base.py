@@ -55,6 +55,9 @@ class Method:
   """Base class: the full network trained with cross-entropy (the baseline)."""
 
   name = 'baseline'
+  # The `config.method` fields this method reads (the trainer reads bn_recalibration_images);
+  # `train.validate_config` refuses any other.
+  config_fields: tuple[str, ...] = ('name', 'label_smoothing', 'bn_recalibration_images')
 
   def __init__(self, config: ml_collections.ConfigDict, model: ResNet):
     self.config = config

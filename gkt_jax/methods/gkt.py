@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import jax
 
-from gkt_jax import masks
+from gkt_jax import groups, masks
 from gkt_jax.methods.base import Method
 from gkt_jax.methods.subnet_distillation import SelfDistillation
 
-SAMPLERS = ('bernoulli', 'geometric', 'prefix')
-AGGREGATES = ('ema', 'mean')
+SAMPLERS = masks.SAMPLERS
+AGGREGATES = groups.AGGREGATES
 
 
 class GKT(SelfDistillation, Method):
   name = 'gkt'
+  config_fields = (Method.config_fields + SelfDistillation.config_fields
+                   + ('levels', 'loops', 'sampler', 'drop_prob', 'gamma', 'aggregate',
+                      'momentum'))
 
   def __init__(self, config, model):
     super().__init__(config, model)

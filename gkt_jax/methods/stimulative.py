@@ -21,6 +21,8 @@ from gkt_jax.methods.subnet_distillation import SelfDistillation
 
 class Stimulative(SelfDistillation, Method):
   name = 'stimulative'
+  config_fields = (Method.config_fields + SelfDistillation.config_fields
+                   + ('n_sub', 'max_shortening'))
 
   def __init__(self, config, model):
     super().__init__(config, model)

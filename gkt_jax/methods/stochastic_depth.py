@@ -17,6 +17,7 @@ from gkt_jax.methods.base import Method, loss_gradients, mean_accuracy, run_mode
 
 class StochasticDepth(Method):
   name = 'stochastic_depth'
+  config_fields = Method.config_fields + ('final_survival', 'rule', 'test_scaling')
 
   def __init__(self, config, model):
     super().__init__(config, model)

@@ -124,6 +124,8 @@ class SelfDistillation:
   normalize_logits, and optionally subnet_resize / resize_min_scale / resize_buckets.
   """
 
+  config_fields = ('temperature', 'kl_weight', 'subnet_label_weight', 'normalize_logits',
+                   'subnet_resize', 'resize_min_scale', 'resize_buckets')
   levels: int = 1
   aggregate: str = 'ema'
   momentum: float = 0.5

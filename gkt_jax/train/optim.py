@@ -5,6 +5,9 @@ from __future__ import annotations
 import optax
 
 SCHEDULES = ('cosine', 'step', 'constant')
+# The `config.optim` fields read here; `train.validate_config` refuses any other.
+CONFIG_FIELDS = ('lr', 'schedule', 'warmup_steps', 'step_boundaries', 'step_factor',
+                 'weight_decay', 'momentum', 'nesterov')
 
 
 def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:

@@ -1,0 +1,288 @@
+"""Config and label validation: every shipped config passes; each bad field gives one line."""
+
+import importlib
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl.testing import absltest, parameterized
+
+from experiments import configs
+from experiments.configs import common
+from gkt_jax import data as data_lib
+from gkt_jax import methods
+from gkt_jax.models import ResNet
+from gkt_jax.train import optim, validate
+
+_DATASETS = ('digits', 'fashion_mnist')
+
+
+def _config_modules():
+  """Every experiments/configs/<method>/<variant>.py, as a module name."""
+  root = pathlib.Path(configs.__file__).parent
+  return sorted(f'experiments.configs.{p.parent.name}.{p.stem}' for p in root.glob('*/*.py')
+                if p.stem != '__init__')
+
+
+def _with(config, path, value):
+  """A copy of `config` with the dotted `path` set to `value` (no ConfigDict type check)."""
+  tree = config.to_dict()
+  *parents, leaf = path.split('.')
+  node = tree
+  for name in parents:
+    node = node[name]
+  node[leaf] = value
+  return ml_collections.ConfigDict(tree)
+
+
+class DefaultConfigsTest(parameterized.TestCase):
+
+  @parameterized.product(method=tuple(common.METHODS), dataset=_DATASETS,
+                         arg=(None, 'smoke'))
+  def test_common_config_passes(self, method, dataset, arg):
+    validate.validate_config(common.get_config(method, dataset, arg), num_devices=1)
+    validate.validate_config(common.get_config(method, dataset, arg), num_devices=4)
+
+  def test_every_config_file_passes(self):
+    modules = _config_modules()
+    self.assertGreaterEqual(len(modules), 2 * len(common.METHODS))
+    for name in modules:
+      with self.subTest(name):
+        validate.validate_config(importlib.import_module(name).get_config(), num_devices=2)
+
+  def test_every_dataset_name_is_accepted(self):
+    config = common.get_config('baseline', 'digits')
+    for name in data_lib.DATASETS:
+      validate.validate_config(_with(config, 'data.name', name))
+
+  def test_every_method_field_is_accepted(self):
+    # Fields each method declares it reads, set to valid values, all pass together.
+    values = dict(label_smoothing=0.1, bn_recalibration_images=100, final_survival=0.8,
+                  rule='uniform', test_scaling=False, temperature=4.0, kl_weight=0.5,
+                  subnet_label_weight=0.5, normalize_logits=True, subnet_resize=True,
+                  resize_min_scale=0.5, resize_buckets=2, n_sub=3, max_shortening=(2, 3, 1),
+                  levels=2, loops=1, sampler='geometric', drop_prob=0.1, gamma=2.0,
+                  aggregate='mean', momentum=0.9)
+    for name, method_cls in methods.REGISTRY.items():
+      with self.subTest(name):
+        fields = dict(values, name=name)
+        self.assertContainsSubset(method_cls.config_fields, fields)
+        config = _with(common.get_config(name, 'digits'), 'method',
+                       {k: fields[k] for k in method_cls.config_fields})
+        validate.validate_config(config)
+
+
+class _RecordingConfig(dict):
+  """A method config that records the field names a method reads."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.read = set()
+
+  def get(self, key, default=None):
+    self.read.add(key)
+    return super().get(key, default)
+
+
+class ConfigFieldsTest(parameterized.TestCase):
+  """`config_fields` lists every field a method reads: the validator refuses the rest."""
+
+  @parameterized.parameters(
+      ('baseline', {}), ('stochastic_depth', {}), ('stochastic_depth', {'test_scaling': False}),
+      ('stimulative', {'subnet_resize': True}), ('gkt', {'sampler': 'bernoulli'}),
+      ('gkt', {'sampler': 'geometric', 'subnet_resize': True}))
+  def test_reads_only_declared_fields(self, name, overrides):
+    model = ResNet(stage_sizes=(2, 2), stage_widths=(4, 8), num_classes=3, stem_width=4,
+                   shortcut='pad')
+    config = _RecordingConfig(common.get_config(name, 'digits').method.to_dict(), **overrides)
+    method = methods.get_method(config, model)
+    images = jnp.zeros((4, 8, 8, 3))
+    batch = {'images': images, 'labels': jnp.zeros((4,), jnp.int32)}
+    # Shapes only: traces every read of the step and the predictor, compiles nothing.
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
+    jax.eval_shape(method.gradients, variables['params'], variables['batch_stats'], batch,
+                   jax.random.key(1), method.init_state())
+    jax.eval_shape(method.predict, variables, images)
+    method.forwards_per_step()
+    self.assertIn('name', config.read)
+    self.assertContainsSubset(config.read, type(method).config_fields)
+
+  def test_every_declared_field_has_a_check(self):
+    for method_cls in methods.REGISTRY.values():
+      self.assertContainsSubset(set(method_cls.config_fields) - {'name'},
+                                validate._SUBNET_CHECKS)
+    self.assertContainsSubset(set(optim.CONFIG_FIELDS) - {'step_boundaries'},
+                              validate._OPTIM_CHECKS)
+
+
+# (method, dotted field, bad value, expected text after the colon, extra kwargs).
+_ERRORS = [
+    ('baseline', 'method.name', 'gtk', "unknown method; allowed: ('baseline', 'gkt'", {}),
+    ('baseline', 'model.arch', 'resnet21', 'unknown architecture; allowed:', {}),
+    ('baseline', 'data.name', 'cifar1000', 'unknown dataset; allowed:', {}),
+    ('gkt', 'method.sampler', 'uniform',
+     "unknown sampler; allowed: ('prefix', 'bernoulli', 'geometric')", {}),
+    ('gkt', 'evals.subnet_chains.sampler', 'uniform', 'unknown sampler; allowed:', {}),
+    ('gkt', 'evals.depth_curve.type', 'top5', 'unknown evaluator type; allowed:', {}),
+    ('gkt', 'method.aggregate', 'max', "unknown aggregate; allowed: ('ema', 'mean')", {}),
+    ('stochastic_depth', 'method.rule', 'cosine', 'unknown survival rule; allowed:', {}),
+    ('baseline', 'optim.schedule', 'linear',
+     "unknown schedule; allowed: ('cosine', 'step', 'constant')", {}),
+    ('baseline', 'model.shortcut', 'identity', 'unknown shortcut; allowed:', {}),
+    ('baseline', 'model.stem', 'imagenet', 'CIFAR ResNets (resnet20) only have the cifar stem',
+     {}),
+    # probabilities
+    ('gkt', 'method.drop_prob', 1.5, 'must be a probability in [0, 1]', {}),
+    ('gkt', 'method.momentum', -0.1, 'must be a probability in [0, 1]', {}),
+    ('stochastic_depth', 'method.final_survival', 1.01, 'must be a probability in [0, 1]', {}),
+    ('baseline', 'method.label_smoothing', 2.0, 'must be a probability in [0, 1]', {}),
+    ('gkt', 'evals.subnet_chains.drop_prob', -0.5, 'must be a probability in [0, 1]', {}),
+    ('gkt', 'method.drop_prob', float('nan'), 'must be a probability in [0, 1]', {}),
+    ('baseline', 'optim.momentum', 1.0, 'must be a number in [0, 1)', {}),
+    # other numbers
+    ('gkt', 'method.gamma', 0.0, 'must be a number > 0', {}),
+    ('gkt', 'method.temperature', 0.0, 'must be a number > 0', {}),
+    ('stimulative', 'method.temperature', -1.0, 'must be a number > 0', {}),
+    ('gkt', 'method.kl_weight', -1.0, 'must be a number >= 0', {}),
+    ('baseline', 'optim.lr', -0.1, 'must be a number >= 0', {}),
+    ('baseline', 'optim.weight_decay', -5e-4, 'must be a number >= 0', {}),
+    ('stimulative', 'method.resize_min_scale', 0.0, 'must be a number in (0, 1]', {}),
+    ('baseline', 'model.width_multiplier', 0.0, 'must be a number > 0', {}),
+    ('baseline', 'optim.step_boundaries', (0.5, 1.5), 'fractions of training in [0, 1]', {}),
+    # integers
+    ('gkt', 'method.levels', 0, 'must be an integer >= 1', {}),
+    ('gkt', 'method.loops', 0, 'must be an integer >= 1', {}),
+    ('gkt', 'method.levels', 2.5, 'must be an integer >= 1', {}),
+    ('gkt', 'method.loops', True, 'must be an integer >= 1', {}),
+    ('stimulative', 'method.n_sub', 0, 'must be an integer >= 1', {}),
+    ('gkt', 'evals.subnet_chains.num_chains', 0, 'must be an integer >= 1', {}),
+    ('baseline', 'data.batch_size', 0, 'must be an integer >= 1', {}),
+    ('baseline', 'data.eval_batch_size', -5, 'must be an integer >= 1', {}),
+    ('baseline', 'optim.warmup_steps', -1, 'must be an integer >= 0', {}),
+    ('baseline', 'total_epochs', -2.0, 'must be a number > 0', {}),
+    ('baseline', 'log_every_epochs', 0.0, 'must be a number > 0', {}),
+    ('stimulative', 'method.max_shortening', (3, 4, 3),
+     'one M_s per stage with 1 <= M_s <= n_s; the stage sizes are (3, 3, 3)', {}),
+    ('stimulative', 'method.max_shortening', (3, 0, 3), 'non-empty sequence of integers >= 1',
+     {}),
+    # booleans
+    ('gkt', 'method.normalize_logits', 'yes', 'must be True or False', {}),
+    ('gkt', 'evals.subnet_chains.final_only', 1, 'must be True or False', {}),
+    # devices
+    ('baseline', 'data.batch_size', 100,
+     'divisible by the 8 devices; use a multiple of the device count, e.g. 96 or 104',
+     {'num_devices': 8}),
+    ('baseline', 'data.batch_size', 3,
+     'divisible by the 8 devices; use a multiple of the device count, e.g. 8',
+     {'num_devices': 8}),
+    ('baseline', 'data.eval_batch_size', 4, 'must be >= the device count 8',
+     {'num_devices': 8}),
+    # fields nothing reads
+    ('stochastic_depth', 'method.drop_prob', 0.1,
+     "not a field of method 'stochastic_depth'; accepted: ('bn_recalibration_images'", {}),
+    ('gkt', 'method.tempreature', 1.0, "not a field of method 'gkt'; accepted: (", {}),
+    ('baseline', 'optim.weight_decy', 1e-4, "not a field of the optimizer; accepted: (", {}),
+    ('baseline', 'model.shorcut', 'pad', "not a field of the model; accepted: (", {}),
+    ('gkt', 'evals.subnet_chains.gamma', 0.5,
+     "not a field of evaluator 'subnet_chains' with sampler='bernoulli'; accepted: (", {}),
+    ('gkt', 'evals.block_deletion.seed', 0,
+     "not a field of evaluator 'block_deletion'; accepted: ('final_only', 'type')", {}),
+]
+
+
+class ErrorTest(parameterized.TestCase):
+
+  def assert_one_line_error(self, config, field, value, allowed, num_devices=None):
+    with self.assertRaises(ValueError) as caught:
+      validate.validate_config(config, num_devices=num_devices)
+    message = str(caught.exception)
+    self.assertNotIn('\n', message)
+    self.assertStartsWith(message, f'config.{field}={value!r}: ')
+    self.assertIn(allowed, message)
+
+  @parameterized.parameters(*_ERRORS)
+  def test_bad_field(self, method, field, value, allowed, kwargs):
+    config = _with(common.get_config(method, 'digits'), field, value)
+    self.assert_one_line_error(config, field, value, allowed, **kwargs)
+
+  def test_inverted_stochastic_depth_needs_positive_survival(self):
+    config = _with(common.get_config('stochastic_depth', 'digits'), 'method.test_scaling',
+                   False)
+    validate.validate_config(config)
+    config = _with(config, 'method.final_survival', 0.0)
+    self.assert_one_line_error(config, 'method.final_survival', 0.0,
+                               'must be a probability in (0, 1]')
+
+  def test_both_durations(self):
+    config = _with(common.get_config('baseline', 'digits'), 'total_steps', 10)
+    self.assert_one_line_error(config, 'total_epochs', 30.0,
+                               'set only one of total_steps and total_epochs '
+                               '(total_steps=10 is also set)')
+
+  def test_no_duration(self):
+    config = _with(common.get_config('baseline', 'digits'), 'total_epochs', None)
+    self.assert_one_line_error(config, 'total_steps', None,
+                               'required: set total_steps or total_epochs')
+
+  def test_evaluator_sampler_kwargs_follow_the_sampler(self):
+    config = common.get_config('gkt', 'digits')
+    config = _with(config, 'evals.subnet_chains', dict(
+        type='subnet_chains', sampler='geometric', gamma=2.0, levels=2))
+    validate.validate_config(config)
+    config = _with(config, 'evals.subnet_chains.drop_prob', 0.2)
+    self.assert_one_line_error(
+        config, 'evals.subnet_chains.drop_prob', 0.2,
+        "not a field of evaluator 'subnet_chains' with sampler='geometric'")
+
+  def test_missing_section(self):
+    config = common.get_config('baseline', 'digits')
+    del config['model']
+    self.assert_one_line_error(config, 'model', None, 'required')
+
+  def test_config_dict_value_is_shown_on_one_line(self):
+    config = _with(common.get_config('baseline', 'digits'), 'method.label_smoothing',
+                   {'a': 1, 'b': 2})
+    self.assert_one_line_error(config, 'method.label_smoothing', {'a': 1, 'b': 2},
+                               'must be a probability')
+
+  def test_bad_device_count(self):
+    with self.assertRaisesRegex(ValueError, r'^num_devices=0: must be an integer >= 1$'):
+      validate.validate_config(common.get_config('baseline', 'digits'), num_devices=0)
+
+
+class LabelsTest(parameterized.TestCase):
+
+  def test_valid_labels_pass(self):
+    validate.validate_labels(np.array([0, 9, 3], np.int32), 10, 'train')
+    validate.validate_labels(np.zeros((0,), np.int64), 10, 'test')
+
+  def test_digits_labels_pass(self):
+    dataset = data_lib.load_dataset('digits')
+    validate.validate_labels(dataset.train_labels, dataset.num_classes, 'train')
+    validate.validate_labels(dataset.test_labels, dataset.num_classes, 'test')
+
+  @parameterized.parameters(
+      ([0, 10, 3], 'test labels hold 1 of 3 values outside [0, 10): 10 (first at index 1)'),
+      ([-1, 5, 12, 12], 'train labels hold 3 of 4 values outside [0, 10): -1, 12 (first at '
+                        'index 0)'),
+      (list(range(10, 20)), 'train labels hold 10 of 10 values outside [0, 10): 10, 11, 12, '
+                            '13, 14, ... (first at index 0)'))
+  def test_out_of_range(self, labels, expected):
+    split = 'test' if expected.startswith('test') else 'train'
+    with self.assertRaises(ValueError) as caught:
+      validate.validate_labels(np.array(labels, np.int32), 10, split)
+    message = str(caught.exception)
+    self.assertNotIn('\n', message)
+    self.assertStartsWith(message, expected)
+    self.assertEndsWith(message, 'allowed: class indices 0..9')
+
+  def test_float_labels(self):
+    with self.assertRaisesRegex(ValueError,
+                                r'^train labels have dtype float32: must be integers in \[0, 3\)$'):
+      validate.validate_labels(np.array([0.0, 1.0], np.float32), 3, 'train')
+
+
+if __name__ == '__main__':
+  absltest.main()
