@@ -9,7 +9,10 @@ from absl.testing import parameterized
 import numpy as np
 from sklearn import datasets as sk_datasets
 
+from PIL import Image
+
 from gkt_jax import data
+from gkt_jax.data import augment as augment_lib
 from gkt_jax.data import sources
 
 # Per-class sizes of scikit-learn's digits, classes 0..9, and the documented test counts.
@@ -317,6 +320,58 @@ class PadCropFlipTest(parameterized.TestCase):
     self.assertFalse(np.array_equal(a, c))
 
 
+class ImageNetTransformsTest(parameterized.TestCase):
+
+  @parameterized.parameters((500, 375), (375, 500), (64, 64), (20, 300), (300, 20))
+  def test_random_resized_crop_box_is_inside_with_allowed_shape(self, height, width):
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+      top, left, h, w = augment_lib.random_resized_crop_box(rng, height, width)
+      self.assertBetween(top, 0, height - h)
+      self.assertBetween(left, 0, width - w)
+      self.assertGreaterEqual(min(h, w), 1)
+      if (h, w) != (height, width) and h < height and w < width:  # Not the fallback.
+        self.assertBetween(w / h, 3 / 4 - 0.1, 4 / 3 + 0.1)
+        self.assertBetween(h * w / (height * width), 0.08 - 0.02, 1.0)
+
+  def test_random_resized_crop_box_fallback_is_central(self):
+    # 20 x 300: no box of ratio <= 4/3 and area >= 8% fits; torchvision's fallback is the
+    # central crop of the whole height with width round(20 * 4/3) = 27.
+    rng = np.random.default_rng(0)
+    boxes = {augment_lib.random_resized_crop_box(rng, 20, 300, scale=(0.5, 1.0))
+             for _ in range(20)}
+    self.assertEqual(boxes, {(0, (300 - 27) // 2, 20, 27)})
+
+  def test_random_resized_crop_full_box_is_a_resize(self):
+    image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    out = augment_lib.random_resized_crop(image, np.random.default_rng(1), size=16,
+                                          scale=(1.0, 1.0), ratio=(0.75, 0.75), flip=False)
+    expected = np.asarray(Image.fromarray(image).resize((16, 16), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(out, expected)
+    self.assertEqual(out.dtype, np.uint8)
+
+  def test_random_resized_crop_flips_half(self):
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 1), dtype=np.uint8)
+    rng = np.random.default_rng(2)
+    outs = [augment_lib.random_resized_crop(image, rng, size=8, scale=(1.0, 1.0),
+                                            ratio=(1.0, 1.0)) for _ in range(400)]
+    flipped = [np.array_equal(o, image[:, ::-1]) for o in outs]
+    self.assertTrue(all(f or np.array_equal(o, image) for f, o in zip(flipped, outs)))
+    self.assertBetween(np.mean(flipped), 0.4, 0.6)
+    self.assertEqual(outs[0].shape, (8, 8, 1))
+
+  def test_resize_center_crop(self):
+    # 300 x 600 -> shorter side 256: 256 x 512, then the central 224 x 224 (top 16, left 144).
+    image = np.random.default_rng(0).integers(0, 256, (300, 600, 3), dtype=np.uint8)
+    out = augment_lib.resize_center_crop(image, size=224, resize_size=256)
+    resized = np.asarray(Image.fromarray(image).resize((512, 256), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(out, resized[16:240, 144:368])
+    tall = augment_lib.resize_center_crop(image.transpose(1, 0, 2), size=224, resize_size=256)
+    self.assertEqual(tall.shape, (224, 224, 3))
+    with self.assertRaisesRegex(ValueError, 'larger than resize_size'):
+      augment_lib.resize_center_crop(image, size=300, resize_size=256)
+
+
 def _indexed_data(num, height=4, width=4):
   """Images whose pixels all equal the example index (num <= 256), labels = index."""
   images = np.broadcast_to(np.arange(num, dtype=np.uint8)[:, None, None, None],
@@ -400,6 +455,50 @@ class TrainBatchesTest(parameterized.TestCase):
     images, labels = _indexed_data(10)
     with self.assertRaisesRegex(ValueError, 'crop'):
       data.TrainBatches(images, labels, 2, seed=0, augment=dict(crop=2))
+
+  @parameterized.parameters((dict(pad=2, flip=True),), (dict(pad=0, flip=True),),
+                            (dict(pad=3),), (None,))
+  def test_rows_equal_the_full_batch_rows(self, augment):
+    images = np.random.default_rng(0).integers(0, 256, (40, 6, 6, 3), dtype=np.uint8)
+    labels = np.arange(40, dtype=np.int32)
+    batches = data.TrainBatches(images, labels, 12, seed=4, augment=augment)
+    for step in (0, 3, 7):
+      full_images, full_labels = batches.get(step)
+      for processes in (1, 2, 3, 4):
+        per = 12 // processes
+        parts = [batches.get(step, slice(p * per, (p + 1) * per)) for p in range(processes)]
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), full_images)
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), full_labels)
+      rows = slice(1, 12, 5)
+      np.testing.assert_array_equal(batches.get(step, rows)[0], full_images[rows])
+    _, first = next(batches.iterate(3, rows=slice(4, 8)))[1:]
+    np.testing.assert_array_equal(first, batches.get(3)[1][4:8])
+    with self.assertRaisesRegex(TypeError, 'must be a slice'):
+      batches.get(0, rows=np.arange(3))
+
+
+class ArrayDatasetInterfaceTest(absltest.TestCase):
+
+  def test_digits_has_the_dataset_interface(self):
+    ds = data.load_dataset('digits')
+    self.assertIsInstance(ds, data.Dataset)
+    self.assertEqual((ds.num_train, ds.num_test), (1438, 359))
+    batches = ds.train_batches(64, seed=2, augment=dict(pad=1))
+    self.assertIsInstance(batches, data.TrainBatchSource)
+    reference = data.TrainBatches(ds.train_images, ds.train_labels, 64, seed=2,
+                                  augment=dict(pad=1))
+    self.assertEqual(batches.steps_per_epoch, 1438 // 64)
+    for got, expected in zip(batches.get(30), reference.get(30)):
+      np.testing.assert_array_equal(got, expected)
+    for got, expected in zip(ds.eval_batches(100),
+                             data.eval_batches(ds.test_images, ds.test_labels, 100)):
+      np.testing.assert_array_equal(got[0], expected[0])
+      np.testing.assert_array_equal(got[1], expected[1])
+      self.assertEqual(got[2], expected[2])
+
+  def test_in_memory_datasets_take_no_options(self):
+    with self.assertRaisesRegex(ValueError, r"digits: takes no options, got \['image_size'\]"):
+      data.load_dataset('digits', image_size=3)
 
 
 class EvalBatchesTest(parameterized.TestCase):

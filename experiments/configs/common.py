@@ -11,7 +11,8 @@ METHODS = {
     'stochastic_depth': dict(name='stochastic_depth', final_survival=0.5, rule='linear',
                              test_scaling=True),
     'stimulative': dict(name='stimulative', n_sub=1, temperature=1.0, kl_weight=1.0,
-                        max_shortening=placeholder(tuple), normalize_logits=False, subnet_resize=False,
+                        max_shortening=None,  # a fresh placeholder per config: method_fields
+                        normalize_logits=False, subnet_resize=False,
                         resize_min_scale=0.43, resize_buckets=4, subnet_label_weight=0.0,
                         bn_recalibration_images=0),
     'gkt': dict(name='gkt', levels=3, loops=2, sampler='bernoulli', drop_prob=0.2, gamma=0.5,
@@ -19,6 +20,20 @@ METHODS = {
                 subnet_label_weight=0.0, normalize_logits=False),
 }
 
+
+
+def method_fields(method: str) -> dict:
+  """METHODS[method] plus label smoothing, with fresh placeholders for unset tuple fields.
+
+  (A placeholder is a shared reference: one kept in METHODS itself would carry a value set
+  on one config, e.g. ImageNet's max_shortening, into every config built after it.)
+  """
+  if method not in METHODS:
+    raise ValueError(f'method={method!r} is not one of {tuple(METHODS)}')
+  fields = dict(METHODS[method], label_smoothing=0.0)
+  if 'max_shortening' in fields and fields['max_shortening'] is None:
+    fields['max_shortening'] = placeholder(tuple)
+  return fields
 
 def evals(levels: int = 3, num_chains: int = 8, depth_subnets: int = 16,
           deletion: bool = True) -> dict:
@@ -35,23 +50,195 @@ def evals(levels: int = 3, num_chains: int = 8, depth_subnets: int = 16,
   return out
 
 
-def get_config(method: str, dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """A full config for `method` on `dataset` ('digits' or 'fashion_mnist').
+SMALL_DATASETS = ('digits', 'fashion_mnist')
+CIFAR_DATASETS = ('cifar10', 'cifar100')
+DATASETS = SMALL_DATASETS + CIFAR_DATASETS + ('imagenet2012',)
 
-  arg: None, or 'smoke' for a few steps (tests, quick checks).
+_OPTIM_BASE = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule='cosine',
+                   warmup_steps=0, step_boundaries=(0.5, 0.75), step_factor=0.1)
+# Training recipes of the method specs (shared/methods/), by name.
+RECIPES = {
+    # stimulative_training.md, "Recipe in the authors' code": the CIFAR config left in the
+    # authors' repository (likely the setting used). GKT builds on that code.
+    'stimulative': dict(epochs=200, batch_size=128, augment=dict(pad=4, flip=True),
+                        optim=dict(lr=0.1, weight_decay=1e-4, schedule='cosine')),
+    # stochastic_depth.md: the paper's CIFAR recipe (ResNet-110; "translation" is the pad-4
+    # random crop of the authors' Torch code).
+    'stochastic_depth': dict(epochs=500, batch_size=128, augment=dict(pad=4, flip=True),
+                             optim=dict(lr=0.1, weight_decay=1e-4, schedule='step',
+                                        step_boundaries=(0.5, 0.75), step_factor=0.1)),
+    # stimulative_training.md: the authors' ImageNet ResNet-50 code (cosine per iteration to
+    # 0, no warm-up).
+    'imagenet': dict(epochs=200, batch_size=512,
+                     augment=dict(random_resized_crop=True, flip=True),
+                     optim=dict(lr=0.2, weight_decay=1e-4, schedule='cosine')),
+}
+# ST++ switches (stimulative_training.md); for ResNet-50 also the inter-stage rule.
+STPP = dict(normalize_logits=True, n_sub=6, subnet_resize=True, bn_recalibration_images=2000)
+STPP_RESNET50_MAX_SHORTENING = (1, 2, 4, 1)
+
+
+def parse_arg(arg: str | None, **defaults) -> dict:
+  """Parses a config argument 'key=value,flag,...' (big_vision style) against `defaults`.
+
+  A bare `flag` sets a boolean default to True; values take the type of their default
+  (str when the default is None). Unknown keys raise a ValueError naming the allowed ones.
+  """
+  out = dict(defaults)
+  for token in filter(None, (arg or '').split(',')):
+    key, has_value, value = token.partition('=')
+    if key not in defaults:
+      raise ValueError(f'config argument {token!r} (in {arg!r}): unknown key {key!r}; '
+                       f'allowed: {sorted(defaults)}')
+    default = defaults[key]
+    if not has_value:
+      if not isinstance(default, bool):
+        raise ValueError(f'config argument {token!r}: {key} needs a value ({key}=...)')
+      out[key] = True
+    elif isinstance(default, bool):
+      if value not in ('True', 'False', 'true', 'false', '1', '0'):
+        raise ValueError(f'config argument {token!r}: {key} is a boolean')
+      out[key] = value in ('True', 'true', '1')
+    elif default is None:
+      out[key] = value
+    else:
+      out[key] = type(default)(value)
+  return out
+
+
+def get_config(method: str, dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """A full config for `method` on `dataset` (one of DATASETS).
+
+  arg, a comma-separated list (`--config file.py:arg`):
+    digits, fashion_mnist: None, or 'smoke' for a few steps (tests, quick checks).
+    cifar10, cifar100: 'smoke' (4 steps of ResNet-20 at batch 32, evaluated on 200 test
+      images), 'arch=resnet56|resnet110|...' (default resnet110 for stochastic_depth, as in
+      its paper, else resnet56), 'recipe=stimulative|stochastic_depth' (default: the
+      method's own spec recipe, 'stimulative' for baseline, stimulative and gkt; see
+      RECIPES), and for stimulative 'stpp' (the ST++ switches).
+    imagenet2012: 'smoke' (4 steps at batch 8 on 64x64 crops, 64 validation images), and
+      for stimulative 'stpp' (ST++ switches and the ResNet-50 inter-stage rule M=(1,2,4,1)).
   """
   if method not in METHODS:
     raise ValueError(f'method={method!r} is not one of {tuple(METHODS)}')
+  if dataset in SMALL_DATASETS:
+    return _small_config(method, dataset, arg)
+  if dataset in CIFAR_DATASETS:
+    defaults = dict(smoke=False, arch='resnet110' if method == 'stochastic_depth' else
+                    'resnet56', recipe='stochastic_depth' if method == 'stochastic_depth'
+                    else 'stimulative')
+  elif dataset == 'imagenet2012':
+    defaults = dict(smoke=False)
+  else:
+    raise ValueError(f'dataset={dataset!r} is not one of {DATASETS}')
+  if method == 'stimulative':
+    defaults['stpp'] = False
+  options = parse_arg(arg, **defaults)
+  if dataset == 'imagenet2012':
+    return _imagenet_config(method, options)
+  return _cifar_config(method, dataset, options)
+
+
+def _run_fields(config: ml_collections.ConfigDict) -> None:
+  """Durations, parallelism and checkpoint fields of every config (overridable)."""
+  # Durations: set *_steps or *_epochs (one of each pair). Checkpoints default to every
+  # evaluation, plus the end of training and SIGTERM.
+  for prefix in ('total', 'log_every', 'eval_every', 'ckpt_every'):
+    config[f'{prefix}_steps'] = placeholder(int)
+    config[f'{prefix}_epochs'] = placeholder(float)
+  config.parallel = 'jit'             # or 'pmap': per-device BatchNorm, pmean-ed gradients
+  config.per_device_subnets = False   # 'pmap' only: each device draws its own subnets
+  config.checkpoints = True
+  config.max_checkpoints = 3
+  config.resume = placeholder(str)    # another workdir to continue (full state)
+  config.init = placeholder(str)      # a workdir/checkpoint to take weights from
+  config.plots = True
+  config.verbose = True
+
+
+def _common(config: ml_collections.ConfigDict, method: str, recipe: dict) -> None:
+  """Seed, method, optimiser, duration placeholders and flags shared by every config."""
+  config.seed = 0
+  config.method = method_fields(method)
+  config.optim = dict(_OPTIM_BASE, **recipe['optim'])
+  _run_fields(config)
+  config.total_epochs = float(recipe['epochs'])
+
+
+def _smoke_durations(config: ml_collections.ConfigDict, levels: int) -> None:
+  config.total_epochs = None
+  config.log_every_epochs = None
+  config.eval_every_epochs = None
+  config.total_steps = 4
+  config.log_every_steps = 2
+  config.eval_every_steps = 2
+  config.evals = evals(levels=levels, num_chains=2, depth_subnets=3, deletion=False)
+
+
+def _cifar_config(method: str, dataset: str, options: dict) -> ml_collections.ConfigDict:
+  """CIFAR-10/100 with a CIFAR ResNet and one of RECIPES (see get_config)."""
+  if options['recipe'] not in ('stimulative', 'stochastic_depth'):
+    raise ValueError(f"config argument recipe={options['recipe']!r} is not one of "
+                     "('stimulative', 'stochastic_depth')")
+  recipe = RECIPES[options['recipe']]
+  config = ml_collections.ConfigDict()
+  _common(config, method, recipe)
+  levels = config.method.get('levels', 3)
+  # cache: 60,000 32x32 images decoded into memory once (180 MB, a few seconds).
+  config.data = dict(name=dataset, dir=placeholder(str), batch_size=recipe['batch_size'],
+                     eval_batch_size=500, augment=dict(recipe['augment']),
+                     options=dict(cache=True))
+  config.model = dict(arch=options['arch'], width_multiplier=1.0, shortcut='pad',
+                      conv_impl='auto')
+  config.log_every_steps = 100
+  config.eval_every_epochs = 10.0
+  config.evals = evals(levels=levels)
+  if options.get('stpp'):
+    config.method.update(STPP)
+  if options['smoke']:
+    config.model.arch = 'resnet20'
+    config.data.batch_size = 32
+    config.data.eval_batch_size = 100
+    config.data.options = dict(cache=False, test_split='test[:200]')
+    _smoke_durations(config, levels)
+  return config
+
+
+def _imagenet_config(method: str, options: dict) -> ml_collections.ConfigDict:
+  """ImageNet-1k (imagenet2012) with ResNet-50 and the authors' ImageNet recipe."""
+  recipe = RECIPES['imagenet']
+  config = ml_collections.ConfigDict()
+  _common(config, method, recipe)
+  levels = config.method.get('levels', 3)
+  config.data = dict(name='imagenet2012', dir=placeholder(str),
+                     batch_size=recipe['batch_size'], eval_batch_size=500,
+                     augment=dict(recipe['augment']),
+                     options=dict(image_size=224, resize_size=256))
+  config.model = dict(arch='resnet50', width_multiplier=1.0, shortcut='projection',
+                      conv_impl='auto')
+  config.log_every_steps = 200
+  config.eval_every_epochs = 10.0
+  # 50,000 validation images per subnet pass: fewer subnets than on CIFAR.
+  config.evals = evals(levels=levels, num_chains=4, depth_subnets=8)
+  if options.get('stpp'):
+    config.method.update(STPP, max_shortening=STPP_RESNET50_MAX_SHORTENING)
+  if options['smoke']:
+    config.data.batch_size = 8
+    config.data.eval_batch_size = 32
+    config.data.options = dict(image_size=64, resize_size=73, test_split='validation[:64]')
+    _smoke_durations(config, levels)
+  return config
+
+
+def _small_config(method: str, dataset: str, arg: str | None) -> ml_collections.ConfigDict:
+  """digits / fashion_mnist; arg None or 'smoke'."""
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.method = dict(METHODS[method], label_smoothing=0.0)
+  config.method = method_fields(method)
   config.optim = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                       schedule='cosine', warmup_steps=0, step_boundaries=(0.5, 0.75),
                       step_factor=0.1)
-  # Durations: set *_steps or *_epochs (one of each pair); placeholders can be overridden.
-  for prefix in ('total', 'log_every', 'eval_every'):
-    config[f'{prefix}_steps'] = placeholder(int)
-    config[f'{prefix}_epochs'] = placeholder(float)
+  _run_fields(config)
   if dataset == 'digits':
     # 8x8 images: ResNet-20 runs its stages at 8x8, 4x4 and 2x2.
     config.data = dict(name='digits', dir=placeholder(str), batch_size=64, eval_batch_size=400,
@@ -76,17 +263,8 @@ def get_config(method: str, dataset: str, arg: str | None = None) -> ml_collecti
     config.evals = evals(levels=config.method.get('levels', 3), num_chains=4, depth_subnets=8)
   else:
     config.evals = evals(levels=config.method.get('levels', 3))
-  config.plots = True
-  config.verbose = True
   if arg == 'smoke':
-    config.total_epochs = None
-    config.log_every_epochs = None
-    config.eval_every_epochs = None
-    config.total_steps = 4
-    config.log_every_steps = 2
-    config.eval_every_steps = 2
-    config.evals = evals(levels=config.method.get('levels', 3), num_chains=2,
-                         depth_subnets=3, deletion=False)
+    _smoke_durations(config, config.method.get('levels', 3))
   elif arg:
     raise ValueError(f'config argument {arg!r} is not one of (None, \'smoke\')')
   return config

@@ -41,14 +41,7 @@ class TrainBatches:
     if labels.shape != images.shape[:1]:
       raise ValueError(f'labels shape {labels.shape} does not match {len(images)} images')
     num_examples = len(images)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-      raise ValueError(f'batch_size={batch_size} must be >= 1')
-    if batch_size > num_examples:
-      raise ValueError(f'batch_size={batch_size} is larger than the {num_examples} training '
-                       'examples; use a batch size of at most the dataset size')
-    if int(seed) < 0:
-      raise ValueError(f'seed={seed} must be a non-negative int')
+    batch_size, seed = check_batch_args(batch_size, num_examples, seed)
     augment = dict(augment or {})
     unknown = sorted(set(augment) - set(_AUGMENT_KEYS))
     if unknown:
@@ -87,21 +80,68 @@ class TrainBatches:
     start = within * self.batch_size
     return self.epoch_order(epoch)[start:start + self.batch_size]
 
-  def get(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch of `step`: (images [B, H, W, C] in the input dtype, labels int32[B])."""
-    idx = self.indices(step)
+  def get(self, step: int, rows: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows `rows` of the batch of `step`: (images [b, H, W, C] in the input dtype,
+    labels int32[b]); rows=None gives the whole batch (b = B).
+
+    The augmentation draws for the whole batch are made first, so `get(step, rows)` equals
+    `get(step)` sliced by `rows`, bitwise, while only the selected rows are gathered and
+    cropped.
+    """
+    rows = check_rows(rows, self.batch_size)
+    idx = self.indices(step)[rows]
     images = self.images[idx]
     if self._pad or self._flip:
       rng = np.random.default_rng([self.seed, AUGMENT_SALT, int(step)])
-      images = augment_lib.pad_crop_flip(images, rng, pad=self._pad, flip=self._flip)
+      offsets, flips = augment_lib.pad_crop_flip_params(rng, self.batch_size, pad=self._pad,
+                                                         flip=self._flip)
+      images = augment_lib.apply_pad_crop_flip(
+          images, None if offsets is None else offsets[rows],
+          None if flips is None else flips[rows], pad=self._pad)
     return images, self.labels[idx]
 
-  def iterate(self, start_step: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yields (step, images, labels) for step = start_step, start_step + 1, ... forever."""
+  def iterate(self, start_step: int = 0, rows: slice | None = None
+              ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yields (step, *get(step, rows)) for step = start_step, start_step + 1, ... forever."""
     step = int(start_step)
     while True:
-      yield (step, *self.get(step))
+      yield (step, *self.get(step, rows))
       step += 1
+
+
+def check_batch_args(batch_size, num_examples: int, seed) -> tuple[int, int]:
+  """(batch_size, seed) as ints, refusing a batch outside [1, num_examples] or seed < 0."""
+  batch_size = int(batch_size)
+  if batch_size < 1:
+    raise ValueError(f'batch_size={batch_size} must be >= 1')
+  if batch_size > num_examples:
+    raise ValueError(f'batch_size={batch_size} is larger than the {num_examples} training '
+                     'examples; use a batch size of at most the dataset size')
+  if int(seed) < 0:
+    raise ValueError(f'seed={seed} must be a non-negative int')
+  return batch_size, int(seed)
+
+
+def check_rows(rows: slice | None, batch_size: int) -> slice:
+  """`rows` as a slice of range(batch_size) (None: all rows); refuses anything else."""
+  if rows is None:
+    return slice(0, batch_size)
+  if not isinstance(rows, slice):
+    raise TypeError(f'rows={rows!r} must be a slice (e.g. slice(p * B // P, (p + 1) * B // P)) '
+                    'or None')
+  return rows
+
+
+def pad_batch(images: np.ndarray, labels: np.ndarray,
+              batch_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+  """(images, labels, num_valid) padded after the real rows with zero images and label 0 to
+  exactly `batch_size` rows (the `eval_batches` contract)."""
+  num_valid = len(labels)
+  if num_valid < batch_size:
+    missing = batch_size - num_valid
+    images = np.concatenate([images, np.zeros((missing, *images.shape[1:]), images.dtype)])
+    labels = np.concatenate([labels, np.zeros((missing,), labels.dtype)])
+  return images, labels, num_valid
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray,
@@ -121,12 +161,5 @@ def eval_batches(images: np.ndarray, labels: np.ndarray,
   if batch_size < 1:
     raise ValueError(f'batch_size={batch_size} must be >= 1')
   for start in range(0, len(labels), batch_size):
-    batch_images = images[start:start + batch_size]
-    batch_labels = labels[start:start + batch_size]
-    num_valid = len(batch_labels)
-    if num_valid < batch_size:
-      missing = batch_size - num_valid
-      batch_images = np.concatenate(
-          [batch_images, np.zeros((missing, *images.shape[1:]), images.dtype)])
-      batch_labels = np.concatenate([batch_labels, np.zeros((missing,), labels.dtype)])
-    yield batch_images, batch_labels, num_valid
+    yield pad_batch(images[start:start + batch_size], labels[start:start + batch_size],
+                    batch_size)

@@ -1,11 +1,14 @@
-"""In-memory image classification datasets: scikit-learn digits and IDX (MNIST-family) files."""
+"""In-memory image classification datasets (digits, IDX files) and `load_dataset`, which also
+dispatches to Tiny-ImageNet (in memory) and the tfds datasets (random access from disk)."""
 
+from collections.abc import Iterator
 import dataclasses
 import os
 
 import numpy as np
 
 from gkt_jax.data import idx
+from gkt_jax.data import pipeline
 
 # Where `apt-get install dataset-fashion-mnist` (Debian) puts the four gzip'd IDX files.
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
@@ -15,7 +18,12 @@ IDX_FILES = {
     'test_images': 't10k-images-idx3-ubyte',
     'test_labels': 't10k-labels-idx1-ubyte',
 }
-DATASETS = ('digits', 'fashion_mnist', 'mnist')
+IN_MEMORY_DATASETS = ('digits', 'fashion_mnist', 'mnist', 'tiny_imagenet')
+# The names `tfds_data.TFDS_DATASETS` knows, repeated here so that listing them does not
+# import tensorflow_datasets and grain (a test checks the two agree).
+TFDS_DATASET_NAMES = ('cifar10', 'cifar100', 'imagenet2012', 'imagenet_resized/32x32',
+                      'imagenet_resized/64x64')
+DATASETS = IN_MEMORY_DATASETS + TFDS_DATASET_NAMES
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_NUM_TRAIN = 1438
 DIGITS_NUM_TEST = 359
@@ -66,6 +74,24 @@ class ArrayDataset:
     """(H, W, C)."""
     return tuple(self.train_images.shape[1:])
 
+  @property
+  def num_train(self) -> int:
+    return len(self.train_labels)
+
+  @property
+  def num_test(self) -> int:
+    return len(self.test_labels)
+
+  def train_batches(self, batch_size: int, *, seed: int,
+                    augment: dict | None = None) -> pipeline.TrainBatches:
+    """`TrainBatches` over the train split; augment: None or dict(pad=int, flip=bool)."""
+    return pipeline.TrainBatches(self.train_images, self.train_labels, batch_size, seed=seed,
+                                 augment=augment)
+
+  def eval_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """`pipeline.eval_batches` over the test split, in order."""
+    return pipeline.eval_batches(self.test_images, self.test_labels, batch_size)
+
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Exact per-channel mean and population std of uint8[N, H, W, C] in [0, 1] units.
@@ -90,7 +116,9 @@ def _readonly(array: np.ndarray) -> np.ndarray:
   return array
 
 
-def _make(name, train_images, train_labels, test_images, test_labels, num_classes):
+def make_array_dataset(name, train_images, train_labels, test_images, test_labels,
+                       num_classes) -> ArrayDataset:
+  """An ArrayDataset with read-only contiguous arrays and mean/std from the train images."""
   mean, std = channel_stats(train_images)
   return ArrayDataset(
       name=name,
@@ -138,7 +166,8 @@ def load_digits() -> ArrayDataset:
   images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   labels = digits.target.astype(np.int32)
   train, test = digits_split_indices(labels)
-  return _make('digits', images[train], labels[train], images[test], labels[test], 10)
+  return make_array_dataset('digits', images[train], labels[train], images[test], labels[test],
+                            10)
 
 
 def _find_idx_files(name: str, data_dir: str) -> dict[str, str]:
@@ -194,27 +223,47 @@ def load_idx_dataset(name: str, data_dir: str, num_classes: int = 10) -> ArrayDa
     if num_labels and arrays[f'{split}_labels'].max() >= num_classes:
       raise ValueError(f'{name}: {paths[f"{split}_labels"]} has label '
                        f'{arrays[f"{split}_labels"].max()}, expected < {num_classes}')
-  return _make(name, arrays['train_images'][..., None], arrays['train_labels'],
+  return make_array_dataset(name, arrays['train_images'][..., None], arrays['train_labels'],
                arrays['test_images'][..., None], arrays['test_labels'], num_classes)
 
 
-def load_dataset(name: str, *, data_dir: str | None = None) -> ArrayDataset:
-  """Loads a small dataset into memory.
+def load_dataset(name: str, data_dir: str | None = None, **options):
+  """Loads a dataset by name; every result has the interface in `gkt_jax.data`'s docstring.
 
   Args:
-    name: 'digits' (scikit-learn's 8x8 digits, bundled; data_dir is ignored; 1,438 train /
-      359 test, see `load_digits`), 'fashion_mnist' (IDX files; data_dir defaults to
-      /usr/share/datasets/fashion-mnist, where `apt-get install dataset-fashion-mnist` puts
-      them; 60,000 / 10,000 28x28x1 images) or 'mnist' (IDX files; data_dir required).
-    data_dir: directory of the IDX files.
+    name: one of `DATASETS`:
+      'digits' (scikit-learn's 8x8 digits, bundled; data_dir is ignored;
+      1,438 train / 359 test, see `load_digits`);
+      'fashion_mnist' (IDX files; data_dir defaults to /usr/share/datasets/fashion-mnist,
+      where `apt-get install dataset-fashion-mnist` puts them; 60,000 / 10,000 28x28x1
+      images); 'mnist' (IDX files; data_dir required);
+      'tiny_imagenet' (data_dir: the tiny-imagenet-200 folder; see
+      `tiny_imagenet.load_tiny_imagenet`);
+      'cifar10', 'cifar100', 'imagenet2012', 'imagenet_resized/32x32',
+      'imagenet_resized/64x64' (tfds ArrayRecord copies in data_dir, default the tfds data
+      dir; see `tfds_data.load_tfds_dataset`).
+    data_dir: where the files are.
+    **options: dataset-specific options, passed on: for tiny_imagenet `num_threads`; for the
+      tfds datasets `num_threads`, `train_split`, `test_split`, `cache`, and for
+      imagenet2012 `image_size`, `resize_size`. The in-memory IDX/digits datasets take none.
 
   Returns:
-    An ArrayDataset.
+    An ArrayDataset (digits, fashion_mnist, mnist, tiny_imagenet) or a
+    `tfds_data.TfdsDataset`.
 
   Raises:
-    ValueError: unknown name, or corrupt files.
-    FileNotFoundError: the IDX directory or files are missing.
+    ValueError: unknown name or option, or corrupt files.
+    FileNotFoundError: the files are missing, or the tfds dataset is not prepared (one line
+      saying how to get or prepare them).
   """
+  if name in TFDS_DATASET_NAMES:
+    from gkt_jax.data import tfds_data  # pylint: disable=g-import-not-at-top
+    return tfds_data.load_tfds_dataset(name, data_dir, **options)
+  if name == 'tiny_imagenet':
+    from gkt_jax.data import tiny_imagenet  # pylint: disable=g-import-not-at-top
+    return tiny_imagenet.load_tiny_imagenet(data_dir, **options)
+  if name in IN_MEMORY_DATASETS and options:
+    raise ValueError(f'{name}: takes no options, got {sorted(options)}')
   if name == 'digits':
     return load_digits()
   if name == 'fashion_mnist':

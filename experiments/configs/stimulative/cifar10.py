@@ -1,0 +1,32 @@
+r"""Stimulative training (ST: one prefix subnet per step) on CIFAR-10.
+
+Prepare the data once (TensorFlow is needed for this step only):
+  pip install tensorflow-cpu && tfds build cifar10 --file_format=array_record \
+      --data_dir=DIR
+
+Launch:
+  python -m experiments.main --config experiments/configs/stimulative/cifar10.py \
+      --workdir /tmp/stimulative_cifar10 --config.data.dir=DIR
+
+Config arguments (`...cifar10.py:arg,arg`): smoke (4 steps of ResNet-20 on 200 test images),
+arch=resnet56|resnet110, recipe=stimulative|stochastic_depth, stpp (the ST++ switches); see
+experiments/configs/common.py.
+
+Expected result: none in the specs: the authors did not release their CIFAR code and the specs
+quote no CIFAR number (shared/methods/stimulative_training.md). Recipe (default): the
+stimulative-training authors' CIFAR config (shared/methods/stimulative_training.md): ResNet-56,
+batch 128, SGD Nesterov 0.9, lr 0.1 cosine, weight decay 1e-4, 200 epochs, pad-4 crop + flip.
+
+Runtime (an estimate, not a measurement): 78,000 steps; each runs the full network and one
+prefix subnet (15 of ResNet-56's 27 blocks on average), ~1.56 full passes: ~26 min for ResNet-56
+(~50 min for ResNet-110; with stpp, 6 resized subnets, ~2.8 passes, ~47 min), assuming one
+H100-class GPU trains a full ResNet-56 at ~10,000 img/s and a ResNet-110 at ~5,000 img/s
+(assumed throughputs, not measurements: no GPU run of this config exists yet). Scale by the
+img_per_sec the run logs to metrics.jsonl.
+"""
+
+from experiments.configs import common
+
+
+def get_config(arg=None):
+  return common.get_config('stimulative', 'cifar10', arg)

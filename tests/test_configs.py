@@ -1,0 +1,142 @@
+"""Every experiment config file builds; the CIFAR/ImageNet configs follow the specs' recipes."""
+
+import importlib
+import pathlib
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import tensorflow_datasets as tfds
+
+from experiments import configs
+from experiments.configs import common
+from gkt_jax import data as data_lib
+from gkt_jax import models
+from gkt_jax.train import validate
+
+
+def _config_modules():
+  """Every experiments/configs/<method>/<variant>.py, as a module name."""
+  root = pathlib.Path(configs.__file__).parent
+  return sorted(f'experiments.configs.{p.parent.name}.{p.stem}' for p in root.glob('*/*.py')
+                if p.stem != '__init__')
+
+
+def _takes_smoke(module) -> bool:
+  """Whether a config file documents a ':smoke' argument."""
+  return 'smoke' in (module.__doc__ or '')
+
+
+class ConfigFilesTest(parameterized.TestCase):
+
+  def test_expected_files_exist(self):
+    names = set(_config_modules())
+    for method in common.METHODS:
+      for dataset in ('cifar10', 'cifar100'):
+        self.assertIn(f'experiments.configs.{method}.{dataset}', names)
+    self.assertIn('experiments.configs.stimulative.imagenet', names)
+    self.assertIn('experiments.configs.gkt.imagenet', names)
+
+  @parameterized.parameters(*_config_modules())
+  def test_builds_and_validates(self, name):
+    module = importlib.import_module(name)
+    arguments = [None] + (['smoke'] if _takes_smoke(module) else [])
+    for arg in arguments:
+      with self.subTest(arg=arg):
+        config = module.get_config(arg)
+        validate.validate_config(config, num_devices=1)
+        self.assertIn(config.data.name, data_lib.DATASETS)
+        self.assertIn(config.model.arch, models.ARCHS)
+        if arg == 'smoke':
+          self.assertEqual(config.total_steps, 4)
+    if config.data.name in ('cifar10', 'cifar100', 'imagenet2012'):
+      # The docstring states how to prepare and launch, the expected result and the runtime.
+      doc = module.__doc__
+      path = name.replace('.', '/') + '.py'
+      self.assertIn(f'--config {path}', doc)
+      self.assertIn(f'tfds build {config.data.name} --file_format=array_record', doc)
+      self.assertIn('Expected result:', doc)
+      self.assertIn('Runtime (an estimate, not a measurement)', doc)
+
+  def test_cifar_configs_use_dataset_names_load_dataset_knows(self):
+    for name in _config_modules():
+      if name.rsplit('.', 1)[1].startswith('cifar'):
+        config = importlib.import_module(name).get_config()
+        self.assertEqual(config.data.name, name.rsplit('.', 1)[1])
+        self.assertIn(config.data.name, data_lib.DATASETS)
+
+  @parameterized.parameters(('baseline.cifar10', None), ('stochastic_depth.cifar100', None),
+                            ('gkt.cifar10', 'smoke'), ('gkt.imagenet', 'smoke'),
+                            ('stimulative.imagenet', 'stpp,smoke'))
+  def test_data_section_loads(self, name, arg):
+    """load_dataset takes the config's name and options, train_batches its augment (mocked)."""
+    config = importlib.import_module(f'experiments.configs.{name}').get_config(arg)
+    with tfds.testing.mock_data(num_examples=130, policy=tfds.testing.MockPolicy.USE_CODE):
+      dataset = data_lib.load_dataset(config.data.name, data_dir=config.data.dir,
+                                      **config.data.get('options', {}))
+      batches = dataset.train_batches(config.data.batch_size, seed=config.seed,
+                                      augment=dict(config.data.augment))
+      images, labels = batches.get(0, slice(0, 2))
+      eval_images, _, _ = next(iter(dataset.eval_batches(config.data.eval_batch_size)))
+    self.assertEqual(images.shape, (2, *dataset.image_shape))
+    self.assertEqual(eval_images.shape, (config.data.eval_batch_size, *dataset.image_shape))
+    self.assertTrue(all(0 <= l < dataset.num_classes for l in labels))
+
+
+class RecipesTest(parameterized.TestCase):
+
+  @parameterized.parameters('baseline', 'stimulative', 'gkt')
+  def test_stimulative_cifar_recipe(self, method):
+    config = common.get_config(method, 'cifar100')
+    self.assertEqual(config.model.arch, 'resnet56')
+    self.assertEqual(config.data.batch_size, 128)
+    self.assertEqual(dict(config.data.augment), dict(pad=4, flip=True))
+    self.assertEqual(config.total_epochs, 200)
+    self.assertEqual((config.optim.lr, config.optim.momentum, config.optim.nesterov,
+                      config.optim.weight_decay, config.optim.schedule),
+                     (0.1, 0.9, True, 1e-4, 'cosine'))
+
+  def test_stochastic_depth_cifar_recipe(self):
+    config = common.get_config('stochastic_depth', 'cifar10')
+    self.assertEqual(config.model.arch, 'resnet110')
+    self.assertEqual(config.total_epochs, 500)
+    self.assertEqual(config.data.batch_size, 128)
+    self.assertEqual((config.optim.schedule, tuple(config.optim.step_boundaries),
+                      config.optim.step_factor, config.optim.weight_decay),
+                     ('step', (0.5, 0.75), 0.1, 1e-4))
+    self.assertEqual((config.method.final_survival, config.method.rule), (0.5, 'linear'))
+
+  def test_arguments(self):
+    config = common.get_config('gkt', 'cifar10', 'arch=resnet110,recipe=stochastic_depth')
+    self.assertEqual(config.model.arch, 'resnet110')
+    self.assertEqual(config.optim.schedule, 'step')
+    config = common.get_config('stimulative', 'cifar10', 'stpp,smoke')
+    self.assertEqual((config.method.n_sub, config.method.normalize_logits), (6, True))
+    self.assertEqual(config.total_steps, 4)
+    with self.assertRaisesRegex(ValueError, r"unknown key 'stpp'; allowed: \['arch', 'recipe', "
+                                r"'smoke'\]"):
+      common.get_config('gkt', 'cifar10', 'stpp')
+    with self.assertRaisesRegex(ValueError, "recipe='imagenet' is not one of"):
+      common.get_config('gkt', 'cifar10', 'recipe=imagenet')
+    with self.assertRaisesRegex(ValueError, "is not one of \\(None, 'smoke'\\)"):
+      common.get_config('gkt', 'digits', 'arch=resnet56')
+
+  @parameterized.parameters('stimulative', 'gkt')
+  def test_imagenet_recipe(self, method):
+    config = common.get_config(method, 'imagenet2012')
+    self.assertEqual(config.model.arch, 'resnet50')
+    self.assertEqual((config.data.batch_size, config.total_epochs), (512, 200))
+    self.assertEqual((config.optim.lr, config.optim.nesterov, config.optim.weight_decay,
+                      config.optim.schedule, config.optim.warmup_steps),
+                     (0.2, True, 1e-4, 'cosine', 0))
+    self.assertEqual(dict(config.data.augment), dict(random_resized_crop=True, flip=True))
+    self.assertEqual(dict(config.data.options), dict(image_size=224, resize_size=256))
+
+  def test_imagenet_stpp(self):
+    config = common.get_config('stimulative', 'imagenet2012', 'stpp')
+    self.assertEqual(tuple(config.method.max_shortening), (1, 2, 4, 1))
+    self.assertEqual(config.method.bn_recalibration_images, 2000)
+    validate.validate_config(config, num_devices=8)
+
+
+if __name__ == '__main__':
+  absltest.main()
