@@ -4,16 +4,53 @@ r"""Trains and evaluates one method, as a config file describes.
       --workdir /tmp/gkt_digits [--config.total_epochs=10 ...]
 
 The config file's `get_config(arg)` takes the text after a colon (`digits.py:smoke`).
+Running the same command again resumes from `workdir/checkpoints`; SIGTERM saves a checkpoint
+and exits cleanly.
+
+Multi-host: `--jax_distributed` calls `jax.distributed.initialize()` before anything else,
+with `--coordinator_address`, `--num_processes` and `--process_id` when given (else the
+environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, else
+JAX's own cluster detection: Cloud TPU, SLURM, ...). On CPU, processes talk through gloo.
 """
+
+import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gkt_jax.train import train_and_evaluate
-
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes its outputs.')
+_DISTRIBUTED = flags.DEFINE_bool('jax_distributed', False,
+                                 'Call jax.distributed.initialize() (multi-host runs).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0 (multi-host).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _env_int(name):
+  value = os.environ.get(name)
+  return int(value) if value not in (None, '') else None
+
+
+def initialize_distributed() -> None:
+  """`jax.distributed.initialize` from flags, then JAX_* variables, then auto-detection."""
+  import jax  # pylint: disable=g-import-not-at-top
+  kwargs = {
+      'coordinator_address': _COORDINATOR.value or os.environ.get('JAX_COORDINATOR_ADDRESS'),
+      'num_processes': (_NUM_PROCESSES.value if _NUM_PROCESSES.value is not None
+                        else _env_int('JAX_NUM_PROCESSES')),
+      'process_id': (_PROCESS_ID.value if _PROCESS_ID.value is not None
+                     else _env_int('JAX_PROCESS_ID')),
+  }
+  kwargs = {k: v for k, v in kwargs.items() if v is not None}
+  # Cross-process collectives of the CPU backend (tests, CPU clusters); GPUs/TPUs ignore it.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(**kwargs)
+  logging.warning('jax.distributed: process %d of %d, %d local / %d global devices',
+                  jax.process_index(), jax.process_count(), jax.local_device_count(),
+                  jax.device_count())
 
 
 def main(argv):
@@ -22,10 +59,19 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     # JAX logs its backend probing (libtpu, proxy) at INFO; progress is printed anyway.
     logging.set_verbosity(logging.WARNING)
+  if _DISTRIBUTED.value:
+    initialize_distributed()
+  # pylint: disable=g-import-not-at-top
+  from gkt_jax.train import checkpoint, train_and_evaluate, validate
   try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except FileNotFoundError as e:  # missing data: the message says how to get it
+    summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (FileNotFoundError, validate.ConfigError, checkpoint.ResumeMismatchError) as e:
+    # Missing data, a bad config, a resume with another model: the one-line message says why.
     raise SystemExit(f'error: {e}') from None
+  if _DISTRIBUTED.value:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.shutdown()
+  del summary
 
 
 if __name__ == '__main__':

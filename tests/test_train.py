@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
@@ -64,25 +63,7 @@ class TrainTest(parameterized.TestCase):
             % self.create_tempdir().full_path)
     result = _run_with_devices(code, 4)
     self.assertNotEqual(result.returncode, 0)
-    self.assertIn('data.batch_size=66 is not divisible by the 4 devices', result.stderr)
-
-  def test_four_devices_match_one(self):
-    # The same global batch on 4 fake CPU devices gives the same losses as on 1 device.
-    results = {}
-    for devices in (1, 4):
-      workdir = tempfile.mkdtemp()
-      code = ('from experiments.configs import common; from gkt_jax.train import '
-              'train_and_evaluate; c = common.get_config("gkt", "digits", "smoke"); '
-              'c.verbose = False; c.plots = False; c.evals = {"full": {"type": "full"}}; '
-              f's = train_and_evaluate(c, "{workdir}"); print(s["num_devices"])')
-      result = _run_with_devices(code, devices)
-      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-      self.assertEqual(result.stdout.strip().splitlines()[-1], str(devices))
-      with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-        results[devices] = [json.loads(l) for l in f if '"loss"' in l]
-    for one, four in zip(results[1], results[4]):
-      np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-4)
-      np.testing.assert_allclose(four['l2_params'], one['l2_params'], rtol=1e-5)
+    self.assertIn('config.data.batch_size=66: must be divisible by the 4 devices', result.stderr)
 
 
 @pytest.mark.slow

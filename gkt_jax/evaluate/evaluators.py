@@ -22,12 +22,26 @@ from gkt_jax import masks
 class EvalRunner:
   """Accuracy of the deployed network and of arbitrary subnets on a fixed image set."""
 
-  def __init__(self, model, method, images: np.ndarray, labels: np.ndarray, *, mean, std,
-               batch_size: int, data_sharding=None, replicated_sharding=None):
+  def __init__(self, model, method, images: np.ndarray | None, labels: np.ndarray | None, *,
+               mean, std, batch_size: int, data_sharding=None, replicated_sharding=None,
+               eval_source=None, num_examples: int | None = None):
+    """Args:
+      images, labels: the test set as arrays, or None with `eval_source`.
+      eval_source: batch_size -> iterator of (images, labels, num_valid), e.g. a dataset's
+        `eval_batches` (for datasets not held in memory); needs `num_examples`.
+      data_sharding: batch sharding (a multi-process run puts each process's rows).
+    """
     self.model = model
     self.method = method
     self.images = images
     self.labels = labels
+    if eval_source is None:
+      eval_source = lambda size: data_lib.eval_batches(images, labels, size)
+      num_examples = len(labels)
+    elif num_examples is None:
+      raise ValueError('EvalRunner: eval_source needs num_examples')
+    self.eval_source = eval_source
+    self.num_examples = int(num_examples)
     self.batch_size = batch_size
     self.mean = jnp.asarray(mean, jnp.float32)
     self.std = jnp.asarray(std, jnp.float32)
@@ -57,16 +71,18 @@ class EvalRunner:
   def _put(self, array):
     if self.data_sharding is None:
       return jnp.asarray(array)
-    return jax.device_put(array, self.data_sharding)
+    # Each process contributes its rows of the global batch (all rows in one process).
+    count, index = jax.process_count(), jax.process_index()
+    rows = slice(index * len(array) // count, (index + 1) * len(array) // count)
+    return jax.make_array_from_process_local_data(self.data_sharding, array[rows])
 
   def _accuracy(self, fn, *extra) -> float:
     total = 0
-    for images, labels, num_valid in data_lib.eval_batches(self.images, self.labels,
-                                                           self.batch_size):
+    for images, labels, num_valid in self.eval_source(self.batch_size):
       valid = np.arange(len(labels)) < num_valid
       total += int(fn(self.variables, self._put(images), self._put(labels), self._put(valid),
                       *extra))
-    return total / len(self.labels)
+    return total / self.num_examples
 
   def deployed_accuracy(self) -> float:
     """Accuracy of the method's test-time network (e.g. stochastic depth's scaled one)."""

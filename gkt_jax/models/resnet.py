@@ -88,6 +88,15 @@ class BottleneckBranch(_Branch):
     return self.bn(train, 'bn3')(self.conv(4 * self.features, 1, 1, 'conv3')(y))
 
 
+def _zeros_with_variance_of(shape_dtype, like):
+  """Zeros of `shape_dtype`, varying over the same mesh axes as `like` (under shard_map a
+  cond's branches must agree in device variance; outside shard_map this is plain zeros)."""
+  zeros = jnp.zeros(shape_dtype.shape, shape_dtype.dtype)
+  axis_type = getattr(jax.typeof(like), 'manual_axis_type', None)
+  axes = tuple(sorted(getattr(axis_type, 'varying', ()) or ()))
+  return jax.lax.pcast(zeros, axes, to='varying') if axes else zeros
+
+
 class ResidualBlock(nn.Module):
   """out = relu(shortcut(x) + scale * branch(x)); the branch is skipped when keep is False."""
   features: int
@@ -133,7 +142,7 @@ class ResidualBlock(nn.Module):
       residual = nn.cond(
           keep,
           lambda mdl, y: mdl(y, train),
-          lambda mdl, y: jnp.zeros(out_shape.shape, out_shape.dtype),
+          lambda mdl, y: _zeros_with_variance_of(out_shape, y),
           branch, x)
     if scale is not None:
       residual = residual * scale.astype(residual.dtype)

@@ -25,13 +25,30 @@ class MetricWriter:
     with open(self.path, 'a') as f:
       f.write(json.dumps({'step': int(step), **_jsonable(values)}) + '\n')
 
+  def truncate_after(self, step: int) -> None:
+    """Drops the rows of steps > `step` (a resumed run writes them again); 0: all rows."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    kept = [json.dumps(r) + '\n' for r in read_metrics(os.path.dirname(self.path))
+            if r['step'] <= step] if step else []
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(kept)
+    os.replace(tmp, self.path)
+
 
 def read_metrics(workdir: str) -> list[dict]:
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
     return []
+  records = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:  # a line cut short by a killed run
+        continue
+  return records
 
 
 def _jsonable(values):

@@ -9,6 +9,7 @@ same seed, same run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -24,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gkt_jax import data as data_lib
 from gkt_jax import evaluate, methods, models, utils
-from gkt_jax.train import optim, reporting
+from gkt_jax.train import checkpoint, optim, reporting, validate
 
 
 @struct.dataclass
@@ -60,16 +61,38 @@ def init_state(config, model, method, tx, image_shape) -> TrainState:
                     method_state=method.init_state(), key=loop_key)
 
 
-def make_train_step(method, tx, schedule, mean, std):
-  """The step (state, images uint8[B,H,W,C], labels int32[B]) -> (state, measurements)."""
+def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = None,
+                    per_device_keys: bool = False):
+  """The step (state, images uint8[B,H,W,C], labels int32[B]) -> (state, measurements).
+
+  With `axis_name` (the 'pmap' mode, run inside `jax.shard_map`), the step sees one device's
+  shard: BatchNorm statistics are per device, and gradients, batch statistics and
+  measurements are averaged over the axis before the update. `per_device_keys` then gives
+  every device its own subnet draw (the step key folded with the device index).
+  """
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
 
   def train_step(state: TrainState, images, labels):
     batch = {'images': (images.astype(jnp.float32) / 255.0 - mean) / std, 'labels': labels}
     key = jax.random.fold_in(state.key, state.step)
+    if axis_name is not None and per_device_keys:
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    params, batch_stats = state.params, state.batch_stats
+    if axis_name is not None:
+      # Per-device copies: each device differentiates its own loss and updates its own BN
+      # statistics (the canonical-backward conv's custom_vjp and the per-block conds need
+      # inputs and outputs of the same device variance); the explicit pmean below is then
+      # the one cross-device reduction.
+      params, batch_stats = jax.lax.pcast((params, batch_stats), axis_name, to='varying')
     grads, (batch_stats, method_state, measurements) = method.gradients(
-        state.params, state.batch_stats, batch, key, state.method_state)
+        params, batch_stats, batch, key, state.method_state)
+    if axis_name is not None:
+      grads, batch_stats = jax.lax.pmean((grads, batch_stats), axis_name)
+      # Method state and measurements: float leaves averaged; integer and boolean ones
+      # (counters, keep masks) taken from device 0, so dtypes and checkpoints do not change.
+      method_state, measurements = jax.tree.map(
+          lambda x: _pmean_or_first(x, axis_name), (method_state, measurements))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     measurements = dict(measurements, lr=schedule(state.step),
@@ -81,63 +104,161 @@ def make_train_step(method, tx, schedule, mean, std):
   return train_step
 
 
+def _pmean_or_first(x, axis_name):
+  if jnp.issubdtype(x.dtype, jnp.floating):
+    return jax.lax.pmean(x, axis_name)
+  # Device 0's value, made replicated by a psum of it and zeros.
+  wide = x.astype(jnp.int32) if x.dtype == bool else x
+  first = jnp.where(jax.lax.axis_index(axis_name) == 0, wide, jnp.zeros_like(wide))
+  return jax.lax.psum(first, axis_name).astype(x.dtype)
+
+
+def compile_train_step(config, mesh, method, tx, schedule, mean, std):
+  """The jitted step for `config.parallel` ('jit' or 'pmap') over `mesh`."""
+  parallel = config.get('parallel', 'jit')
+  replicated = NamedSharding(mesh, P())
+  sharded = NamedSharding(mesh, P('data'))
+  if parallel == 'jit':
+    step = make_train_step(method, tx, schedule, mean, std)
+  elif parallel == 'pmap':
+    step = jax.shard_map(
+        make_train_step(method, tx, schedule, mean, std, axis_name='data',
+                        per_device_keys=bool(config.get('per_device_subnets', False))),
+        mesh=mesh, in_specs=(P(), P('data'), P('data')), out_specs=(P(), P()))
+  else:
+    raise ValueError(f'config.parallel={parallel!r}: allowed {validate.PARALLEL_MODES}')
+  return jax.jit(step, in_shardings=(replicated, sharded, sharded),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
 def _scalars(measurements) -> dict[str, float]:
   return {k: float(v) for k, v in measurements.items() if np.ndim(v) == 0}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _restore_or_init(config, workdir, state, ckpt, log):
+  """Resume order: this workdir, then config.resume, then config.init (weights), then scratch.
+
+  Returns (state, meta): meta is the restored checkpoint's JSON ({} when starting fresh).
+  """
+  if ckpt is not None:
+    restored, meta = ckpt.restore(state, config=config)
+    if restored is not None:
+      log(f'resumed from {ckpt.directory} at step {meta["step"]}')
+      return restored, meta
+  if config.get('resume'):
+    source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(config.resume),
+                                     read_only=True)
+    restored, meta = source.restore(state, config=config)
+    if restored is None:
+      raise FileNotFoundError(f'config.resume={config.resume!r} holds no checkpoint')
+    log(f'resumed from config.resume={config.resume} at step {meta["step"]}')
+    return restored, meta
+  if config.get('init'):
+    source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(config.init),
+                                     read_only=True)
+    params, batch_stats, step = source.restore_weights(state.params, state.batch_stats)
+    sharding = jax.tree.leaves(state.params)[0].sharding
+    put = lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+    log(f'initialised params and batch stats from config.init={config.init} (step {step})')
+    return state.replace(params=jax.tree.map(put, params),
+                         batch_stats=jax.tree.map(put, batch_stats)), {}
+  return state, {}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       return_state: bool = False):
   """Trains `config.method` on `config.data` and evaluates it; returns the summary dict.
 
-  Writes to workdir: config.json, metrics.jsonl, summary.json and plots/*.png.
+  With `return_state`, returns (summary, final TrainState) instead.
+
+  Writes to workdir: config.json, metrics.jsonl, checkpoints/, summary.json and plots/*.png
+  (files by process 0 only). Resumes from workdir/checkpoints when present. On SIGTERM it
+  saves a checkpoint at the current step and returns {'preempted': True, 'step': ...}.
   """
+  # SIGTERM is caught from the start (set-up, compile and training); handlers, checkpoint
+  # threads and data threads are released however the run ends.
+  watcher = checkpoint.PreemptionWatcher()
+  with contextlib.ExitStack() as cleanup:
+    cleanup.callback(watcher.restore_handlers)
+    return _train_and_evaluate(config, workdir, return_state, watcher, cleanup)
+
+
+def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
   is_writer = jax.process_index() == 0
+  verbose = is_writer and config.get('verbose', True)
+
+  def log(message):
+    if verbose:
+      print(message, flush=True)
+
+  mesh = make_mesh()
+  num_devices = mesh.devices.size
+  validate.validate_config(config, num_devices=num_devices)
   os.makedirs(workdir, exist_ok=True)
   if is_writer:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    if os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
-      os.remove(os.path.join(workdir, 'metrics.jsonl'))
-  verbose = is_writer and config.get('verbose', True)
 
-  dataset = data_lib.load_dataset(config.data.name, data_dir=config.data.get('dir'))
+  dataset = data_lib.load_dataset(config.data.name, data_dir=config.data.get('dir'),
+                                  **dict(config.data.get('options', None) or {}))
+  if isinstance(dataset, data_lib.ArrayDataset):  # others: checked batch by batch
+    validate.validate_labels(dataset.train_labels, dataset.num_classes, 'train')
+    validate.validate_labels(dataset.test_labels, dataset.num_classes, 'test')
   model, method = build(config, dataset)
-  mesh = make_mesh()
-  num_devices = mesh.devices.size
   batch_size = int(config.data.batch_size)
-  if batch_size % num_devices:
-    raise ValueError(f'data.batch_size={batch_size} is not divisible by the {num_devices} '
-                     'devices; use a multiple of the device count')
   replicated = NamedSharding(mesh, P())
   sharded = NamedSharding(mesh, P('data'))
 
   augment = dict(config.data.get('augment', {}) or {})
-  batches = data_lib.TrainBatches(dataset.train_images, dataset.train_labels, batch_size,
-                                  seed=config.seed, augment=augment or None)
+  batches = dataset.train_batches(batch_size, seed=config.seed, augment=augment or None)
   total_steps = utils.steps('total', config, batches.steps_per_epoch)
   if total_steps is None:
     raise ValueError('set total_steps or total_epochs in the config')
   log_every = utils.steps('log_every', config, batches.steps_per_epoch, default=50)
   eval_every = utils.steps('eval_every', config, batches.steps_per_epoch, default=total_steps)
+  # Checkpoints every ckpt_steps/ckpt_epochs (default: at each evaluation), at the end and
+  # on SIGTERM.
+  ckpt_every = utils.steps('ckpt_every', config, batches.steps_per_epoch, default=eval_every)
 
   tx, schedule = optim.make_optimizer(config.optim, total_steps)
-  state = init_state(config, model, method, tx, dataset.image_shape)
-  state = jax.device_put(state, replicated)
-  step_fn = jax.jit(make_train_step(method, tx, schedule, dataset.mean, dataset.std),
-                    in_shardings=(replicated, sharded, sharded),
-                    out_shardings=(replicated, replicated), donate_argnums=0)
+  # Initialised under jit straight into the replicated sharding (every process computes the
+  # same values from the seed; no host array has to reach other processes' devices).
+  state = jax.jit(lambda: init_state(config, model, method, tx, dataset.image_shape),
+                  out_shardings=replicated)()
+  ckpt = None
+  if config.get('checkpoints', True):
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), every_steps=ckpt_every,
+                                   max_to_keep=config.get('max_checkpoints', 3))
+    cleanup.callback(ckpt.close)
+  state, meta = _restore_or_init(config, workdir, state, ckpt, log)
+  start_step = int(meta.get('step', 0))
+  summary_path = os.path.join(workdir, 'summary.json')
+  if start_step >= total_steps and os.path.exists(summary_path):
+    log(f'{workdir} already finished its {total_steps} steps: summary.json is its result')
+    with open(summary_path) as f:
+      summary = json.load(f)
+    return (summary, state) if return_state else summary
+  step_fn = compile_train_step(config, mesh, method, tx, schedule, dataset.mean, dataset.std)
 
   eval_batch = int(config.data.get('eval_batch_size', 500))
   eval_batch -= eval_batch % num_devices
-  runner = evaluate.EvalRunner(model, method, dataset.test_images, dataset.test_labels,
-                               mean=dataset.mean, std=dataset.std, batch_size=eval_batch,
-                               data_sharding=sharded, replicated_sharding=replicated)
+  def checked_eval_batches(size):
+    for images, labels, num_valid in dataset.eval_batches(size):
+      validate.validate_labels(labels[:num_valid], dataset.num_classes, 'test')
+      yield images, labels, num_valid
+
+  runner = evaluate.EvalRunner(model, method, None, None, mean=dataset.mean, std=dataset.std,
+                               batch_size=eval_batch, data_sharding=sharded,
+                               replicated_sharding=replicated, eval_source=checked_eval_batches,
+                               num_examples=dataset.num_test)
   recal_images = int(config.method.get('bn_recalibration_images', 0))
   evals_config = config.get('evals', {'full': {'type': 'full'}})
 
   def run_evals(final: bool) -> dict:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     if recal_images:
-      recal = data_lib.normalize(dataset.train_images[:recal_images], dataset.mean, dataset.std)
+      recal_raw, _ = dataset.train_batches(recal_images, seed=config.seed).get(0)
+      recal = data_lib.normalize(recal_raw, dataset.mean, dataset.std)
       variables = evaluate.recalibrate_batch_stats(
           model, variables, np.array_split(recal, max(1, recal_images // batch_size)),
           momentum=model.bn_momentum)
@@ -145,29 +266,61 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return evaluate.run_evaluators(runner, evals_config, final=final)
 
   writer = reporting.MetricWriter(workdir, enabled=is_writer)
+  # Rows of the metrics file after the restored step are written again by this run.
+  writer.truncate_after(start_step)
+  history = [{'step': r['step'], **{k.removeprefix('eval/'): v for k, v in r.items()
+                                    if k.startswith('eval/')}}
+             for r in reporting.read_metrics(workdir) if 'eval/full_accuracy' in r]
   process_rows = slice(jax.process_index() * (batch_size // jax.process_count()),
                        (jax.process_index() + 1) * (batch_size // jax.process_count()))
 
+  batch_iterator = batches.iterate(start_step, rows=process_rows)  # may read ahead
+  cleanup.callback(batch_iterator.close)
+
   def device_batch(step):
-    images, labels = batches.get(step)
-    return (jax.make_array_from_process_local_data(sharded, images[process_rows]),
-            jax.make_array_from_process_local_data(sharded, labels[process_rows]))
+    batch_step, images, labels = next(batch_iterator)
+    assert batch_step == step, (batch_step, step)
+    validate.validate_labels(labels, dataset.num_classes, f'train (step {step})')
+    return (jax.make_array_from_process_local_data(sharded, images),
+            jax.make_array_from_process_local_data(sharded, labels))
 
-  if verbose:
-    print(f'gkt_jax: {config.method.name} on {config.data.name} ({len(dataset.train_labels)} '
-          f'train / {len(dataset.test_labels)} test images), {config.model.arch} '
-          f'({model.num_blocks} blocks), {total_steps} steps of batch {batch_size} '
-          f'({total_steps / batches.steps_per_epoch:.1f} epochs) on {num_devices} '
-          f'{jax.default_backend()} device(s), {method.forwards_per_step()} forwards/step',
-          flush=True)
+  log(f'gkt_jax: {config.method.name} on {config.data.name} ({dataset.num_train} '
+      f'train / {dataset.num_test} test images), {config.model.arch} '
+      f'({model.num_blocks} blocks), {total_steps} steps of batch {batch_size} '
+      f'({total_steps / batches.steps_per_epoch:.1f} epochs) on {num_devices} '
+      f'{jax.default_backend()} device(s) in {jax.process_count()} process(es), '
+      f'parallel={config.get("parallel", "jit")}, {method.forwards_per_step()} forwards/step')
 
-  progress = reporting.Progress(total_steps, 0, batch_size, enabled=verbose)
-  history = []
+  def checkpoint_meta(step):
+    return {'identity': checkpoint.identity_fields(config), 'train_seconds':
+            prior_train_seconds + (time.perf_counter() - train_start - intermediate_eval_seconds
+                                   if train_start is not None else 0.0)}
+
+  progress = reporting.Progress(total_steps, start_step, batch_size, enabled=verbose)
+  prior_train_seconds = float(meta.get('train_seconds', 0.0))
   compile_start = time.perf_counter()
+  compile_seconds = 0.0
   train_start = None
   intermediate_eval_seconds = 0.0
-  pending = None  # measurements of the last step, pulled to the host only at log steps
-  step = 0
+  pending = None  # measurements of the last step, pulled to the host only when needed
+  step = start_step
+
+  def preempted_result(step):
+    if ckpt is not None:
+      ckpt.save(step, state, checkpoint_meta(step))
+      ckpt.wait_until_finished()
+      log(f'{watcher.signal_name}: saved a checkpoint at step {step} in {ckpt.directory}; '
+          'run the same command again to resume')
+    else:
+      log(f'{watcher.signal_name}: stopping at step {step} (config.checkpoints=False: '
+          'nothing saved)')
+    result = {'preempted': True, 'step': step}
+    return (result, state) if return_state else result
+
+  # A multi-process run agrees on preemption through a collective: not every step.
+  preempt_check_every = 1 if jax.process_count() == 1 else 10
+  if watcher.requested():
+    return preempted_result(step)
   while step < total_steps:
     images, labels = device_batch(step)
     state, pending = step_fn(state, images, labels)
@@ -175,18 +328,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if train_start is None:
       jax.block_until_ready(pending)
       compile_seconds = time.perf_counter() - compile_start
-      if verbose:
-        print(f'first step (compile + run) took {compile_seconds:.1f}s', flush=True)
+      log(f'first step (compile + run) took {compile_seconds:.1f}s')
       progress.start(step)
       train_start = time.perf_counter()
-    if step % log_every == 0 or step == total_steps:
+    is_log = step % log_every == 0 or step == total_steps
+    is_ckpt = ckpt is not None and (ckpt.should_save(step) or step == total_steps)
+    preempted = (step % preempt_check_every == 0 or is_log or is_ckpt) and watcher.requested()
+    if is_log or is_ckpt or preempted:
+      # Also before every save: a non-finite step must never reach a checkpoint.
       values = _scalars(jax.device_get(pending))
       reporting.check_finite(step, values)
+    if is_log:
       values['img_per_sec'] = progress.rate(step)
       values['epoch'] = step / batches.steps_per_epoch
       writer.write(step, values)
       progress.line(step, {k: values[k] for k in ('loss', 'ce/full', 'ce/sampled', 'lr')
                            if k in values}, values['img_per_sec'])
+    if preempted:
+      return preempted_result(step)
+    # Evaluate before saving: a run resumed from this checkpoint starts after the eval.
     if step % eval_every == 0 and step != total_steps:
       eval_start = time.perf_counter()
       results = run_evals(final=False)
@@ -195,33 +355,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       intermediate_eval_seconds += eval_seconds
       history.append({'step': step, **results})
       writer.write(step, {f'eval/{k}': v for k, v in results.items()})
-      if verbose:
-        print(f'eval at step {step}: ' + ', '.join(
-            f'{k} {v:.4f}' for k, v in results.items() if isinstance(v, float)), flush=True)
+      log(f'eval at step {step}: ' + ', '.join(
+          f'{k} {v:.4f}' for k, v in results.items() if isinstance(v, float)))
+    if is_ckpt:
+      ckpt.save(step, state, checkpoint_meta(step))
   jax.block_until_ready(state)
-  # Training time of the steps after the first (compiled) one, evaluations excluded.
-  train_seconds = (time.perf_counter() - (train_start or compile_start)
-                   - intermediate_eval_seconds)
+  if ckpt is not None:
+    ckpt.wait_until_finished()
+  # Training time of the steps after the first (compiled) one, evaluations excluded, plus
+  # the training time of earlier (preempted) runs of this workdir.
+  train_seconds = prior_train_seconds + (
+      time.perf_counter() - (train_start or compile_start) - intermediate_eval_seconds
+      if train_start is not None else 0.0)
 
-  if verbose:
-    print('final evaluation ...', flush=True)
+  log('final evaluation ...')
   eval_start = time.perf_counter()
   results = run_evals(final=True)
-  history.append({'step': step, **results})
+  history = [h for h in history if h['step'] != step] + [{'step': step, **results}]
   writer.write(step, {f'eval/{k}': v for k, v in results.items()})
-  steps_timed = max(total_steps - 1, 1)
+  steps_timed = max(total_steps - start_step - 1, 1)
   summary = {
       'method': config.method.name, 'dataset': config.data.name, 'arch': config.model.arch,
       'seed': config.seed, 'steps': total_steps,
       'epochs': total_steps / batches.steps_per_epoch, 'batch_size': batch_size,
-      'num_devices': num_devices, 'backend': jax.default_backend(),
+      'num_devices': num_devices, 'num_processes': jax.process_count(),
+      'parallel': config.get('parallel', 'jit'), 'backend': jax.default_backend(),
       'forwards_per_step': method.forwards_per_step(),
+      'resumed_from_step': start_step or None,
       **results,
       'best_full_accuracy': max(h['full_accuracy'] for h in history if 'full_accuracy' in h)
       if any('full_accuracy' in h for h in history) else None,
       'compile_seconds': compile_seconds,
       'train_seconds': train_seconds,
-      'seconds_per_step': train_seconds / steps_timed,
+      'seconds_per_step': (train_seconds - prior_train_seconds) / steps_timed,
       'eval_seconds': time.perf_counter() - eval_start,
   }
   if is_writer:
@@ -231,5 +397,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       reporting.plot_run(workdir, summary)
   if verbose:
     print(reporting.final_table(summary), flush=True)
-    print(f'wrote {workdir}/summary.json, metrics.jsonl, plots/', flush=True)
-  return summary
+    print(f'wrote {workdir}/summary.json, metrics.jsonl, checkpoints/, plots/', flush=True)
+  return (summary, state) if return_state else summary

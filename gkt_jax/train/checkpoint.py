@@ -1,0 +1,316 @@
+"""Checkpoints of a run: the one module that talks to Orbax.
+
+`Checkpointer(workdir, ...)` wraps `orbax.checkpoint.CheckpointManager` over
+`workdir/checkpoints/<step>/` with two items per step:
+  'state': the train state as a pytree (params, batch stats, optimizer state, method state,
+           step and the loop key's raw data), saved asynchronously (`StandardSave`);
+  'meta':  JSON (`JsonSave`): the step, training seconds so far, and the config fields a
+           resumed run must share (model, method name, dataset).
+The data position is the step (`TrainBatches` depends only on (seed, step)), so the state
+above is everything a run needs to continue identically.
+
+Restore goes against an abstract target carrying the shardings of the running job, newest
+step first; a step that fails to restore (truncated or corrupted files) is skipped with a
+warning. A later Orbax migration touches this file only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import warnings
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+STATE = 'state'
+META = 'meta'
+# Config fields that must match for a resume (fields of other kinds may change, e.g. a longer
+# schedule or a new eval frequency).
+RESUME_MUST_MATCH = ('model', 'method.name', 'data.name')
+
+
+class ResumeMismatchError(ValueError):
+  """The checkpoint was written by a run with a different model, method or dataset."""
+
+
+def _get_field(config, dotted: str):
+  value = config
+  for part in dotted.split('.'):
+    value = value.get(part) if hasattr(value, 'get') else None
+  if hasattr(value, 'to_dict'):
+    value = value.to_dict()
+  return _plain(value)
+
+
+def _plain(value):
+  """JSON round-trip form (tuples become lists), so saved and live values compare equal."""
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in sorted(value.items())}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  return value
+
+
+def identity_fields(config) -> dict:
+  """{dotted field: value} of the fields in RESUME_MUST_MATCH."""
+  return {name: _get_field(config, name) for name in RESUME_MUST_MATCH}
+
+
+def state_to_tree(state) -> dict:
+  """The TrainState as a checkpointable dict (the typed key as its raw uint32 data)."""
+  return {'step': state.step, 'params': state.params, 'batch_stats': state.batch_stats,
+          'opt_state': state.opt_state, 'method_state': state.method_state,
+          'key_data': jax.random.key_data(state.key)}
+
+
+def tree_to_state(tree: dict, like):
+  """Inverse of `state_to_tree`, with `like` (a TrainState) giving the key's type."""
+  return like.replace(step=tree['step'], params=tree['params'],
+                      batch_stats=tree['batch_stats'], opt_state=tree['opt_state'],
+                      method_state=tree['method_state'],
+                      key=jax.random.wrap_key_data(tree['key_data'],
+                                                   impl=jax.random.key_impl(like.key)))
+
+
+def abstract_tree(tree):
+  """ShapeDtypeStructs carrying each leaf's sharding: the restore target."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)),
+      tree)
+
+
+class PreemptionWatcher:
+  """Sets a flag on SIGTERM (and SIGINT if asked) so the loop can save and stop cleanly.
+
+  `requested()` is agreed across processes: in a multi-process run every process must take
+  the same decision at the same step, so the flags are OR-ed through a tiny all-gather.
+  """
+
+  def __init__(self, signals=(signal.SIGTERM,)):
+    self._flag = threading.Event()
+    self._previous = {}
+    self.signal_name = None
+    if threading.current_thread() is threading.main_thread():
+      for sig in signals:
+        self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal_name = signal.Signals(signum).name
+    self._flag.set()
+
+  def requested(self) -> bool:
+    local = self._flag.is_set()
+    if jax.process_count() == 1:
+      return local
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    flags = multihost_utils.process_allgather(np.asarray([local], np.int32))
+    return bool(np.any(flags))
+
+  def restore_handlers(self) -> None:
+    for sig, handler in self._previous.items():
+      if handler is not None:  # None: a handler not installed from Python; leave ours
+        signal.signal(sig, handler)
+    self._previous = {}
+
+
+class Checkpointer:
+  """Async Orbax checkpoints every `every_steps`, at most `max_to_keep` kept.
+
+  Args:
+    directory: where the step folders go (normally `workdir/checkpoints`).
+    every_steps: save interval (0 or None: only forced saves, e.g. on preemption and at the end).
+    max_to_keep: newest checkpoints kept (None: all).
+    async_save: write in a background thread (the save call returns once arrays are on host).
+  """
+
+  def __init__(self, directory: str, *, every_steps: int | None = None,
+               max_to_keep: int | None = 3, async_save: bool = True, read_only: bool = False):
+    self.directory = os.path.abspath(directory)
+    self.every_steps = int(every_steps or 0)
+    self.read_only = read_only
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=(STATE, META))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def should_save(self, step: int) -> bool:
+    return bool(self.every_steps) and step % self.every_steps == 0
+
+  def save(self, step: int, state, meta: dict) -> None:
+    """Starts an (async) save of `state` (a TrainState) and the JSON `meta` at `step`.
+
+    meta also records the state's tree signature (every leaf's path, shape and dtype), so
+    a resume with a differently shaped state is named as such, not taken for corruption.
+    """
+    tree = state_to_tree(state)
+    self._manager.save(int(step), args=ocp.args.Composite(**{
+        STATE: ocp.args.StandardSave(tree),
+        META: ocp.args.JsonSave(dict(meta, step=int(step), signature=tree_signature(tree)))}),
+        force=True)
+
+  def restore(self, like, *, config=None, step: int | None = None):
+    """Restores the newest readable checkpoint (or `step`) into a TrainState like `like`.
+
+    Returns (state, meta), or (None, None) when there is no checkpoint. Steps that fail to
+    restore are skipped (newest first) with a warning. With `config`, raises
+    ResumeMismatchError when the checkpoint's model/method/dataset differ from it.
+    """
+    steps = [step] if step is not None else self.all_steps()[::-1]
+    if not steps:
+      return None, None
+    live_tree = state_to_tree(like)
+    target = abstract_tree(live_tree)
+    errors = []
+    for candidate in steps:
+      meta, restored, error = None, None, None
+      try:
+        meta = self._manager.restore(candidate, args=ocp.args.Composite(
+            **{META: ocp.args.JsonRestore()}))[META]
+      except Exception as e:  # pylint: disable=broad-except
+        error = f'step {candidate}: {type(e).__name__}: {str(e).splitlines()[0][:200]}'
+      if meta is not None:
+        source = f'{self.directory}/{candidate}'
+        if config is not None:
+          check_identity(meta, config, source)
+        check_signature(meta, live_tree, source)
+        try:
+          restored = self._manager.restore(candidate, args=ocp.args.Composite(
+              **{STATE: ocp.args.StandardRestore(target)}))[STATE]
+        except Exception as e:  # pylint: disable=broad-except
+          error = f'step {candidate}: {type(e).__name__}: {str(e).splitlines()[0][:200]}'
+      # Every process must take the same step (or all skip it), else they would diverge.
+      if not _all_processes(error is None):
+        errors.append(error or f'step {candidate}: unreadable in another process')
+        warnings.warn(f'checkpoint {self.directory}/{candidate} is unreadable ({errors[-1]}); '
+                      'trying an older one', stacklevel=2)
+        continue
+      self._set_aside([s for s in steps if s > candidate])
+      return tree_to_state(restored, like), meta
+    raise RuntimeError(f'no readable checkpoint in {self.directory}: ' + '; '.join(errors))
+
+  def _set_aside(self, steps) -> None:
+    """Renames unreadable step folders to `corrupt-<step>` so the resumed run can save
+    those steps again; the files stay for inspection."""
+    if not steps or self.read_only:
+      return
+    if jax.process_index() == 0:
+      for step in steps:
+        path = os.path.join(self.directory, str(step))
+        aside = os.path.join(self.directory, f'corrupt-{step}')
+        suffix = 1
+        while os.path.exists(aside):
+          aside = os.path.join(self.directory, f'corrupt-{step}.{suffix}')
+          suffix += 1
+        if os.path.isdir(path):
+          os.replace(path, aside)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices('gkt_jax_checkpoint_set_aside')
+    self._manager.reload()
+
+  def restore_raw(self, step: int) -> dict:
+    """The state tree saved at `step` as host numpy arrays (no target needed)."""
+    metadata = self._manager.item_metadata(step)[STATE]
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+    return self._manager.restore(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.PyTreeRestore(restore_args=restore_args)}))[STATE]
+
+  def restore_weights(self, like_params, like_batch_stats):
+    """(params, batch stats, step) of the newest readable checkpoint, for `config.init`."""
+    errors = []
+    for candidate in self.all_steps()[::-1]:
+      try:
+        tree = self.restore_raw(candidate)
+      except Exception as e:  # pylint: disable=broad-except
+        errors.append(f'step {candidate}: {type(e).__name__}: {str(e).splitlines()[0][:200]}')
+        warnings.warn(f'checkpoint {self.directory}/{candidate} is unreadable ({errors[-1]}); '
+                      'trying an older one', stacklevel=2)
+        continue
+      params = _fit(tree['params'], like_params, 'params', self.directory)
+      batch_stats = _fit(tree.get('batch_stats', {}), like_batch_stats, 'batch_stats',
+                         self.directory)
+      return params, batch_stats, candidate
+    raise FileNotFoundError(f'no readable checkpoint in {self.directory}'
+                            + (': ' + '; '.join(errors) if errors else ''))
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def _fit(loaded, like, what: str, source: str):
+  """`loaded` arranged as `like` (same structure and shapes), cast to like's dtypes."""
+  loaded_flat = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
+  like_flat, treedef = jax.tree_util.tree_flatten_with_path(like)
+  out = []
+  for path, leaf in like_flat:
+    if path not in loaded_flat:
+      raise ValueError(f'config.init={source}: {what} has no {jax.tree_util.keystr(path)}; '
+                       'the checkpoint was written for a different architecture')
+    value = np.asarray(loaded_flat[path])
+    if value.shape != leaf.shape:
+      raise ValueError(f'config.init={source}: {what}{jax.tree_util.keystr(path)} has shape '
+                       f'{value.shape}, the model needs {leaf.shape}')
+    out.append(value.astype(leaf.dtype))
+  return jax.tree_util.tree_unflatten(jax.tree.structure(like), out)
+
+
+def _all_processes(ok: bool) -> bool:
+  """True when `ok` holds in every process (a collective in multi-process runs)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.all(multihost_utils.process_allgather(np.asarray([ok], np.int32))))
+
+
+def tree_signature(tree) -> list[str]:
+  """'path shape dtype' of every leaf, in order."""
+  return [f'{jax.tree_util.keystr(path)} {tuple(leaf.shape)} {leaf.dtype}'
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def check_signature(meta: dict, live_tree, source: str) -> None:
+  """Raises ResumeMismatchError when the saved state's leaves differ from the live state's."""
+  saved = meta.get('signature')
+  if saved is None:
+    return
+  live = tree_signature(live_tree)
+  if saved != live:
+    first = next((f'saved {a!r} vs now {b!r}' for a, b in zip(saved, live) if a != b),
+                 f'{len(saved)} saved leaves vs {len(live)} now')
+    raise ResumeMismatchError(
+        f'the train state in {source} has another structure ({first}): the model, method or '
+        'optimizer config changed since it was saved; resume with the same config or use a '
+        'new workdir (config.init loads weights only)')
+
+
+def check_identity(meta: dict, config, source: str) -> None:
+  saved = meta.get('identity', {})
+  live = identity_fields(config)
+  for name, value in live.items():
+    if name in saved and saved[name] != value:
+      raise ResumeMismatchError(
+          f'config.{name}={value!r} differs from the checkpoint in {source} '
+          f'({saved[name]!r}); resume with the same {name}, or use a new workdir '
+          '(config.init loads weights only)')
+
+
+def find_checkpoint_dir(path: str) -> str:
+  """`path` itself if it holds step folders, else `path/checkpoints`."""
+  candidate = os.path.join(path, 'checkpoints')
+  return candidate if os.path.isdir(candidate) else path

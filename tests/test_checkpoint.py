@@ -1,0 +1,141 @@
+"""Checkpoints: exact resume after SIGTERM, corrupted checkpoints, config checks, NaN stops."""
+
+import glob
+import json
+import os
+import warnings
+
+from absl.testing import absltest
+import jax
+import numpy as np
+
+from experiments.configs import common
+from gkt_jax.train import checkpoint, train_and_evaluate
+import workers
+
+STEPS = 16
+
+
+def _smoke(method='gkt', **fields):
+  config = common.get_config(method, 'digits', 'smoke')
+  config.verbose = False
+  config.plots = False
+  config.evals = {'full': {'type': 'full'}}
+  for key, value in fields.items():
+    config[key] = value
+  return config
+
+
+class ResumeTest(absltest.TestCase):
+
+  def _overrides(self, **extra):
+    return {'method': 'gkt', 'total_steps': STEPS, 'log_every_steps': 1,
+            'eval_every_steps': STEPS, **extra}
+
+  def test_sigterm_then_resume_equals_uninterrupted_run_bitwise(self):
+    tmp = self.create_tempdir().full_path
+    reference = workers.run(os.path.join(tmp, 'ref.npz'), os.path.join(tmp, 'ref'),
+                            self._overrides())
+    workdir = os.path.join(tmp, 'run')
+    # SIGTERM arrives while step 5 is logged; the handler's flag is read after step 6.
+    first = workers.run(os.path.join(tmp, 'first.npz'), workdir,
+                        self._overrides(signal_at_step=[5, 'SIGTERM']))
+    self.assertTrue(first['__preempted__'])
+    self.assertEqual(int(first['__step__']), 6)
+    self.assertEqual(checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                             read_only=True).latest_step(), 6)
+    resumed = workers.run(os.path.join(tmp, 'resumed.npz'), workdir, self._overrides())
+    self.assertFalse(resumed['__preempted__'])
+    workers.assert_same_arrays(self, reference, resumed)  # bitwise: rtol = atol = 0
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      steps = [json.loads(line)['step'] for line in f if '"loss"' in line]
+    self.assertEqual(steps, list(range(1, STEPS + 1)))  # no step logged twice or lost
+    with open(os.path.join(workdir, 'summary.json')) as f:
+      self.assertEqual(json.load(f)['resumed_from_step'], 6)
+
+  def test_killed_run_resumes_from_a_periodic_checkpoint_bitwise(self):
+    # SIGKILL: no handler runs; the run continues from the last periodic (async) checkpoint.
+    tmp = self.create_tempdir().full_path
+    overrides = self._overrides(ckpt_every_steps=4)
+    reference = workers.run(os.path.join(tmp, 'ref.npz'), os.path.join(tmp, 'ref'), overrides)
+    workdir = os.path.join(tmp, 'run')
+    workers.run(os.path.join(tmp, 'first.npz'), workdir,
+                dict(overrides, signal_at_step=[11, 'SIGKILL']), expect_code=-9)
+    saved = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                    read_only=True).all_steps()
+    self.assertTrue(saved and set(saved) <= {4, 8}, saved)
+    resumed = workers.run(os.path.join(tmp, 'resumed.npz'), workdir, overrides)
+    workers.assert_same_arrays(self, reference, resumed)
+    with open(os.path.join(workdir, 'summary.json')) as f:
+      self.assertEqual(json.load(f)['resumed_from_step'], max(saved))
+
+  def test_corrupted_latest_checkpoint_falls_back_with_a_warning(self):
+    workdir = self.create_tempdir().full_path
+    config = _smoke('baseline', total_steps=4, eval_every_steps=2, ckpt_every_steps=2)
+    train_and_evaluate(config, workdir)
+    ckpt_dir = os.path.join(workdir, 'checkpoints')
+    self.assertEqual(checkpoint.Checkpointer(ckpt_dir, read_only=True).all_steps(), [2, 4])
+    chunks = glob.glob(os.path.join(ckpt_dir, '4', 'state', '**', 'd', '*'), recursive=True)
+    self.assertTrue(chunks)
+    for path in chunks:  # truncate every data file of step 4
+      with open(path, 'rb') as f:
+        data = f.read()
+      with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    config.total_steps = 6
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter('always')
+      summary = train_and_evaluate(config, workdir)
+    messages = [str(w.message) for w in caught]
+    self.assertTrue(any('checkpoints/4 is unreadable' in m for m in messages), messages)
+    self.assertEqual(summary['resumed_from_step'], 2)
+    self.assertEqual(summary['steps'], 6)
+
+  def test_resume_with_a_changed_model_is_a_clear_error(self):
+    workdir = self.create_tempdir().full_path
+    train_and_evaluate(_smoke('baseline', total_steps=2), workdir)
+    config = _smoke('baseline', total_steps=4)
+    config.model.arch = 'resnet32'
+    with self.assertRaisesRegex(checkpoint.ResumeMismatchError,
+                                r'config\.model=.*resnet32.*differs from the checkpoint'):
+      train_and_evaluate(config, workdir)
+
+  def test_init_loads_weights_only(self):
+    source = self.create_tempdir().full_path
+    _, trained = train_and_evaluate(_smoke('baseline', total_steps=2), source,
+                                    return_state=True)
+    config = _smoke('baseline', total_steps=1, init=source)
+    config.optim.lr = 0.0  # the step then leaves the loaded params as they are
+    config.optim.weight_decay = 0.0
+    summary, state = train_and_evaluate(config, self.create_tempdir().full_path,
+                                        return_state=True)
+    self.assertIsNone(summary['resumed_from_step'])  # a fresh run: step 0, fresh optimizer
+    for a, b in zip(jax.tree.leaves(trained.params), jax.tree.leaves(state.params)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+  def test_resume_from_another_workdir(self):
+    source = self.create_tempdir().full_path
+    train_and_evaluate(_smoke('baseline', total_steps=2), source)
+    summary = train_and_evaluate(_smoke('baseline', total_steps=4, resume=source),
+                                 self.create_tempdir().full_path)
+    self.assertEqual(summary['resumed_from_step'], 2)
+
+
+class NonFiniteTest(absltest.TestCase):
+
+  def test_nan_stops_the_run_naming_step_and_term_and_saves_nothing_corrupt(self):
+    workdir = self.create_tempdir().full_path
+    config = _smoke('baseline', total_steps=8, log_every_steps=4, eval_every_steps=8,
+                    ckpt_every_steps=1)
+    config.optim.lr = 1e30
+    with self.assertRaisesRegex(FloatingPointError, r'^step \d+: [\w/]+ = (nan|inf|-inf)'):
+      train_and_evaluate(config, workdir)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
+    for step in ckpt.all_steps():
+      tree = ckpt.restore_raw(step)
+      for leaf in jax.tree.leaves((tree['params'], tree['batch_stats'], tree['opt_state'])):
+        self.assertTrue(np.all(np.isfinite(leaf)), step)
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,0 +1,76 @@
+"""A training run in its own process, for tests that need fresh device counts or processes.
+
+  python tests/train_worker.py OUT.npz WORKDIR '<json overrides>' [PROCESS_ID NUM_PROCESSES PORT]
+
+Set XLA_FLAGS=--xla_force_host_platform_device_count=N in the environment first. The
+overrides are a JSON dict {"dotted.field": value} applied to the method's digits smoke config
+({"method": "gkt"} picks the method; {"signal_at_step": [k, "SIGTERM"]} makes the process
+send itself that signal right after logging step k). With the last three arguments, the process joins a
+multi-process run through jax.distributed (gloo collectives on CPU). Process 0 writes
+OUT.npz: the final params and batch stats (flattened by path) and the logged losses.
+"""
+
+import json
+import os
+import sys
+
+import jax
+
+
+def main(out, workdir, overrides, process_id=None, num_processes=None, port=None):
+  if process_id is not None:
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}',
+                               num_processes=int(num_processes), process_id=int(process_id),
+                               initialization_timeout=120)
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from experiments.configs import common  # pylint: disable=g-import-not-at-top
+  from gkt_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
+
+  overrides = json.loads(overrides)
+  signal_at = overrides.pop('signal_at_step', None)
+  if signal_at is not None:
+    _signal_self_after_logging(*signal_at)
+  config = common.get_config(overrides.pop('method', 'gkt'), 'digits', 'smoke')
+  config.verbose = bool(overrides.pop('verbose', False))
+  config.plots = False
+  config.evals = {'full': {'type': 'full'}}
+  for dotted, value in overrides.items():
+    node = config
+    *parents, leaf = dotted.split('.')
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  summary, state = train_and_evaluate(config, workdir, return_state=True)
+  if jax.process_index() == 0:
+    arrays = {}
+    for name in ('params', 'batch_stats'):
+      for path, leaf in jax.tree_util.tree_flatten_with_path(getattr(state, name))[0]:
+        arrays[name + jax.tree_util.keystr(path)] = np.asarray(leaf.addressable_data(0))
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      losses = [json.loads(line)['loss'] for line in f if '"loss"' in line]
+    np.savez(out, **arrays, __losses__=np.asarray(losses, np.float64),
+             __step__=np.asarray(summary.get('step', summary.get('steps'))),
+             __preempted__=np.asarray(bool(summary.get('preempted', False))))
+    print(json.dumps({k: v for k, v in summary.items() if isinstance(v, (int, float, str))}),
+          flush=True)
+  if process_id is not None:
+    jax.distributed.shutdown()
+
+
+def _signal_self_after_logging(step, signal_name):
+  """Sends `signal_name` to this process once the row of training step `step` is written."""
+  import signal  # pylint: disable=g-import-not-at-top
+  from gkt_jax.train import reporting  # pylint: disable=g-import-not-at-top
+  write = reporting.MetricWriter.write
+
+  def write_then_signal(self, row_step, values):
+    write(self, row_step, values)
+    if row_step == step and 'loss' in values:
+      os.kill(os.getpid(), getattr(signal, signal_name))
+
+  reporting.MetricWriter.write = write_then_signal
+
+
+if __name__ == '__main__':
+  main(*sys.argv[1:])
