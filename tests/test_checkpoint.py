@@ -28,46 +28,42 @@ def _smoke(method='gkt', **fields):
 
 class ResumeTest(absltest.TestCase):
 
-  def _overrides(self, **extra):
-    return {'method': 'gkt', 'total_steps': STEPS, 'log_every_steps': 1,
-            'eval_every_steps': STEPS, **extra}
-
-  def test_sigterm_then_resume_equals_uninterrupted_run_bitwise(self):
+  def test_interrupted_runs_resume_to_the_uninterrupted_result_bitwise(self):
     tmp = self.create_tempdir().full_path
-    reference = workers.run(os.path.join(tmp, 'ref.npz'), os.path.join(tmp, 'ref'),
-                            self._overrides())
-    workdir = os.path.join(tmp, 'run')
-    # SIGTERM arrives while step 5 is logged; the handler's flag is read after step 6.
-    first = workers.run(os.path.join(tmp, 'first.npz'), workdir,
-                        self._overrides(signal_at_step=[5, 'SIGTERM']))
-    self.assertTrue(first['__preempted__'])
-    self.assertEqual(int(first['__step__']), 6)
-    self.assertEqual(checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                             read_only=True).latest_step(), 6)
-    resumed = workers.run(os.path.join(tmp, 'resumed.npz'), workdir, self._overrides())
-    self.assertFalse(resumed['__preempted__'])
-    workers.assert_same_arrays(self, reference, resumed)  # bitwise: rtol = atol = 0
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-      steps = [json.loads(line)['step'] for line in f if '"loss"' in line]
-    self.assertEqual(steps, list(range(1, STEPS + 1)))  # no step logged twice or lost
-    with open(os.path.join(workdir, 'summary.json')) as f:
-      self.assertEqual(json.load(f)['resumed_from_step'], 6)
-
-  def test_killed_run_resumes_from_a_periodic_checkpoint_bitwise(self):
-    # SIGKILL: no handler runs; the run continues from the last periodic (async) checkpoint.
-    tmp = self.create_tempdir().full_path
-    overrides = self._overrides(ckpt_every_steps=4)
+    # Checkpoints every 4 steps (and at the end): not part of the arithmetic.
+    overrides = {'method': 'gkt', 'total_steps': STEPS, 'log_every_steps': 1,
+                 'eval_every_steps': STEPS, 'ckpt_every_steps': 4}
     reference = workers.run(os.path.join(tmp, 'ref.npz'), os.path.join(tmp, 'ref'), overrides)
-    workdir = os.path.join(tmp, 'run')
-    workers.run(os.path.join(tmp, 'first.npz'), workdir,
-                dict(overrides, signal_at_step=[11, 'SIGKILL']), expect_code=-9)
-    saved = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                    read_only=True).all_steps()
-    self.assertTrue(saved and set(saved) <= {4, 8}, saved)
-    resumed = workers.run(os.path.join(tmp, 'resumed.npz'), workdir, overrides)
-    workers.assert_same_arrays(self, reference, resumed)
-    with open(os.path.join(workdir, 'summary.json')) as f:
-      self.assertEqual(json.load(f)['resumed_from_step'], max(saved))
+
+    with self.subTest('SIGTERM: save at the next step, exit cleanly, resume'):
+      workdir = os.path.join(tmp, 'term')
+      # SIGTERM arrives while step 5 is logged; the handler's flag is read after step 6.
+      first = workers.run(os.path.join(tmp, 'first.npz'), workdir,
+                          dict(overrides, signal_at_step=[5, 'SIGTERM']))
+      self.assertTrue(first['__preempted__'])
+      self.assertEqual(int(first['__step__']), 6)
+      self.assertEqual(checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                               read_only=True).latest_step(), 6)
+      resumed = workers.run(os.path.join(tmp, 'resumed.npz'), workdir, overrides)
+      self.assertFalse(resumed['__preempted__'])
+      workers.assert_same_arrays(self, reference, resumed)  # bitwise: rtol = atol = 0
+      with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+        steps = [json.loads(line)['step'] for line in f if '"loss"' in line]
+      self.assertEqual(steps, list(range(1, STEPS + 1)))  # no step logged twice or lost
+      with open(os.path.join(workdir, 'summary.json')) as f:
+        self.assertEqual(json.load(f)['resumed_from_step'], 6)
+
+    with self.subTest('SIGKILL: no handler runs; resume from the last periodic checkpoint'):
+      workdir = os.path.join(tmp, 'kill')
+      workers.run(os.path.join(tmp, 'killed.npz'), workdir,
+                  dict(overrides, signal_at_step=[11, 'SIGKILL']), expect_code=-9)
+      saved = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                      read_only=True).all_steps()
+      self.assertTrue(saved and set(saved) <= {4, 8}, saved)
+      resumed = workers.run(os.path.join(tmp, 'resumed2.npz'), workdir, overrides)
+      workers.assert_same_arrays(self, reference, resumed)
+      with open(os.path.join(workdir, 'summary.json')) as f:
+        self.assertEqual(json.load(f)['resumed_from_step'], max(saved))
 
   def test_corrupted_latest_checkpoint_falls_back_with_a_warning(self):
     workdir = self.create_tempdir().full_path

@@ -61,6 +61,19 @@ def init_state(config, model, method, tx, image_shape) -> TrainState:
                     method_state=method.init_state(), key=loop_key)
 
 
+def replicate(tree, sharding):
+  """Host or single-device values as global arrays with `sharding` (multi-process safe)."""
+
+  def put(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      data = put(jax.random.key_data(x))
+      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    value = np.asarray(x)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+  return jax.tree.map(put, tree)
+
+
 def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = None,
                     per_device_keys: bool = False):
   """The step (state, images uint8[B,H,W,C], labels int32[B]) -> (state, measurements).
@@ -158,10 +171,9 @@ def _restore_or_init(config, workdir, state, ckpt, log):
                                      read_only=True)
     params, batch_stats, step = source.restore_weights(state.params, state.batch_stats)
     sharding = jax.tree.leaves(state.params)[0].sharding
-    put = lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
     log(f'initialised params and batch stats from config.init={config.init} (step {step})')
-    return state.replace(params=jax.tree.map(put, params),
-                         batch_stats=jax.tree.map(put, batch_stats)), {}
+    return state.replace(params=replicate(params, sharding),
+                         batch_stats=replicate(batch_stats, sharding)), {}
   return state, {}
 
 
@@ -221,10 +233,10 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
   ckpt_every = utils.steps('ckpt_every', config, batches.steps_per_epoch, default=eval_every)
 
   tx, schedule = optim.make_optimizer(config.optim, total_steps)
-  # Initialised under jit straight into the replicated sharding (every process computes the
-  # same values from the seed; no host array has to reach other processes' devices).
-  state = jax.jit(lambda: init_state(config, model, method, tx, dataset.image_shape),
-                  out_shardings=replicated)()
+  # Initialised eagerly (op by op: cheap, and cached across runs in one process), then
+  # placed replicated: every process computes the same values from the seed and supplies its
+  # own devices' copies, so no host array has to reach another process's devices.
+  state = replicate(init_state(config, model, method, tx, dataset.image_shape), replicated)
   ckpt = None
   if config.get('checkpoints', True):
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), every_steps=ckpt_every,
