@@ -24,7 +24,9 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# A fresh run each time (the same workdir would otherwise resume from its checkpoints).
 demo: venv
+	rm -rf /tmp/gkt_jax_demo
 	$(PY) -m experiments.main --config experiments/configs/gkt/digits.py --workdir /tmp/gkt_jax_demo
 
 test: venv
