@@ -64,14 +64,13 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   from gkt_jax.train import checkpoint, train_and_evaluate, validate
   try:
-    summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (FileNotFoundError, validate.ConfigError, checkpoint.ResumeMismatchError) as e:
     # Missing data, a bad config, a resume with another model: the one-line message says why.
     raise SystemExit(f'error: {e}') from None
   if _DISTRIBUTED.value:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.shutdown()
-  del summary
 
 
 if __name__ == '__main__':

@@ -23,8 +23,8 @@ Every dataset object (`interface.Dataset`) has:
       `rows` (a slice of range(batch_size); None: all, b = batch_size) of global batch
       `step`. The batch is a function of (seed, step) only (order and augmentation), so
       resuming at step s needs only s, and `get(step, rows)` equals `get(step)[rows]`
-      bitwise. Multi-host: process p of P reads
-      rows=slice(p * B // P, (p + 1) * B // P), and only those rows are read and decoded.
+      bitwise. Multi-host: process p of P reads rows=process_rows(B, p, P), i.e.
+      slice(p * B // P, (p + 1) * B // P), and only those rows are read and decoded.
     batches.iterate(start_step=0, rows=None) -> yields (step, images, labels) forever
       (the tfds batches compute a few steps ahead in a background thread).
     augment: None (no augmentation) or a dict; dict(pad=int, flip=bool) for every dataset
@@ -48,6 +48,7 @@ from gkt_jax.data.idx import read_idx
 from gkt_jax.data.interface import Dataset
 from gkt_jax.data.interface import TrainBatchSource
 from gkt_jax.data.pipeline import eval_batches
+from gkt_jax.data.pipeline import process_rows
 from gkt_jax.data.pipeline import TrainBatches
 from gkt_jax.data.sources import ArrayDataset
 from gkt_jax.data.sources import DATASETS
@@ -58,5 +59,5 @@ from gkt_jax.data.sources import load_dataset
 __all__ = [
     'ArrayDataset', 'DATASETS', 'Dataset', 'FASHION_MNIST_DIR', 'TrainBatchSource',
     'TrainBatches', 'digits_split_indices', 'eval_batches', 'load_dataset', 'normalize',
-    'pad_crop_flip', 'read_idx',
+    'pad_crop_flip', 'process_rows', 'read_idx',
 ]

@@ -122,6 +122,12 @@ def check_batch_args(batch_size, num_examples: int, seed) -> tuple[int, int]:
   return batch_size, int(seed)
 
 
+def process_rows(batch_size: int, process_index: int, process_count: int) -> slice:
+  """The rows of a global batch that process `process_index` of `process_count` reads."""
+  return slice(process_index * batch_size // process_count,
+               (process_index + 1) * batch_size // process_count)
+
+
 def check_rows(rows: slice | None, batch_size: int) -> slice:
   """`rows` as a slice of range(batch_size) (None: all rows); refuses anything else."""
   if rows is None:

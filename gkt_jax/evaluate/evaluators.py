@@ -72,8 +72,7 @@ class EvalRunner:
     if self.data_sharding is None:
       return jnp.asarray(array)
     # Each process contributes its rows of the global batch (all rows in one process).
-    count, index = jax.process_count(), jax.process_index()
-    rows = slice(index * len(array) // count, (index + 1) * len(array) // count)
+    rows = data_lib.process_rows(len(array), jax.process_index(), jax.process_count())
     return jax.make_array_from_process_local_data(self.data_sharding, array[rows])
 
   def _accuracy(self, fn, *extra) -> float:

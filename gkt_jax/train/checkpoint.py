@@ -104,12 +104,7 @@ class PreemptionWatcher:
     self._flag.set()
 
   def requested(self) -> bool:
-    local = self._flag.is_set()
-    if jax.process_count() == 1:
-      return local
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    flags = multihost_utils.process_allgather(np.asarray([local], np.int32))
-    return bool(np.any(flags))
+    return not _all_processes(not self._flag.is_set())  # any process signalled
 
   def restore_handlers(self) -> None:
     for sig, handler in self._previous.items():
@@ -179,7 +174,7 @@ class Checkpointer:
         meta = self._manager.restore(candidate, args=ocp.args.Composite(
             **{META: ocp.args.JsonRestore()}))[META]
       except Exception as e:  # pylint: disable=broad-except
-        error = f'step {candidate}: {type(e).__name__}: {str(e).splitlines()[0][:200]}'
+        error = _describe(candidate, e)
       if meta is not None:
         source = f'{self.directory}/{candidate}'
         if config is not None:
@@ -189,16 +184,19 @@ class Checkpointer:
           restored = self._manager.restore(candidate, args=ocp.args.Composite(
               **{STATE: ocp.args.StandardRestore(target)}))[STATE]
         except Exception as e:  # pylint: disable=broad-except
-          error = f'step {candidate}: {type(e).__name__}: {str(e).splitlines()[0][:200]}'
+          error = _describe(candidate, e)
       # Every process must take the same step (or all skip it), else they would diverge.
       if not _all_processes(error is None):
         errors.append(error or f'step {candidate}: unreadable in another process')
-        warnings.warn(f'checkpoint {self.directory}/{candidate} is unreadable ({errors[-1]}); '
-                      'trying an older one', stacklevel=2)
+        self._warn_unreadable(candidate, errors[-1])
         continue
       self._set_aside([s for s in steps if s > candidate])
       return tree_to_state(restored, like), meta
     raise RuntimeError(f'no readable checkpoint in {self.directory}: ' + '; '.join(errors))
+
+  def _warn_unreadable(self, step: int, error: str) -> None:
+    warnings.warn(f'checkpoint {self.directory}/{step} is unreadable ({error}); trying an '
+                  'older one', stacklevel=3)
 
   def _set_aside(self, steps) -> None:
     """Renames unreadable step folders to `corrupt-<step>` so the resumed run can save
@@ -234,9 +232,8 @@ class Checkpointer:
       try:
         tree = self.restore_raw(candidate)
       except Exception as e:  # pylint: disable=broad-except
-        errors.append(f'step {candidate}: {type(e).__name__}: {str(e).splitlines()[0][:200]}')
-        warnings.warn(f'checkpoint {self.directory}/{candidate} is unreadable ({errors[-1]}); '
-                      'trying an older one', stacklevel=2)
+        errors.append(_describe(candidate, e))
+        self._warn_unreadable(candidate, errors[-1])
         continue
       params = _fit(tree['params'], like_params, 'params', self.directory)
       batch_stats = _fit(tree.get('batch_stats', {}), like_batch_stats, 'batch_stats',
@@ -256,7 +253,7 @@ class Checkpointer:
 def _fit(loaded, like, what: str, source: str):
   """`loaded` arranged as `like` (same structure and shapes), cast to like's dtypes."""
   loaded_flat = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
-  like_flat, treedef = jax.tree_util.tree_flatten_with_path(like)
+  like_flat, _ = jax.tree_util.tree_flatten_with_path(like)
   out = []
   for path, leaf in like_flat:
     if path not in loaded_flat:
@@ -268,6 +265,12 @@ def _fit(loaded, like, what: str, source: str):
                        f'{value.shape}, the model needs {leaf.shape}')
     out.append(value.astype(leaf.dtype))
   return jax.tree_util.tree_unflatten(jax.tree.structure(like), out)
+
+
+def _describe(step: int, error: Exception) -> str:
+  """'step N: Type: first line of the message' (Orbax errors run to many lines)."""
+  first_line = (str(error).splitlines() or [''])[0]
+  return f'step {step}: {type(error).__name__}: {first_line[:200]}'
 
 
 def _all_processes(ok: bool) -> bool:

@@ -213,7 +213,9 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
 
   dataset = data_lib.load_dataset(config.data.name, data_dir=config.data.get('dir'),
                                   **dict(config.data.get('options', None) or {}))
-  if isinstance(dataset, data_lib.ArrayDataset):  # others: checked batch by batch
+  # Labels: checked once here for data held in memory, else batch by batch as it streams.
+  labels_checked = isinstance(dataset, data_lib.ArrayDataset)
+  if labels_checked:
     validate.validate_labels(dataset.train_labels, dataset.num_classes, 'train')
     validate.validate_labels(dataset.test_labels, dataset.num_classes, 'test')
   model, method = build(config, dataset)
@@ -259,10 +261,11 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
       validate.validate_labels(labels[:num_valid], dataset.num_classes, 'test')
       yield images, labels, num_valid
 
-  runner = evaluate.EvalRunner(model, method, None, None, mean=dataset.mean, std=dataset.std,
-                               batch_size=eval_batch, data_sharding=sharded,
-                               replicated_sharding=replicated, eval_source=checked_eval_batches,
-                               num_examples=dataset.num_test)
+  runner = evaluate.EvalRunner(
+      model, method, None, None, mean=dataset.mean, std=dataset.std, batch_size=eval_batch,
+      data_sharding=sharded, replicated_sharding=replicated,
+      eval_source=dataset.eval_batches if labels_checked else checked_eval_batches,
+      num_examples=dataset.num_test)
   recal_images = int(config.method.get('bn_recalibration_images', 0))
   evals_config = config.get('evals', {'full': {'type': 'full'}})
 
@@ -283,8 +286,7 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
   history = [{'step': r['step'], **{k.removeprefix('eval/'): v for k, v in r.items()
                                     if k.startswith('eval/')}}
              for r in reporting.read_metrics(workdir) if 'eval/full_accuracy' in r]
-  process_rows = slice(jax.process_index() * (batch_size // jax.process_count()),
-                       (jax.process_index() + 1) * (batch_size // jax.process_count()))
+  process_rows = data_lib.process_rows(batch_size, jax.process_index(), jax.process_count())
 
   batch_iterator = batches.iterate(start_step, rows=process_rows)  # may read ahead
   cleanup.callback(batch_iterator.close)
@@ -292,7 +294,8 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
   def device_batch(step):
     batch_step, images, labels = next(batch_iterator)
     assert batch_step == step, (batch_step, step)
-    validate.validate_labels(labels, dataset.num_classes, f'train (step {step})')
+    if not labels_checked:
+      validate.validate_labels(labels, dataset.num_classes, f'train (step {step})')
     return (jax.make_array_from_process_local_data(sharded, images),
             jax.make_array_from_process_local_data(sharded, labels))
 
@@ -303,10 +306,18 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
       f'{jax.default_backend()} device(s) in {jax.process_count()} process(es), '
       f'parallel={config.get("parallel", "jit")}, {method.forwards_per_step()} forwards/step')
 
+  def train_seconds_so_far():
+    """Training time of this workdir: earlier (preempted) runs, plus this run's steps after
+    the first (compiled) one, evaluations excluded."""
+    if train_start is None:
+      return prior_train_seconds
+    return (prior_train_seconds + time.perf_counter() - train_start
+            - intermediate_eval_seconds)
+
   def checkpoint_meta(step):
-    return {'identity': checkpoint.identity_fields(config), 'train_seconds':
-            prior_train_seconds + (time.perf_counter() - train_start - intermediate_eval_seconds
-                                   if train_start is not None else 0.0)}
+    del step  # the checkpointer records it
+    return {'identity': checkpoint.identity_fields(config),
+            'train_seconds': train_seconds_so_far()}
 
   progress = reporting.Progress(total_steps, start_step, batch_size, enabled=verbose)
   prior_train_seconds = float(meta.get('train_seconds', 0.0))
@@ -374,11 +385,7 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
   jax.block_until_ready(state)
   if ckpt is not None:
     ckpt.wait_until_finished()
-  # Training time of the steps after the first (compiled) one, evaluations excluded, plus
-  # the training time of earlier (preempted) runs of this workdir.
-  train_seconds = prior_train_seconds + (
-      time.perf_counter() - (train_start or compile_start) - intermediate_eval_seconds
-      if train_start is not None else 0.0)
+  train_seconds = train_seconds_so_far()
 
   log('final evaluation ...')
   eval_start = time.perf_counter()
