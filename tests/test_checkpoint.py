@@ -9,7 +9,6 @@ from absl.testing import absltest
 import jax
 import numpy as np
 
-from experiments.configs import common
 from gkt_jax.train import checkpoint, train_and_evaluate
 import workers
 
@@ -17,13 +16,7 @@ STEPS = 16
 
 
 def _smoke(method='gkt', **fields):
-  config = common.get_config(method, 'digits', 'smoke')
-  config.verbose = False
-  config.plots = False
-  config.evals = {'full': {'type': 'full'}}
-  for key, value in fields.items():
-    config[key] = value
-  return config
+  return workers.smoke_config(method, fields)
 
 
 class ResumeTest(absltest.TestCase):

@@ -6,7 +6,6 @@ from absl.testing import absltest, parameterized
 import jax
 import numpy as np
 
-from experiments.configs import common
 from gkt_jax.train import train_and_evaluate
 import workers
 
@@ -40,14 +39,7 @@ class DevicesTest(parameterized.TestCase):
 class PmapModeTest(parameterized.TestCase):
 
   def _run(self, parallel, method='gkt', **extra):
-    config = common.get_config(method, 'digits', 'smoke')
-    config.verbose = False
-    config.plots = False
-    config.evals = {'full': {'type': 'full'}}
-    config.total_steps = STEPS
-    config.parallel = parallel
-    for key, value in extra.items():
-      config[key] = value
+    config = workers.smoke_config(method, dict(total_steps=STEPS, parallel=parallel, **extra))
     return train_and_evaluate(config, self.create_tempdir().full_path, return_state=True)
 
   @parameterized.parameters('baseline', 'gkt')

@@ -11,8 +11,7 @@ from absl.testing import absltest, parameterized
 
 from experiments.configs import common
 from gkt_jax.train import train_and_evaluate
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import workers
 
 
 def _smoke(method):
@@ -78,10 +77,9 @@ class DemoRegressionTest(absltest.TestCase):
 
 
 def _run_with_devices(code, devices):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=600)
+  return subprocess.run([sys.executable, '-c', code], cwd=workers.REPO,
+                        env=workers.device_env(devices), capture_output=True, text=True,
+                        timeout=600)
 
 
 if __name__ == '__main__':

@@ -24,23 +24,17 @@ def main(out, workdir, overrides, process_id=None, num_processes=None, port=None
                                num_processes=int(num_processes), process_id=int(process_id),
                                initialization_timeout=120)
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from experiments.configs import common  # pylint: disable=g-import-not-at-top
   from gkt_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  import workers  # pylint: disable=g-import-not-at-top  (tests/, this script's folder)
 
   overrides = json.loads(overrides)
   signal_at = overrides.pop('signal_at_step', None)
   if signal_at is not None:
     _signal_self_after_logging(*signal_at)
-  config = common.get_config(overrides.pop('method', 'gkt'), 'digits', 'smoke')
-  config.verbose = bool(overrides.pop('verbose', False))
-  config.plots = False
-  config.evals = {'full': {'type': 'full'}}
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split('.')
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  method = overrides.pop('method', 'gkt')
+  verbose = bool(overrides.pop('verbose', False))
+  config = workers.smoke_config(method, overrides)
+  config.verbose = verbose
   summary, state = train_and_evaluate(config, workdir, return_state=True)
   if jax.process_index() == 0:
     arrays = {}

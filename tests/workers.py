@@ -13,7 +13,24 @@ WORKER = os.path.join(REPO, 'tests', 'train_worker.py')
 TIMEOUT = 300  # seconds; no test may hang CI
 
 
-def _env(devices: int) -> dict:
+def smoke_config(method: str = 'gkt', fields: dict | None = None):
+  """The method's digits ':smoke' config, quiet, no plots, full-network eval only, with
+  `fields` ({'dotted.name': value}) set on it."""
+  from experiments.configs import common  # pylint: disable=g-import-not-at-top
+  config = common.get_config(method, 'digits', 'smoke')
+  config.verbose = False
+  config.plots = False
+  config.evals = {'full': {'type': 'full'}}
+  for dotted, value in (fields or {}).items():
+    node = config
+    *parents, leaf = dotted.split('.')
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
+def device_env(devices: int) -> dict:
   return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
               JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
 
@@ -29,7 +46,7 @@ def start(out: str, workdir: str, overrides: dict, *, devices: int = 1,
   if distributed:
     args += [str(x) for x in distributed]
   tag = f'{out}.{distributed[0] if distributed else 0}'
-  proc = subprocess.Popen(args, cwd=REPO, env=_env(devices), stdout=open(tag + '.out', 'w'),
+  proc = subprocess.Popen(args, cwd=REPO, env=device_env(devices), stdout=open(tag + '.out', 'w'),
                           stderr=open(tag + '.err', 'w'), text=True)
   proc.log_prefix = tag
   return proc
