@@ -6,8 +6,9 @@ Prints, per method, a JSON line (or a table row) with
   seconds_per_step      mean over `--steps` steps after the compiled first one
   ratio_to_plain        seconds_per_step / the baseline's, measured in this same run
   flop_ratio_to_plain   forward FLOPs of the blocks the method's steps actually ran (from the
-                        masks each step reports) over the plain step's; backward FLOPs scale
-                        the same way, so this is the step's FLOP ratio
+                        masks each step reports; for ekd_fws every path of the classmate
+                        branch) over the plain step's; backward FLOPs scale the same way, so
+                        this is the step's FLOP ratio
   time_over_flop_ratio  ratio_to_plain / flop_ratio_to_plain (1.0: the skipping is as cheap
                         as the FLOPs say)
   compiles              traces of the step function over all its calls (1: one program
@@ -38,7 +39,8 @@ _ARCH = flags.DEFINE_string('arch', 'resnet56', 'Architecture (see gkt_jax.model
 _BATCH = flags.DEFINE_integer('batch', 128, 'Batch size.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per method (after the first).')
 _SIDE = flags.DEFINE_integer('image_size', 32, 'Square image side.')
-_METHODS = flags.DEFINE_list('methods', ['baseline', 'stochastic_depth', 'stimulative', 'gkt'],
+_METHODS = flags.DEFINE_list('methods', ['baseline', 'stochastic_depth', 'stimulative', 'gkt',
+                                         'ekd_fws'],
                              'Methods to time; the baseline is always timed first.')
 _JSON = flags.DEFINE_bool('json', False, 'One JSON line per method instead of a table.')
 _CONV = flags.DEFINE_string('conv_impl', 'auto', "Convolution: 'auto', 'xla', 'canonical'.")
@@ -61,8 +63,8 @@ def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
   config = ml_collections.ConfigDict({'seed': 0, 'method': common.METHODS[name],
                                       'optim': dict(lr=0.1, momentum=0.9, nesterov=True,
                                                     weight_decay=5e-4, schedule='cosine')})
-  model = models.build_model(arch, 10, conv_impl=conv_impl)
-  method = methods.get_method(config.method, model)
+  method = methods.get_method(config.method, models.build_model(arch, 10, conv_impl=conv_impl))
+  model = method.model  # e.g. with EKD's classmate branch
   tx, schedule = optim.make_optimizer(config.optim, 1000)
   state = init_state(config, model, method, tx, (side, side, 3))
   rng = np.random.default_rng(0)
@@ -92,7 +94,7 @@ def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
     times.append(time.perf_counter() - t0)
     masks_run.append(np.asarray(measurements['masks_run']))
   fixed, per_block = evaluate.block_flops(model, (side, side, 3))
-  flops = np.mean([evaluate.masks_flops(fixed, per_block, m) for m in masks_run])
+  flops = np.mean([method.step_forward_flops((side, side, 3), m) for m in masks_run])
   return {
       'method': name, 'arch': arch, 'batch': batch, 'steps': steps,
       'backend': jax.default_backend(), 'conv_impl': models.conv.resolve_impl(conv_impl),

@@ -126,3 +126,48 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     f32[B], 1.0 where argmax(logits) == label, else 0.0.
   """
   return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+
+
+def ensemble_distillation_loss(path_logits: jax.Array, labels: jax.Array, *,
+                               path_features: jax.Array | None = None,
+                               temperature: float = 3.0, kd_weight: float = 1.0,
+                               att_weight: float = 1.0, label_smoothing: float = 0.0,
+                               detach_teacher: bool = False) -> dict[str, jax.Array]:
+  """EKD-FWSNet's loss (methods/ekd_fwsnet.md): paths teach their first one (the main path).
+
+  With z_0 the main path's logits and z_1..z_{P-1} the classmates',
+    loss = CE(z_0) + mean_{b>=1} CE(z_b)
+           + kd_weight * T^2 KL(softmax(z_ens / T) || softmax(z_0 / T))
+           + att_weight * mean_{h,w} (A_0 - A_ens)^2,
+  where z_ens = mean_b z_b and A_ens = mean_b A_b over all P paths (the main one included),
+  and A_b = attention_map(path_features[b]).
+
+  Args:
+    path_logits: f32[P, B, C], the main path first; P >= 2.
+    labels: int[B].
+    path_features: f[P, B, H, W, C], each path's final feature map; None (or att_weight 0):
+      no attention term.
+    temperature, kd_weight, att_weight, label_smoothing: as in the formula above.
+    detach_teacher: stop gradients through z_ens and A_ens (the authors' code does not).
+
+  Returns:
+    A dict of per-example values: 'loss' f32[B], 'ce' f32[P, B] (each path's cross-entropy),
+    'kd' f32[B] and 'att' f32[B] (unweighted; zeros without the attention term).
+  """
+  path_logits = _as_float(path_logits)
+  if path_logits.ndim != 3 or path_logits.shape[0] < 2:
+    raise ValueError(f'path_logits has shape {path_logits.shape}; expected [P >= 2, B, C]')
+  ce = jax.vmap(lambda z: cross_entropy(z, labels, label_smoothing))(path_logits)
+  teacher = ensemble_logits(path_logits)
+  if detach_teacher:
+    teacher = jax.lax.stop_gradient(teacher)
+  kd = distillation_kl(path_logits[0], teacher, temperature)
+  att = jnp.zeros_like(kd)
+  if path_features is not None and att_weight:
+    maps = jax.vmap(attention_map)(path_features)  # [P, B, H, W]
+    mean_map = jnp.mean(maps, axis=0)
+    if detach_teacher:
+      mean_map = jax.lax.stop_gradient(mean_map)
+    att = jnp.mean((maps[0] - mean_map) ** 2, axis=(1, 2))
+  loss = ce[0] + jnp.mean(ce[1:], axis=0) + kd_weight * kd + att_weight * att
+  return {'loss': loss, 'ce': ce, 'kd': kd, 'att': att}

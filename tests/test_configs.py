@@ -5,6 +5,7 @@ import pathlib
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import numpy as np
 import tensorflow_datasets as tfds
 
 from experiments import configs
@@ -104,6 +105,30 @@ class RecipesTest(parameterized.TestCase):
                       config.optim.step_factor, config.optim.weight_decay),
                      ('step', (0.5, 0.75), 0.1, 1e-4))
     self.assertEqual((config.method.final_survival, config.method.rule), (0.5, 'linear'))
+
+  @parameterized.parameters(
+      # dataset, arch, lr, kd_weight, att_weight, label smoothing, stem (ekd_fwsnet.md)
+      ('cifar10', 'resnet20', 0.1, 1.5, 1.0, 0.0, None),
+      ('cifar10', 'resnet56', 0.01, 6.0, 1.0, 0.0, None),
+      ('cifar100', 'resnet32', 0.1, 0.6, 1.0, 0.0, None),
+      ('cifar100', 'resnet18', 0.01, 1.0, 0.5, 0.2, 'cifar'))
+  def test_ekd_cifar_recipe(self, dataset, arch, lr, kd_weight, att_weight, ls, stem):
+    config = common.get_config('ekd_fws', dataset, f'arch={arch}')
+    self.assertEqual((config.total_epochs, config.data.batch_size), (300, 128))
+    self.assertEqual((config.optim.lr, config.optim.momentum, config.optim.nesterov,
+                      config.optim.weight_decay, config.optim.schedule,
+                      config.optim.step_factor), (lr, 0.9, False, 1e-4, 'step', 0.1))
+    np.testing.assert_allclose(config.optim.step_boundaries, (150 / 300, 250 / 300))
+    self.assertEqual((config.method.temperature, config.method.kd_weight,
+                      config.method.att_weight, config.method.label_smoothing),
+                     (3.0, kd_weight, att_weight, ls))
+    self.assertEqual(config.model.get('stem'), stem)
+    self.assertEqual(dict(config.evals.paths), {'type': 'classmate_paths'})
+    # The baseline on the same recipe (the comparison the spec asks for) gets the same lr.
+    baseline = common.get_config('baseline', dataset, f'arch={arch},recipe=ekd_fws')
+    self.assertEqual(baseline.optim.to_dict(), config.optim.to_dict())
+    with self.assertRaisesRegex(ValueError, "arch='resnet18' has no values in the spec"):
+      common.get_config('ekd_fws', 'cifar10', 'arch=resnet18')
 
   def test_arguments(self):
     config = common.get_config('gkt', 'cifar10', 'arch=resnet110,recipe=stochastic_depth')

@@ -42,7 +42,7 @@ class PmapModeTest(parameterized.TestCase):
     config = workers.smoke_config(method, dict(total_steps=STEPS, parallel=parallel, **extra))
     return train_and_evaluate(config, self.create_tempdir().full_path, return_state=True)
 
-  @parameterized.parameters('baseline', 'gkt')
+  @parameterized.parameters('baseline', 'gkt', 'ekd_fws')
   def test_pmap_equals_jit_on_one_device(self, method):
     if jax.device_count() != 1:
       self.skipTest('runs in-process: needs exactly one device')

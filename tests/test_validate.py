@@ -64,7 +64,8 @@ class DefaultConfigsTest(parameterized.TestCase):
                   subnet_label_weight=0.5, normalize_logits=True, subnet_resize=True,
                   resize_min_scale=0.5, resize_buckets=2, n_sub=3, max_shortening=(2, 3, 1),
                   levels=2, loops=1, sampler='geometric', drop_prob=0.1, gamma=2.0,
-                  aggregate='mean', momentum=0.9)
+                  aggregate='mean', momentum=0.9, kd_weight=2.0, att_weight=0.5,
+                  dropout_rate=0.1, detach_teacher=True)
     for name, method_cls in methods.REGISTRY.items():
       with self.subTest(name):
         fields = dict(values, name=name)
@@ -92,7 +93,7 @@ class ConfigFieldsTest(parameterized.TestCase):
   @parameterized.parameters(
       ('baseline', {}), ('stochastic_depth', {}), ('stochastic_depth', {'test_scaling': False}),
       ('stimulative', {'subnet_resize': True}), ('gkt', {'sampler': 'bernoulli'}),
-      ('gkt', {'sampler': 'geometric', 'subnet_resize': True}))
+      ('gkt', {'sampler': 'geometric', 'subnet_resize': True}), ('ekd_fws', {}))
   def test_reads_only_declared_fields(self, name, overrides):
     model = ResNet(stage_sizes=(2, 2), stage_widths=(4, 8), num_classes=3, stem_width=4,
                    shortcut='pad')
@@ -101,7 +102,8 @@ class ConfigFieldsTest(parameterized.TestCase):
     images = jnp.zeros((4, 8, 8, 3))
     batch = {'images': images, 'labels': jnp.zeros((4,), jnp.int32)}
     # Shapes only: traces every read of the step and the predictor, compiles nothing.
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
+    variables = jax.eval_shape(lambda: method.model.init(jax.random.key(0), images,
+                                                         train=False))
     jax.eval_shape(method.gradients, variables['params'], variables['batch_stats'], batch,
                    jax.random.key(1), method.init_state())
     jax.eval_shape(method.predict, variables, images)
@@ -119,7 +121,8 @@ class ConfigFieldsTest(parameterized.TestCase):
 
 # (method, dotted field, bad value, expected text after the colon, extra kwargs).
 _ERRORS = [
-    ('baseline', 'method.name', 'gtk', "unknown method; allowed: ('baseline', 'gkt'", {}),
+    ('baseline', 'method.name', 'gtk', "unknown method; allowed: ('baseline', 'ekd_fws', 'gkt'",
+     {}),
     ('baseline', 'model.arch', 'resnet21', 'unknown architecture; allowed:', {}),
     ('baseline', 'data.name', 'cifar1000', 'unknown dataset; allowed:', {}),
     ('gkt', 'method.sampler', 'uniform',
@@ -167,8 +170,12 @@ _ERRORS = [
      'one M_s per stage with 1 <= M_s <= n_s; the stage sizes are (3, 3, 3)', {}),
     ('stimulative', 'method.max_shortening', (3, 0, 3), 'non-empty sequence of integers >= 1',
      {}),
+    ('ekd_fws', 'method.dropout_rate', 1.0, 'must be a probability in [0, 1)', {}),
+    ('ekd_fws', 'method.kd_weight', -1.0, 'must be a number >= 0', {}),
+    ('ekd_fws', 'method.temperature', 0.0, 'must be a number > 0', {}),
     # booleans
     ('gkt', 'method.normalize_logits', 'yes', 'must be True or False', {}),
+    ('ekd_fws', 'method.detach_teacher', 'no', 'must be True or False', {}),
     ('gkt', 'evals.subnet_chains.final_only', 1, 'must be True or False', {}),
     # devices
     ('baseline', 'data.batch_size', 100,
@@ -183,6 +190,7 @@ _ERRORS = [
     ('stochastic_depth', 'method.drop_prob', 0.1,
      "not a field of method 'stochastic_depth'; accepted: ('bn_recalibration_images'", {}),
     ('gkt', 'method.tempreature', 1.0, "not a field of method 'gkt'; accepted: (", {}),
+    ('ekd_fws', 'method.levels', 3, "not a field of method 'ekd_fws'; accepted: (", {}),
     ('baseline', 'optim.weight_decy', 1e-4, "not a field of the optimizer; accepted: (", {}),
     ('baseline', 'model.shorcut', 'pad', "not a field of the model; accepted: (", {}),
     ('gkt', 'evals.subnet_chains.gamma', 0.5,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from gkt_jax import models
+
 # Method defaults (the specs in shared/methods/); every guessed GKT choice is a field.
 METHODS = {
     'baseline': dict(name='baseline'),
@@ -18,6 +20,11 @@ METHODS = {
     'gkt': dict(name='gkt', levels=3, loops=2, sampler='bernoulli', drop_prob=0.2, gamma=0.5,
                 aggregate='ema', momentum=0.5, temperature=1.0, kl_weight=1.0,
                 subnet_label_weight=0.0, normalize_logits=False),
+    # ekd_fwsnet.md: T = 3; kd_weight is the batch-mean weight (CIFAR-10 ResNet-20/32/44's
+    # 1.5 here; the dataset configs set the spec's value); dropout_rate None: 0.2 for
+    # 3-stage nets, 0.1 for 4-stage ones; the teacher is not detached, as in the authors' code.
+    'ekd_fws': dict(name='ekd_fws', temperature=3.0, kd_weight=1.5, att_weight=1.0,
+                    dropout_rate=None, detach_teacher=False),
 }
 
 
@@ -31,8 +38,9 @@ def method_fields(method: str) -> dict:
   if method not in METHODS:
     raise ValueError(f'method={method!r} is not one of {tuple(METHODS)}')
   fields = dict(METHODS[method], label_smoothing=0.0)
-  if 'max_shortening' in fields and fields['max_shortening'] is None:
-    fields['max_shortening'] = placeholder(tuple)
+  for name, kind in (('max_shortening', tuple), ('dropout_rate', float)):
+    if name in fields and fields[name] is None:
+      fields[name] = placeholder(kind)
   return fields
 
 def evals(levels: int = 3, num_chains: int = 8, depth_subnets: int = 16,
@@ -50,6 +58,7 @@ def evals(levels: int = 3, num_chains: int = 8, depth_subnets: int = 16,
   return out
 
 
+FOUR_STAGE_ARCHS = ('resnet18', 'resnet34', 'resnet50')
 SMALL_DATASETS = ('digits', 'fashion_mnist')
 CIFAR_DATASETS = ('cifar10', 'cifar100')
 DATASETS = SMALL_DATASETS + CIFAR_DATASETS + ('imagenet2012',)
@@ -67,11 +76,30 @@ RECIPES = {
     'stochastic_depth': dict(epochs=500, batch_size=128, augment=dict(pad=4, flip=True),
                              optim=dict(lr=0.1, weight_decay=1e-4, schedule='step',
                                         step_boundaries=(0.5, 0.75), step_factor=0.1)),
+    # ekd_fwsnet.md, "Training recipe in the paper's configs" (CIFAR): batch 128, SGD
+    # momentum 0.9 (PyTorch's default, not Nesterov), weight decay 1e-4, 300 epochs, lr x0.1
+    # at epochs 150 and 250, flip + pad-4 crop; lr 0.1 (0.01 for ResNet-56 and 4-stage nets:
+    # EKD_CIFAR below).
+    'ekd_fws': dict(epochs=300, batch_size=128, augment=dict(pad=4, flip=True),
+                    optim=dict(lr=0.1, weight_decay=1e-4, nesterov=False, schedule='step',
+                               step_boundaries=(0.5, 250 / 300), step_factor=0.1)),
     # stimulative_training.md: the authors' ImageNet ResNet-50 code (cosine per iteration to
     # 0, no warm-up).
     'imagenet': dict(epochs=200, batch_size=512,
                      augment=dict(random_resized_crop=True, flip=True),
                      optim=dict(lr=0.2, weight_decay=1e-4, schedule='cosine')),
+}
+CIFAR_RECIPES = ('stimulative', 'stochastic_depth', 'ekd_fws')
+# EKD-FWSNet on CIFAR (ekd_fwsnet.md), by (dataset, arch): lr, batch-mean KD weight,
+# attention weight, label smoothing. ResNet-110 is not in the spec: it takes ResNet-56's
+# values (our choice). 4-stage nets run with the CIFAR stem and projection shortcuts.
+EKD_CIFAR = {
+    ('cifar10', 'resnet20'): (0.1, 1.5, 1.0, 0.0), ('cifar10', 'resnet32'): (0.1, 1.5, 1.0, 0.0),
+    ('cifar10', 'resnet44'): (0.1, 1.5, 1.0, 0.0), ('cifar10', 'resnet56'): (0.01, 6.0, 1.0, 0.0),
+    ('cifar10', 'resnet110'): (0.01, 6.0, 1.0, 0.0),
+    **{('cifar100', f'resnet{d}'): (0.1 if d < 56 else 0.01, 0.6, 1.0, 0.0)
+       for d in (20, 32, 44, 56, 110)},
+    **{('cifar100', f'resnet{d}'): (0.01, 1.0, 0.5, 0.2) for d in (18, 34, 50)},
 }
 # ST++ switches (stimulative_training.md); for ResNet-50 also the inter-stage rule.
 STPP = dict(normalize_logits=True, n_sub=6, subnet_resize=True, bn_recalibration_images=2000)
@@ -113,20 +141,28 @@ def get_config(method: str, dataset: str, arg: str | None = None) -> ml_collecti
     digits, fashion_mnist: None, or 'smoke' for a few steps (tests, quick checks).
     cifar10, cifar100: 'smoke' (4 steps of ResNet-20 at batch 32, evaluated on 200 test
       images), 'arch=resnet56|resnet110|...' (default resnet110 for stochastic_depth, as in
-      its paper, else resnet56), 'recipe=stimulative|stochastic_depth' (default: the
-      method's own spec recipe, 'stimulative' for baseline, stimulative and gkt; see
-      RECIPES), and for stimulative 'stpp' (the ST++ switches).
+      its paper, else resnet56; resnet18/34/50 get the CIFAR stem),
+      'recipe=stimulative|stochastic_depth|ekd_fws' (default: the method's own spec recipe,
+      'stimulative' for baseline, stimulative and gkt; see RECIPES), and for stimulative
+      'stpp' (the ST++ switches).
     imagenet2012: 'smoke' (4 steps at batch 8 on 64x64 crops, 64 validation images), and
       for stimulative 'stpp' (ST++ switches and the ResNet-50 inter-stage rule M=(1,2,4,1)).
   """
+  config = _dataset_config(method, dataset, arg)
+  if method == 'ekd_fws':  # main, classmate and ensemble accuracy at every evaluation
+    config.evals.paths = dict(type='classmate_paths')
+  return config
+
+
+def _dataset_config(method: str, dataset: str, arg: str | None) -> ml_collections.ConfigDict:
   if method not in METHODS:
     raise ValueError(f'method={method!r} is not one of {tuple(METHODS)}')
   if dataset in SMALL_DATASETS:
     return _small_config(method, dataset, arg)
   if dataset in CIFAR_DATASETS:
+    own_recipe = method if method in ('stochastic_depth', 'ekd_fws') else 'stimulative'
     defaults = dict(smoke=False, arch='resnet110' if method == 'stochastic_depth' else
-                    'resnet56', recipe='stochastic_depth' if method == 'stochastic_depth'
-                    else 'stimulative')
+                    'resnet56', recipe=own_recipe)
   elif dataset == 'imagenet2012':
     defaults = dict(smoke=False)
   else:
@@ -177,9 +213,12 @@ def _smoke_durations(config: ml_collections.ConfigDict, levels: int) -> None:
 
 def _cifar_config(method: str, dataset: str, options: dict) -> ml_collections.ConfigDict:
   """CIFAR-10/100 with a CIFAR ResNet and one of RECIPES (see get_config)."""
-  if options['recipe'] not in ('stimulative', 'stochastic_depth'):
+  if options['recipe'] not in CIFAR_RECIPES:
     raise ValueError(f"config argument recipe={options['recipe']!r} is not one of "
-                     "('stimulative', 'stochastic_depth')")
+                     f"{CIFAR_RECIPES}")
+  if options['arch'] not in models.ARCHS:
+    raise ValueError(f"config argument arch={options['arch']!r} is not one of "
+                     f"{models.ARCHS}")
   recipe = RECIPES[options['recipe']]
   config = ml_collections.ConfigDict()
   _common(config, method, recipe)
@@ -190,6 +229,9 @@ def _cifar_config(method: str, dataset: str, options: dict) -> ml_collections.Co
                      options=dict(cache=True))
   config.model = dict(arch=options['arch'], width_multiplier=1.0, shortcut='pad',
                       conv_impl='auto')
+  if options['arch'] in FOUR_STAGE_ARCHS:  # 32x32 inputs: the CIFAR stem
+    config.model.update(stem='cifar', shortcut='projection')
+  _ekd_cifar(config, method, dataset, options['arch'], options['recipe'])
   config.log_every_steps = 100
   config.eval_every_epochs = 10.0
   config.evals = evals(levels=levels)
@@ -202,6 +244,22 @@ def _cifar_config(method: str, dataset: str, options: dict) -> ml_collections.Co
     config.data.options = dict(cache=False, test_split='test[:200]')
     _smoke_durations(config, levels)
   return config
+
+
+def _ekd_cifar(config, method: str, dataset: str, arch: str, recipe: str) -> None:
+  """EKD_CIFAR's learning rate (recipe 'ekd_fws', any method: its baseline is comparable)
+  and weights (method ekd_fws) for dataset and arch."""
+  if method != 'ekd_fws' and recipe != 'ekd_fws':
+    return
+  if (dataset, arch) not in EKD_CIFAR:
+    raise ValueError(f'recipe ekd_fws on {dataset}: arch={arch!r} has no values in the spec; '
+                     f'allowed: {sorted(a for d, a in EKD_CIFAR if d == dataset)}')
+  lr, kd_weight, att_weight, label_smoothing = EKD_CIFAR[dataset, arch]
+  if method == 'ekd_fws':
+    config.method.update(kd_weight=kd_weight, att_weight=att_weight,
+                         label_smoothing=label_smoothing)
+  if recipe == 'ekd_fws':
+    config.optim.lr = lr
 
 
 def _imagenet_config(method: str, options: dict) -> ml_collections.ConfigDict:

@@ -10,10 +10,44 @@ from flax import linen as nn
 from gkt_jax.models.resnet import Conv, ResNet
 
 
+def _counted_flops(model: nn.Module, input_shape, **apply_kwargs) -> list[tuple[tuple, float]]:
+  """(module path, forward FLOPs per example) of every Conv and Dense call of one abstract
+  (no compute) `model.apply(variables, x, **apply_kwargs)`; a module called twice is listed
+  twice."""
+  x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+  calls = []
+
+  def count(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    module = context.module
+    if context.method_name != '__call__':
+      return out
+    if isinstance(module, Conv):
+      k = module.kernel_size
+      calls.append((module.scope.path,
+                    2.0 * np.prod(out.shape[1:]) * k * k * args[0].shape[-1]))
+    elif isinstance(module, nn.Dense):
+      calls.append((module.scope.path, 2.0 * args[0].shape[-1] * module.features))
+    return out
+
+  with nn.intercept_methods(count):
+    jax.eval_shape(lambda v, x: model.apply(v, x, **apply_kwargs), variables, x)
+  return calls
+
+
+def forward_flops(model: nn.Module, input_shape: tuple[int, ...], **apply_kwargs) -> float:
+  """Forward FLOPs (2 x multiply-adds) per example of the convolutions and dense layers that
+  `model.apply(variables, x, **apply_kwargs)` runs, e.g. `classmates=True` for every path of a
+  ClassmateResNet (shared layers count once per call)."""
+  return float(sum(flops for _, flops in _counted_flops(model, input_shape, **apply_kwargs)))
+
+
 def block_flops(model: ResNet, input_shape: tuple[int, ...]) -> tuple[float, np.ndarray]:
   """Forward FLOPs (2 x multiply-adds) of the convolutions and the head, per example.
 
-  Counted from the shapes each `Conv` sees in an abstract (no compute) forward pass.
+  Counted from the shapes each `Conv` sees in an abstract (no compute) forward pass of the
+  deployed network (for a ClassmateResNet: its main path).
 
   Args:
     model: a ResNet.
@@ -27,27 +61,13 @@ def block_flops(model: ResNet, input_shape: tuple[int, ...]) -> tuple[float, np.
   for s, size in enumerate(model.stage_sizes):
     block_names += [f'stage{s + 1}_block{j + 1}' for j in range(size)]
   per_block = np.zeros(len(block_names))
-  fixed = [0.0]
-
-  def count(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    module = context.module
-    if isinstance(module, Conv) and context.method_name == '__call__':
-      k = module.kernel_size
-      flops = 2.0 * np.prod(out.shape[1:]) * k * k * args[0].shape[-1]
-      path = module.scope.path
-      if 'branch' in path:
-        per_block[block_names.index(path[path.index('branch') - 1])] += flops
-      else:
-        fixed[0] += flops
-    elif isinstance(module, nn.Dense) and context.method_name == '__call__':
-      fixed[0] += 2.0 * args[0].shape[-1] * module.features
-    return out
-
-  x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
-  with nn.intercept_methods(count):
-    jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x), x)
-  return fixed[0], per_block
+  fixed = 0.0
+  for path, flops in _counted_flops(model, input_shape):
+    if 'branch' in path:
+      per_block[block_names.index(path[path.index('branch') - 1])] += flops
+    else:
+      fixed += flops
+  return fixed, per_block
 
 
 def masks_flops(fixed: float, per_block: np.ndarray, masks_run: np.ndarray) -> float:

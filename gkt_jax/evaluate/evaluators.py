@@ -67,6 +67,9 @@ class EvalRunner:
     if kw:
       kw['in_shardings'] = kw['in_shardings'][:4]
     self._correct_deployed = jax.jit(correct_deployed, **kw)
+    self._normalise = normalise
+    self._jit_kw = kw  # shardings of (variables, images, labels, valid)
+    self._compiled_logits: dict[str, Callable] = {}
 
   def _put(self, array):
     if self.data_sharding is None:
@@ -86,6 +89,22 @@ class EvalRunner:
   def deployed_accuracy(self) -> float:
     """Accuracy of the method's test-time network (e.g. stochastic depth's scaled one)."""
     return self._accuracy(self._correct_deployed)
+
+  def accuracies(self, name: str, logits_fn: Callable) -> np.ndarray:
+    """Accuracies of K predictors computed together: `logits_fn(variables, images)` returns
+    f32[K, B, C] from normalised images; compiled once per `name`. Returns f64[K]."""
+    if name not in self._compiled_logits:
+      def correct(variables, images, labels, valid):
+        logits = logits_fn(variables, self._normalise(images))
+        return jnp.sum((jnp.argmax(logits, -1) == labels) & valid, axis=-1)
+      self._compiled_logits[name] = jax.jit(correct, **self._jit_kw)
+    fn = self._compiled_logits[name]
+    total = 0
+    for images, labels, num_valid in self.eval_source(self.batch_size):
+      valid = np.arange(len(labels)) < num_valid
+      total = total + np.asarray(fn(self.variables, self._put(images), self._put(labels),
+                                    self._put(valid)))
+    return np.asarray(total, np.float64) / self.num_examples
 
   def subnet_accuracy(self, keep_mask) -> float:
     """Accuracy of the subnet keep_mask bool[L] (all-True: the plain full network)."""
@@ -140,9 +159,26 @@ def block_deletion(runner: EvalRunner) -> dict:
           'block_deletion_mean': float(np.mean([a for _, a in accs])) if accs else None}
 
 
+def classmate_paths(runner: EvalRunner) -> dict:
+  """EKD-FWSNet: accuracy of every path of a ClassmateResNet (main = the deployed network,
+  cm1.., the classmates) and of their ensemble (the mean of all paths' logits)."""
+  model = runner.model
+  if not hasattr(model, 'path_names'):
+    raise ValueError(f'the classmate_paths evaluator needs a model with a classmate branch '
+                     f'(method ekd_fws); this one is a {type(model).__name__}')
+
+  def logits_fn(variables, images):
+    path_logits = model.apply(variables, images, train=False, classmates=True)[1]['path_logits']
+    return jnp.concatenate([path_logits, jnp.mean(path_logits, axis=0, keepdims=True)])
+
+  accs = runner.accuracies('classmate_paths', logits_fn)
+  names = model.path_names + ('ensemble',)
+  return {f'path_acc/{name}': float(a) for name, a in zip(names, accs)}
+
+
 EVALUATORS: dict[str, Callable[..., dict]] = {
     'full': full_accuracy, 'subnet_chains': subnet_chains, 'depth_curve': depth_curve,
-    'block_deletion': block_deletion}
+    'block_deletion': block_deletion, 'classmate_paths': classmate_paths}
 
 
 def run_evaluators(runner: EvalRunner, evals_config, *, final: bool) -> dict:

@@ -1,18 +1,20 @@
 """Training methods: each gives gradients for a batch and its test-time predictor.
 
-The trainer knows them only through `get_method(config.method, model)`.
+The trainer knows them only through `get_method(config.method, model)`; the model it
+trains is `method.model` (a method may build it around the configured one).
 """
 
 from __future__ import annotations
 
 from gkt_jax.methods.base import Method, run_model
 from gkt_jax.methods.baseline import Baseline
+from gkt_jax.methods.ekd_fws import EKDFWS
 from gkt_jax.methods.gkt import GKT
 from gkt_jax.methods.stimulative import Stimulative
 from gkt_jax.methods.stochastic_depth import StochasticDepth
 
 REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Baseline, StochasticDepth, Stimulative, GKT)}
+    cls.name: cls for cls in (Baseline, StochasticDepth, Stimulative, GKT, EKDFWS)}
 
 
 def get_method(config, model) -> Method:
@@ -20,8 +22,9 @@ def get_method(config, model) -> Method:
   name = config.get('name', None)
   if name not in REGISTRY:
     raise ValueError(f'method.name={name!r} is not one of {tuple(REGISTRY)}')
-  return REGISTRY[name](config, model)
+  cls = REGISTRY[name]
+  return cls(config, cls.training_model(config, model))
 
 
-__all__ = ['GKT', 'Baseline', 'Method', 'REGISTRY', 'Stimulative', 'StochasticDepth',
+__all__ = ['EKDFWS', 'GKT', 'Baseline', 'Method', 'REGISTRY', 'Stimulative', 'StochasticDepth',
            'get_method', 'run_model']

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from gkt_jax import losses
+from gkt_jax.evaluate import cost
 from gkt_jax.models import ResNet
 
 Measurements = dict[str, jax.Array]
@@ -59,6 +60,13 @@ class Method:
   # `train.validate_config` refuses any other.
   config_fields: tuple[str, ...] = ('name', 'label_smoothing', 'bn_recalibration_images')
 
+  @classmethod
+  def training_model(cls, config: ml_collections.ConfigDict, model: ResNet) -> ResNet:
+    """The network this method trains, built around the configured one (e.g. EKD adds a
+    classmate branch); its main path is the deployed network."""
+    del config
+    return model
+
   def __init__(self, config: ml_collections.ConfigDict, model: ResNet):
     self.config = config
     self.model = model
@@ -81,6 +89,20 @@ class Method:
 
   def forwards_per_step(self) -> int:
     return 1
+
+  def step_forward_flops(self, input_shape, masks_run) -> float:
+    """Forward FLOPs per example of one training step that ran `masks_run` bool[F, L]."""
+    fixed, per_block = cost.block_flops(self.model, input_shape)
+    return cost.masks_flops(fixed, per_block, masks_run)
+
+  def adapt_init_weights(self, params: dict, batch_stats: dict, like_params: dict,
+                         like_batch_stats: dict) -> tuple[dict, dict, list[str]]:
+    """Weights read for `config.init`, completed to this method's model (`like_*`).
+
+    Returns (params, batch_stats, notes): notes name what was filled in, for the log.
+    """
+    del like_params, like_batch_stats
+    return params, batch_stats, []
 
 
 def loss_gradients(loss_fn: Callable, params):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gkt_jax.models.classmate import ClassmateResNet, with_classmates
 from gkt_jax.models.conv import conv2d
 from gkt_jax.models.resnet import ResNet
 
@@ -51,4 +52,5 @@ def build_model(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
   return imagenet_resnet(depth, num_classes, stem=stem or 'imagenet', **extra)
 
 
-__all__ = ['ARCHS', 'ResNet', 'build_model', 'cifar_resnet', 'conv2d', 'imagenet_resnet']
+__all__ = ['ARCHS', 'ClassmateResNet', 'ResNet', 'build_model', 'cifar_resnet', 'conv2d',
+           'imagenet_resnet', 'with_classmates']

@@ -193,25 +193,32 @@ class ResNet(nn.Module):
   def num_blocks(self) -> int:
     return int(sum(self.stage_sizes))
 
-  @nn.compact
-  def __call__(self, x, keep_mask=None, train: bool = False, residual_scale=None):
-    """Args: x f[N, H, W, C]; keep_mask bool[L] or None (all blocks); residual_scale f32[L].
-
-    Returns:
-      logits f32[N, num_classes] and a dict of features: 'stem', 'stage1'.., 'pre_logits'.
-    """
+  def _checked_settings(self, keep_mask, residual_scale):
+    """Validates the inputs and fields; returns (conv impl, block barriers on/off)."""
     num_blocks = self.num_blocks
     for name, value in (('keep_mask', keep_mask), ('residual_scale', residual_scale)):
       if value is not None and tuple(value.shape) != (num_blocks,):
         raise ValueError(f'{name} has shape {tuple(value.shape)}; this network has '
                          f'{num_blocks} residual blocks, so it must be ({num_blocks},)')
-    impl = resolve_impl(self.conv_impl)
     if self.block_barriers not in ('auto', True, False):
       raise ValueError(f'block_barriers={self.block_barriers!r} is not one of (auto, True, False)')
-    barriers = (jax.default_backend() == 'cpu' if self.block_barriers == 'auto'
-                else bool(self.block_barriers))
     if self.masked_saves not in MASKED_SAVES:
       raise ValueError(f'masked_saves={self.masked_saves!r} is not one of {MASKED_SAVES}')
+    barriers = (jax.default_backend() == 'cpu' if self.block_barriers == 'auto'
+                else bool(self.block_barriers))
+    return resolve_impl(self.conv_impl), barriers
+
+  def _stage_blocks(self, s: int, impl: str, barriers: bool, prefix: str = ''):
+    """The residual blocks of stage s (0-based), named f'{prefix}stage{s+1}_block{j+1}'."""
+    return [ResidualBlock(self.stage_widths[s], 2 if (s > 0 and j == 0) else 1, self.block,
+                          self.shortcut, impl, self.bn_momentum, self.dtype,
+                          block_barrier=barriers, masked_saves=self.masked_saves,
+                          name=f'{prefix}stage{s + 1}_block{j + 1}')
+            for j in range(self.stage_sizes[s])]
+
+  def _trunk(self, x, keep_mask, train, residual_scale):
+    """Stem and stages; returns the last feature map, the features dict and the settings."""
+    impl, barriers = self._checked_settings(keep_mask, residual_scale)
     features = {}
     x = x.astype(self.dtype)
     if self.stem == 'cifar':
@@ -223,17 +230,28 @@ class ResNet(nn.Module):
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     features['stem'] = x
     index = 0
-    for s, (size, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
-      for j in range(size):
-        stride = 2 if (s > 0 and j == 0) else 1
+    for s in range(len(self.stage_sizes)):
+      for block in self._stage_blocks(s, impl, barriers):
         keep = None if keep_mask is None else keep_mask[index]
         scale = None if residual_scale is None else residual_scale[index]
-        x = ResidualBlock(width, stride, self.block, self.shortcut, impl, self.bn_momentum,
-                          self.dtype, block_barrier=barriers, masked_saves=self.masked_saves,
-                          name=f'stage{s + 1}_block{j + 1}')(x, keep, scale, train)
+        x = block(x, keep, scale, train)
         index += 1
       features[f'stage{s + 1}'] = x
-    x = jnp.mean(x, axis=(1, 2))
-    features['pre_logits'] = x
-    logits = nn.Dense(self.num_classes, name='head')(x.astype(jnp.float32))
+    return x, features, (impl, barriers)
+
+  @staticmethod
+  def _pool_and_head(x, num_classes: int, name: str):
+    """Global average pool and a linear head: (pre_logits, logits f32)."""
+    pooled = jnp.mean(x, axis=(1, 2))
+    return pooled, nn.Dense(num_classes, name=name)(pooled.astype(jnp.float32))
+
+  @nn.compact
+  def __call__(self, x, keep_mask=None, train: bool = False, residual_scale=None):
+    """Args: x f[N, H, W, C]; keep_mask bool[L] or None (all blocks); residual_scale f32[L].
+
+    Returns:
+      logits f32[N, num_classes] and a dict of features: 'stem', 'stage1'.., 'pre_logits'.
+    """
+    x, features, _ = self._trunk(x, keep_mask, train, residual_scale)
+    features['pre_logits'], logits = self._pool_and_head(x, self.num_classes, 'head')
     return logits, features

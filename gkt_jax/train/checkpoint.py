@@ -177,6 +177,10 @@ class Checkpointer:
         error = _describe(candidate, e)
       if meta is not None:
         source = f'{self.directory}/{candidate}'
+        if meta.get('weights_only'):
+          raise ResumeMismatchError(
+              f'{source} holds weights only (an exported model), not a train state to '
+              'resume: load it with config.init')
         if config is not None:
           check_identity(meta, config, source)
         check_signature(meta, live_tree, source)
@@ -225,8 +229,13 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.Composite(**{
         STATE: ocp.args.PyTreeRestore(restore_args=restore_args)}))[STATE]
 
-  def restore_weights(self, like_params, like_batch_stats):
-    """(params, batch stats, step) of the newest readable checkpoint, for `config.init`."""
+  def restore_weights(self, like_params, like_batch_stats, adapt=None):
+    """(params, batch stats, step, notes) of the newest readable checkpoint, for `config.init`.
+
+    `adapt(params, batch_stats, like_params, like_batch_stats) -> (params, batch_stats,
+    notes)` may complete the loaded weights to the live model first (a method's
+    `adapt_init_weights`); the result must then match `like_*` leaf for leaf.
+    """
     errors = []
     for candidate in self.all_steps()[::-1]:
       try:
@@ -235,12 +244,25 @@ class Checkpointer:
         errors.append(_describe(candidate, e))
         self._warn_unreadable(candidate, errors[-1])
         continue
-      params = _fit(tree['params'], like_params, 'params', self.directory)
-      batch_stats = _fit(tree.get('batch_stats', {}), like_batch_stats, 'batch_stats',
-                         self.directory)
-      return params, batch_stats, candidate
+      params, batch_stats, notes = tree['params'], tree.get('batch_stats', {}), []
+      if adapt is not None:
+        params, batch_stats, notes = adapt(params, batch_stats, like_params, like_batch_stats)
+      source = f'config.init={self.directory}'
+      params = fit_weights(params, like_params, 'params', source)
+      batch_stats = fit_weights(batch_stats, like_batch_stats, 'batch_stats', source)
+      return params, batch_stats, candidate, notes
     raise FileNotFoundError(f'no readable checkpoint in {self.directory}'
                             + (': ' + '; '.join(errors) if errors else ''))
+
+  def save_weights(self, step: int, params, batch_stats, meta: dict) -> None:
+    """Saves params and batch statistics alone (a deployable model, e.g. an exported main
+    path): `restore_weights` and `config.init` read it; a full-state `restore` refuses it."""
+    tree = {'params': params, 'batch_stats': batch_stats}
+    self._manager.save(int(step), args=ocp.args.Composite(**{
+        STATE: ocp.args.StandardSave(tree),
+        META: ocp.args.JsonSave(dict(meta, step=int(step), weights_only=True,
+                                     signature=tree_signature(tree)))}),
+        force=True)
 
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()
@@ -250,18 +272,21 @@ class Checkpointer:
     self._manager.close()
 
 
-def _fit(loaded, like, what: str, source: str):
-  """`loaded` arranged as `like` (same structure and shapes), cast to like's dtypes."""
+def fit_weights(loaded, like, what: str, source: str):
+  """`loaded` arranged as `like` (same structure and shapes), cast to like's dtypes.
+
+  `what` ('params', 'batch_stats') and `source` (where `loaded` came from) name a mismatch.
+  """
   loaded_flat = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
   like_flat, _ = jax.tree_util.tree_flatten_with_path(like)
   out = []
   for path, leaf in like_flat:
     if path not in loaded_flat:
-      raise ValueError(f'config.init={source}: {what} has no {jax.tree_util.keystr(path)}; '
+      raise ValueError(f'{source}: {what} has no {jax.tree_util.keystr(path)}; '
                        'the checkpoint was written for a different architecture')
     value = np.asarray(loaded_flat[path])
     if value.shape != leaf.shape:
-      raise ValueError(f'config.init={source}: {what}{jax.tree_util.keystr(path)} has shape '
+      raise ValueError(f'{source}: {what}{jax.tree_util.keystr(path)} has shape '
                        f'{value.shape}, the model needs {leaf.shape}')
     out.append(value.astype(leaf.dtype))
   return jax.tree_util.tree_unflatten(jax.tree.structure(like), out)

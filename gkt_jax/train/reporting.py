@@ -114,6 +114,11 @@ class Progress:
 def final_table(summary: dict) -> str:
   """A small text table of the headline accuracies."""
   rows = [('full network', summary.get('full_accuracy'))]
+  for key, value in summary.items():  # EKD-FWSNet's paths
+    if key.startswith('path_acc/'):
+      name = key.removeprefix('path_acc/')
+      rows.append(({'main': 'main path (deployed)', 'ensemble': 'ensemble of all paths'}.get(
+          name, f'classmate path {name}'), value))
   level = 1
   while f'subnet_acc/level{level}' in summary:
     kept = summary.get(f'subnet_kept/level{level}')
@@ -142,7 +147,8 @@ def plot_run(workdir: str, summary: dict) -> list[str]:
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   if train:
     steps = [r['step'] for r in train]
-    terms = [k for k in train[-1] if (k == 'loss' or k.startswith(('ce/', 'kl/')))]
+    terms = [k for k in train[-1]
+             if k in ('loss', 'kd', 'att') or k.startswith(('ce/', 'kl/'))]
     for term in terms:
       axes[0].plot(steps, [r.get(term, np.nan) for r in train], label=term)
     axes[0].set_yscale('log')
@@ -150,7 +156,8 @@ def plot_run(workdir: str, summary: dict) -> list[str]:
     axes[0].set_title('training loss terms')
     axes[0].legend(fontsize=7)
   for key in [k for k in (evals[-1] if evals else {}) if k.startswith('eval/')
-              and k.endswith('accuracy') or k.startswith('eval/subnet_acc/')]:
+              and k.endswith('accuracy') or k.startswith(('eval/subnet_acc/',
+                                                           'eval/path_acc/'))]:
     axes[1].plot([r['step'] for r in evals], [r.get(key, np.nan) for r in evals], marker='o',
                  label=key.removeprefix('eval/'))
   axes[1].set_xlabel('step')

@@ -43,11 +43,12 @@ def make_mesh() -> Mesh:
 
 
 def build(config: ml_collections.ConfigDict, dataset: data_lib.ArrayDataset):
-  """The model and method a config describes, for a dataset."""
+  """The model a method trains (`method.model`, built around config.model) and the method."""
   model_cfg = dict(config.model)
   arch = model_cfg.pop('arch')
-  model = models.build_model(arch, dataset.num_classes, **model_cfg)
-  return model, methods.get_method(config.method, model)
+  method = methods.get_method(config.method,
+                              models.build_model(arch, dataset.num_classes, **model_cfg))
+  return method.model, method
 
 
 def init_state(config, model, method, tx, image_shape) -> TrainState:
@@ -148,7 +149,7 @@ def _scalars(measurements) -> dict[str, float]:
   return {k: float(v) for k, v in measurements.items() if np.ndim(v) == 0}
 
 
-def _restore_or_init(config, workdir, state, ckpt, log):
+def _restore_or_init(config, workdir, state, ckpt, log, method):
   """Resume order: this workdir, then config.resume, then config.init (weights), then scratch.
 
   Returns (state, meta): meta is the restored checkpoint's JSON ({} when starting fresh).
@@ -169,9 +170,11 @@ def _restore_or_init(config, workdir, state, ckpt, log):
   if config.get('init'):
     source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(config.init),
                                      read_only=True)
-    params, batch_stats, step = source.restore_weights(state.params, state.batch_stats)
+    params, batch_stats, step, notes = source.restore_weights(
+        state.params, state.batch_stats, adapt=method.adapt_init_weights)
     sharding = jax.tree.leaves(state.params)[0].sharding
-    log(f'initialised params and batch stats from config.init={config.init} (step {step})')
+    log(f'initialised params and batch stats from config.init={config.init} (step {step})'
+        + (': ' + ', '.join(notes) if notes else ''))
     return state.replace(params=replicate(params, sharding),
                          batch_stats=replicate(batch_stats, sharding)), {}
   return state, {}
@@ -244,7 +247,7 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), every_steps=ckpt_every,
                                    max_to_keep=config.get('max_checkpoints', 3))
     cleanup.callback(ckpt.close)
-  state, meta = _restore_or_init(config, workdir, state, ckpt, log)
+  state, meta = _restore_or_init(config, workdir, state, ckpt, log, method)
   start_step = int(meta.get('step', 0))
   summary_path = os.path.join(workdir, 'summary.json')
   if start_step >= total_steps and os.path.exists(summary_path):

@@ -134,6 +134,11 @@ _SUBNET_CHECKS: dict[str, Check] = {
     'drop_prob': _probability,
     'gamma': _positive,
     'max_shortening': _optional(_positive_ints),
+    # EKD-FWSNet
+    'kd_weight': _non_negative,
+    'att_weight': _non_negative,
+    'dropout_rate': _optional(_interval(0.0, 1.0, high_open=True, what='a probability')),
+    'detach_teacher': _boolean,
     # evaluators
     'final_only': _boolean,
     'num_chains': _integer(1),

@@ -1,0 +1,39 @@
+r"""EKD-FWSNet (ekd_fws) on CIFAR10: the main path (a plain ResNet) distilled from the
+ensemble of its weight-sharing classmate paths.
+
+Prepare the data once (TensorFlow is needed for this step only):
+  pip install tensorflow-cpu && tfds build cifar10 --file_format=array_record \
+      --data_dir=DIR
+
+Launch:
+  python -m experiments.main --config experiments/configs/ekd_fws/cifar10.py \
+      --workdir /tmp/ekd_fws_cifar10 --config.data.dir=DIR
+Deploy the main path alone (a plain ResNet checkpoint, evaluated):
+  python -m experiments.export_main_path --workdir /tmp/ekd_fws_cifar10 --out /tmp/ekd_fws_cifar10_main
+
+Config arguments (`...cifar10.py:arg,arg`): smoke (4 steps of ResNet-20 on 200 test images),
+arch=resnet20|resnet32|resnet44|resnet56|resnet110, recipe=ekd_fws|stimulative|stochastic_depth; see
+experiments/configs/common.py (EKD_CIFAR).
+
+Recipe (default, shared/methods/ekd_fwsnet.md): batch 128, SGD momentum 0.9, weight decay
+1e-4, 300 epochs, lr x0.1 at epochs 150 and 250, pad-4 crop + flip, T = 3, batch-mean weights:
+ResNet-20/32/44: lr 0.1, KD weight 1.5; ResNet-56 (default) and
+ResNet-110 (our choice: not in the spec): lr 0.01, KD weight 6.0. Attention weight 1, no
+label smoothing, dropout 0.2.
+Expected result: none: the spec quotes no accuracy. Compare the main path (eval
+'full_accuracy', the deployed network) with the baseline on the same recipe and schedule:
+  python -m experiments.main --config experiments/configs/baseline/cifar10.py:recipe=ekd_fws \
+      --workdir /tmp/baseline_cifar10_ekd_recipe --config.data.dir=DIR
+
+Runtime (an estimate, not a measurement): 117,000 steps (300 epochs of 390 batches of 128);
+each step runs 6 stage passes of a 3-stage net (the baseline's 3): ~2x the baseline's
+forward FLOPs (see experiments/bench_step.py), so ~50 min for ResNet-56 assuming one
+H100-class GPU trains a full ResNet-56 at ~10,000 img/s (an assumed throughput, not a
+measurement: no GPU run of this config exists yet). Scale by the img_per_sec the run logs.
+"""
+
+from experiments.configs import common
+
+
+def get_config(arg=None):
+  return common.get_config('ekd_fws', 'cifar10', arg)

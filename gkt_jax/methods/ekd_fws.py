@@ -1,0 +1,98 @@
+"""EKD-FWSNet (Zhao et al., TCSVT 2023; BMVC 2021), as methods/ekd_fwsnet.md reads it.
+
+One classmate branch shares its aux stages between the paths entering it at each branch
+point (`models.ClassmateResNet`); the mean of every path's logits (the main one included) is
+an ensemble teacher that distils into the main path, with an attention-map term on the final
+feature maps (`losses.ensemble_distillation_loss`). One optimizer trains all parameters. At
+test time only the main path runs: the deployed network is the plain ResNet
+(`experiments/export_main_path.py` writes it alone).
+
+BatchNorm statistics are computed over the step's (global) batch, as for every method here;
+the aux stages, run by several paths, update their running statistics once per path.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from gkt_jax import losses, models
+from gkt_jax.evaluate import cost
+from gkt_jax.methods.base import Method, full_mask, loss_gradients
+from gkt_jax.models import classmate
+
+
+def default_dropout_rate(stage_sizes) -> float:
+  """The spec's dropout at the branch points: 0.2 for 3-stage ResNets, 0.1 for 4-stage."""
+  return 0.2 if len(stage_sizes) == 3 else 0.1
+
+
+class EKDFWS(Method):
+  name = 'ekd_fws'
+  config_fields = Method.config_fields + ('temperature', 'kd_weight', 'att_weight',
+                                          'dropout_rate', 'detach_teacher')
+
+  @classmethod
+  def training_model(cls, config, model):
+    rate = config.get('dropout_rate', None)
+    if rate is None:
+      rate = default_dropout_rate(model.stage_sizes)
+    return models.with_classmates(model, float(rate))
+
+  def __init__(self, config, model):
+    if not isinstance(model, models.ClassmateResNet):
+      model = self.training_model(config, model)
+    super().__init__(config, model)
+    if len(self.stage_sizes) < 2:
+      raise ValueError(f'ekd_fws needs a network of >= 2 stages; stage_sizes={self.stage_sizes}')
+    self.temperature = float(config.get('temperature', 3.0))
+    self.kd_weight = float(config.get('kd_weight', 1.0))
+    self.att_weight = float(config.get('att_weight', 1.0))
+    self.detach_teacher = bool(config.get('detach_teacher', False))
+    self.path_names = self.model.path_names
+
+  def loss_terms(self, path_logits, path_features, labels):
+    """Per-example terms of `losses.ensemble_distillation_loss` with this config."""
+    return losses.ensemble_distillation_loss(
+        path_logits, labels, path_features=path_features, temperature=self.temperature,
+        kd_weight=self.kd_weight, att_weight=self.att_weight,
+        label_smoothing=self.label_smoothing(), detach_teacher=self.detach_teacher)
+
+  def gradients(self, params, batch_stats, batch, key, method_state):
+    labels = batch['labels']
+
+    def loss_fn(p):
+      (_, features), updates = self.model.apply(
+          {'params': p, 'batch_stats': batch_stats}, batch['images'], train=True,
+          classmates=True, mutable=['batch_stats'], rngs={'dropout': key})
+      path_logits = features['path_logits']
+      terms = self.loss_terms(path_logits, features['path_features'], labels)
+      return jnp.mean(terms['loss']), (updates['batch_stats'], path_logits, terms)
+
+    grads, (new_stats, path_logits, terms) = loss_gradients(loss_fn, params)
+    ce = jnp.mean(terms['ce'], axis=1)
+    correct = jnp.argmax(path_logits, axis=-1) == labels
+    ensemble = losses.ensemble_logits(path_logits)
+    measurements = {
+        'loss': jnp.mean(terms['loss']), 'ce/full': ce[0], 'ce/classmates': jnp.mean(ce[1:]),
+        'kd': jnp.mean(terms['kd']), 'att': jnp.mean(terms['att']),
+        'train_acc/ensemble': jnp.mean(losses.accuracy(ensemble, labels)),
+        'masks_run': full_mask(self.num_blocks)}
+    for i, name in enumerate(self.path_names):
+      if i:
+        measurements[f'ce/{name}'] = ce[i]
+      measurements[f'train_acc/{name}'] = jnp.mean(correct[i].astype(jnp.float32))
+    return grads, (new_stats, method_state, measurements)
+
+  def forwards_per_step(self) -> int:
+    return self.model.num_paths
+
+  def step_forward_flops(self, input_shape, masks_run) -> float:
+    del masks_run  # every path runs whole
+    return cost.forward_flops(self.model, input_shape, classmates=True)
+
+  def adapt_init_weights(self, params, batch_stats, like_params, like_batch_stats):
+    """A plain ResNet's weights (a baseline checkpoint) start the trunk, and each aux stage
+    as a copy of the trunk's stage; the classmate heads keep their fresh initialisation."""
+    params, filled = classmate.fill_branch_from_trunk(params, like_params)
+    batch_stats, _ = classmate.fill_branch_from_trunk(batch_stats, like_batch_stats)
+    return params, batch_stats, filled

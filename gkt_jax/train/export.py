@@ -1,0 +1,108 @@
+"""Deployment: a run's main path written as a plain ResNet checkpoint, and read back.
+
+EKD-FWSNet trains a ClassmateResNet whose main path is the plain ResNet: dropping the
+classmate branch's variables (`aux_*`, `head_cm*`) leaves exactly the variables of
+`models.build_model(config.model.arch, ...)`. For any other method the export is the trained
+network itself.
+
+  export_main_path(workdir, out_dir) -> info    out_dir/checkpoints/<step>, out_dir/model.json
+  load_exported(out_dir) -> (model, variables)  a plain ResNet and its variables
+A run can also start from an export: `config.init=out_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gkt_jax import models
+from gkt_jax.models import classmate
+from gkt_jax.train import checkpoint
+
+MODEL_FILE = 'model.json'
+
+
+def _read_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: --workdir must be a training run\'s workdir')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def export_main_path(workdir: str, out_dir: str, *, step: int | None = None) -> dict:
+  """Writes the main path of the run in `workdir` (its newest checkpoint, or `step`).
+
+  Returns the info also written to out_dir/model.json: arch, model fields, num_classes,
+  the run's data config, source workdir and step, and the names of the variables left out.
+  """
+  config = _read_config(workdir)
+  source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(workdir), read_only=True)
+  steps = source.all_steps()
+  if not steps:
+    raise FileNotFoundError(f'{workdir} holds no checkpoint to export')
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise ValueError(f'step={step} is not a checkpoint of {workdir}; it has {steps}')
+  tree = source.restore_raw(step)
+  source.close()
+  params = classmate.main_path(tree['params'])
+  batch_stats = classmate.main_path(tree.get('batch_stats', {}))
+  dropped = sorted(set(tree['params']) - set(params))
+  model_cfg = dict(config.model)
+  info = {'arch': model_cfg.pop('arch'), 'model': model_cfg,
+          'num_classes': int(np.shape(params['head']['kernel'])[-1]),
+          'data': config.data.to_dict(), 'method': config.method.name,
+          'source_workdir': os.path.abspath(workdir), 'step': int(step),
+          'dropped_variables': dropped}
+  # The weights must fit the plain network exactly (names, shapes), or this is no export.
+  model = build_plain_model(info)
+  like = jax.eval_shape(lambda: model.init(jax.random.key(0), _dummy_input(params), train=False))
+  params = checkpoint.fit_weights(params, like['params'], 'params', workdir)
+  batch_stats = checkpoint.fit_weights(batch_stats, like.get('batch_stats', {}), 'batch_stats', workdir)
+  os.makedirs(out_dir, exist_ok=True)
+  target = checkpoint.Checkpointer(os.path.join(out_dir, 'checkpoints'), async_save=False,
+                                   max_to_keep=None)
+  target.save_weights(step, params, batch_stats,
+                      {'identity': checkpoint.identity_fields(config), 'export': info})
+  target.wait_until_finished()
+  target.close()
+  with open(os.path.join(out_dir, MODEL_FILE), 'w') as f:
+    json.dump(info, f, indent=2)
+  return info
+
+
+def _dummy_input(params) -> jax.ShapeDtypeStruct:
+  """A 1-image input with the stem's channel count (the spatial size is free for a ResNet)."""
+  channels = np.shape(params['stem_conv']['kernel'])[2]
+  return jnp.zeros((1, 32, 32, channels), jnp.float32)
+
+
+def build_plain_model(info: dict) -> models.ResNet:
+  return models.build_model(info['arch'], info['num_classes'], **info['model'])
+
+
+def load_exported(out_dir: str):
+  """(plain ResNet, {'params', 'batch_stats'}) of an export written by `export_main_path`."""
+  path = os.path.join(out_dir, MODEL_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: {out_dir} is not an export of '
+                            'export_main_path')
+  with open(path) as f:
+    info = json.load(f)
+  model = build_plain_model(info)
+  ckpt = checkpoint.Checkpointer(os.path.join(out_dir, 'checkpoints'), read_only=True)
+  tree = ckpt.restore_raw(ckpt.latest_step())
+  ckpt.close()
+  like = jax.eval_shape(lambda: model.init(jax.random.key(0), _dummy_input(tree['params']),
+                                           train=False))
+  params = checkpoint.fit_weights(tree['params'], like['params'], 'params', out_dir)
+  batch_stats = checkpoint.fit_weights(tree.get('batch_stats', {}), like.get('batch_stats', {}),
+                                'batch_stats', out_dir)
+  return model, {'params': params, 'batch_stats': batch_stats}
