@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 from absl import app, flags, logging
 import jax
@@ -41,6 +42,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.ERROR)  # Orbax logs every restore (and warns on read-only)
+  # Orbax: restoring without target shardings reads them from the file (host arrays here).
+  warnings.filterwarnings('ignore', message='Sharding info not provided')
   info = export.export_main_path(_WORKDIR.value, _OUT.value, step=_STEP.value)
   print(f'exported {info["arch"]} ({info["method"]} run, step {info["step"]}) to {_OUT.value}; '
         f'left out {len(info["dropped_variables"])} branch variables: '
