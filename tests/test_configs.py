@@ -31,11 +31,12 @@ class ConfigFilesTest(parameterized.TestCase):
 
   def test_expected_files_exist(self):
     names = set(_config_modules())
-    for method in common.METHODS:
+    for method in set(common.METHODS) - set(common.CHAIN_METHODS):
       for dataset in ('cifar10', 'cifar100'):
         self.assertIn(f'experiments.configs.{method}.{dataset}', names)
     self.assertIn('experiments.configs.stimulative.imagenet', names)
     self.assertIn('experiments.configs.gkt.imagenet', names)
+    self.assertIn('experiments.configs.reskd.fashion_mnist', names)
 
   @parameterized.parameters(*_config_modules())
   def test_builds_and_validates(self, name):
@@ -43,12 +44,12 @@ class ConfigFilesTest(parameterized.TestCase):
     arguments = [None] + (['smoke'] if _takes_smoke(module) else [])
     for arg in arguments:
       with self.subTest(arg=arg):
-        config = module.get_config(arg)
-        validate.validate_config(config, num_devices=1)
-        self.assertIn(config.data.name, data_lib.DATASETS)
-        self.assertIn(config.model.arch, models.ARCHS)
-        if arg == 'smoke':
-          self.assertEqual(config.total_steps, 4)
+        for config in common.run_configs(module.get_config(arg)):  # a ResKD chain: stages
+          validate.validate_config(config, num_devices=1)
+          self.assertIn(config.data.name, data_lib.DATASETS)
+          self.assertIn(config.model.arch, models.ARCHS)
+          if arg == 'smoke':
+            self.assertEqual(config.total_steps, 4)
     if config.data.name in ('cifar10', 'cifar100', 'imagenet2012'):
       # The docstring states how to prepare and launch, the expected result and the runtime.
       doc = module.__doc__

@@ -50,7 +50,8 @@ class DefaultConfigsTest(parameterized.TestCase):
     self.assertGreaterEqual(len(modules), 2 * len(common.METHODS))
     for name in modules:
       with self.subTest(name):
-        validate.validate_config(importlib.import_module(name).get_config(), num_devices=2)
+        for config in common.run_configs(importlib.import_module(name).get_config()):
+          validate.validate_config(config, num_devices=2)
 
   def test_every_dataset_name_is_accepted(self):
     config = common.get_config('baseline', 'digits')
@@ -65,7 +66,11 @@ class DefaultConfigsTest(parameterized.TestCase):
                   resize_min_scale=0.5, resize_buckets=2, n_sub=3, max_shortening=(2, 3, 1),
                   levels=2, loops=1, sampler='geometric', drop_prob=0.1, gamma=2.0,
                   aggregate='mean', momentum=0.9, kd_weight=2.0, att_weight=0.5,
-                  dropout_rate=0.1, detach_teacher=True)
+                  dropout_rate=0.1, detach_teacher=True, alpha=0.5,
+                  residual_target='kd', student_features=True)
+    run = self.create_tempdir()  # a trained run's workdir, as far as validation looks
+    run.create_file('config.json', '{}')
+    values.update(teacher=run.full_path, student=run.full_path, res_students=(run.full_path,))
     for name, method_cls in methods.REGISTRY.items():
       with self.subTest(name):
         fields = dict(values, name=name)
@@ -171,6 +176,11 @@ _ERRORS = [
     ('stimulative', 'method.max_shortening', (3, 0, 3), 'non-empty sequence of integers >= 1',
      {}),
     ('ekd_fws', 'method.dropout_rate', 1.0, 'must be a probability in [0, 1)', {}),
+    ('reskd', 'method.residual_target', 'logit', "unknown residual target; allowed: ('logits'",
+     {}),
+    ('kd', 'method.teacher', '/nonexistent/run', 'no config.json there: must be the workdir',
+     {}),
+    ('reskd', 'method.res_students', '/a/run', 'must be a list of workdirs', {}),
     ('ekd_fws', 'method.kd_weight', -1.0, 'must be a number >= 0', {}),
     ('ekd_fws', 'method.temperature', 0.0, 'must be a number > 0', {}),
     # booleans

@@ -25,6 +25,12 @@ METHODS = {
     # 3-stage nets, 0.1 for 4-stage ones; the teacher is not detached, as in the authors' code.
     'ekd_fws': dict(name='ekd_fws', temperature=3.0, kd_weight=1.5, att_weight=1.0,
                     dropout_rate=None, detach_teacher=False),
+    # reskd.md, our reading: the KD student (alpha, T our choices) and the res-students; the
+    # workdirs of frozen stages are set by the chain (gkt_jax.train.reskd_chain).
+    'kd': dict(name='kd', teacher=None, alpha=1.0, temperature=4.0),
+    'reskd': dict(name='reskd', teacher=None, student=None, res_students=(),
+                  residual_target='logits', alpha=1.0, temperature=4.0,
+                  student_features=False),
 }
 
 
@@ -38,7 +44,8 @@ def method_fields(method: str) -> dict:
   if method not in METHODS:
     raise ValueError(f'method={method!r} is not one of {tuple(METHODS)}')
   fields = dict(METHODS[method], label_smoothing=0.0)
-  for name, kind in (('max_shortening', tuple), ('dropout_rate', float)):
+  for name, kind in (('max_shortening', tuple), ('dropout_rate', float), ('teacher', str),
+                     ('student', str)):
     if name in fields and fields[name] is None:
       fields[name] = placeholder(kind)
   return fields
@@ -325,4 +332,46 @@ def _small_config(method: str, dataset: str, arg: str | None) -> ml_collections.
     _smoke_durations(config, config.method.get('levels', 3))
   elif arg:
     raise ValueError(f'config argument {arg!r} is not one of (None, \'smoke\')')
+  return config
+
+
+# Methods that run as stages of a ResKD chain (reskd/<dataset>.py), not on their own.
+CHAIN_METHODS = ('kd', 'reskd')
+
+
+def run_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """The run configs in a config file's config: itself, or a ResKD chain's stages."""
+  if 'num_res_students' in config:
+    return [config.teacher, config.student, config.res_student]
+  return [config]
+
+
+# ResKD chain (reskd.md, our reading): res-student architectures by config.
+RESKD_THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995,
+                    0.999, 1.01)
+
+
+def reskd_chain_config(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """The ResKD chain on a small dataset (see gkt_jax.train.reskd_chain).
+
+  Teacher: ResNet-20 (the baseline config); student: ResNet-8 x0.5 (KD); res-students:
+  ResNet-8 x0.25, learning the logit residual. arg: comma-separated 'smoke' (4 steps per
+  stage), 'res=K' (number of res-students, default 2), 'target=logits|kd',
+  'student_features' (res-students also read the student's pre-logits).
+  """
+  options = parse_arg(arg, smoke=False, res=2, target='logits', student_features=False)
+  smoke = 'smoke' if options['smoke'] else None
+  config = ml_collections.ConfigDict()
+  config.teacher = get_config('baseline', dataset, smoke)
+  config.student = get_config('kd', dataset, smoke)
+  config.student.model.update(arch='resnet8', width_multiplier=0.5)
+  config.res_student = get_config('reskd', dataset, smoke)
+  config.res_student.model.update(arch='resnet8', width_multiplier=0.25)
+  config.res_student.method.update(residual_target=options['target'],
+                                    student_features=options['student_features'])
+  for stage in (config.teacher, config.student, config.res_student):
+    stage.evals = {'full': dict(type='full')}
+  config.num_res_students = options['res']
+  config.analysis = dict(rule='max_prob', thresholds=RESKD_THRESHOLDS,
+                         predictor_threshold=0.9, eval_batch_size=500)
   return config

@@ -74,3 +74,24 @@ def masks_flops(fixed: float, per_block: np.ndarray, masks_run: np.ndarray) -> f
   """Forward FLOPs per example of running every row of masks_run bool[F, L] once."""
   masks_run = np.asarray(masks_run, dtype=np.float64)
   return float(masks_run.shape[0] * fixed + np.sum(masks_run @ per_block))
+
+
+def xla_forward_flops(apply_fn, variables, input_shape: tuple[int, ...]) -> float:
+  """FLOPs per example of `apply_fn(variables, x)` from XLA's cost analysis of its compiled
+  (inference) program at batch 1: every op XLA counts (convolutions, with only the taps inside
+  the padding, reductions, elementwise ops), not a hand-written table.
+
+  Args:
+    apply_fn: (variables, x f32[1, H, W, C]) -> outputs, e.g.
+      `lambda v, x: model.apply(v, x, train=False)`.
+    variables: the variables (or their ShapeDtypeStructs).
+    input_shape: (H, W, C) of one example.
+  """
+  x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
+  variables = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), variables)
+  analysis = jax.jit(apply_fn).lower(variables, x).compile().cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older jax: one dict per program
+    analysis = analysis[0]
+  if not analysis or 'flops' not in analysis:
+    raise RuntimeError(f'XLA on {jax.default_backend()} gave no cost analysis (flops)')
+  return float(analysis['flops'])

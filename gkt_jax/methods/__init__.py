@@ -10,11 +10,13 @@ from gkt_jax.methods.base import Method, run_model
 from gkt_jax.methods.baseline import Baseline
 from gkt_jax.methods.ekd_fws import EKDFWS
 from gkt_jax.methods.gkt import GKT
+from gkt_jax.methods.reskd import KDStudent, ResStudent
 from gkt_jax.methods.stimulative import Stimulative
 from gkt_jax.methods.stochastic_depth import StochasticDepth
 
 REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Baseline, StochasticDepth, Stimulative, GKT, EKDFWS)}
+    cls.name: cls for cls in (Baseline, StochasticDepth, Stimulative, GKT, EKDFWS, KDStudent,
+                              ResStudent)}
 
 
 def get_method(config, model) -> Method:
@@ -26,5 +28,5 @@ def get_method(config, model) -> Method:
   return cls(config, cls.training_model(config, model))
 
 
-__all__ = ['EKDFWS', 'GKT', 'Baseline', 'Method', 'REGISTRY', 'Stimulative', 'StochasticDepth',
-           'get_method', 'run_model']
+__all__ = ['EKDFWS', 'GKT', 'Baseline', 'KDStudent', 'Method', 'REGISTRY', 'ResStudent',
+           'Stimulative', 'StochasticDepth', 'get_method', 'run_model']

@@ -90,6 +90,19 @@ class Method:
   def forwards_per_step(self) -> int:
     return 1
 
+  def frozen_sources(self) -> dict[str, list[str]]:
+    """Frozen networks this method needs, by name: the workdirs of their runs (ResKD)."""
+    return {}
+
+  def attach_frozen(self, nets: dict) -> None:
+    """Receives {name: [(model, variables)]} for `frozen_sources()`."""
+    del nets
+
+  def frozen_inputs(self):
+    """Variables of the frozen networks, fed to every step as `batch['frozen']` and to
+    `predict` as `variables['frozen']` (None: there are none)."""
+    return None
+
   def step_forward_flops(self, input_shape, masks_run) -> float:
     """Forward FLOPs per example of one training step that ran `masks_run` bool[F, L]."""
     fixed, per_block = cost.block_flops(self.model, input_shape)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from gkt_jax.models.classmate import ClassmateResNet, with_classmates
 from gkt_jax.models.conv import conv2d
-from gkt_jax.models.resnet import ResNet
+from gkt_jax.models.resnet import ResNet, SideInputResNet, resnet_fields
 
 _IMAGENET_STAGES = {18: ((2, 2, 2, 2), 'basic'), 34: ((3, 4, 6, 3), 'basic'),
                     50: ((3, 4, 6, 3), 'bottleneck')}
-CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+CIFAR_DEPTHS = (8, 14, 20, 32, 44, 56, 110)  # 8 and 14: small res-students (ResKD)
 ARCHS = tuple(f'resnet{d}' for d in CIFAR_DEPTHS) + ('resnet18', 'resnet34', 'resnet50')
 
 
@@ -35,6 +35,12 @@ def imagenet_resnet(depth: int, num_classes: int, *, width_multiplier: float = 1
                 stem=stem, stem_width=widths[0], shortcut=shortcut, **kwargs)
 
 
+def with_side_input(model: ResNet, side_features_dim: int) -> SideInputResNet:
+  """`model` whose head also reads `side_features` f32[N, side_features_dim] (ResKD: a
+  res-student given the frozen student's pre-logits)."""
+  return SideInputResNet(**resnet_fields(model), side_features_dim=side_features_dim)
+
+
 def build_model(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
                 shortcut: str | None = None, stem: str | None = None,
                 conv_impl: str = 'auto', **kwargs) -> ResNet:
@@ -52,5 +58,5 @@ def build_model(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
   return imagenet_resnet(depth, num_classes, stem=stem or 'imagenet', **extra)
 
 
-__all__ = ['ARCHS', 'ClassmateResNet', 'ResNet', 'build_model', 'cifar_resnet', 'conv2d',
-           'imagenet_resnet', 'with_classmates']
+__all__ = ['ARCHS', 'ClassmateResNet', 'ResNet', 'SideInputResNet', 'build_model',
+           'cifar_resnet', 'conv2d', 'imagenet_resnet', 'with_classmates', 'with_side_input']

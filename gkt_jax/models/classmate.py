@@ -21,12 +21,10 @@ map), main path first. In training mode dropout needs `rngs={'dropout': key}`.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax.numpy as jnp
 from flax import linen as nn
 
-from gkt_jax.models.resnet import ResNet
+from gkt_jax.models.resnet import ResNet, resnet_fields
 
 AUX_PREFIX = 'aux_'
 HEAD_PREFIX = 'head_cm'
@@ -78,9 +76,7 @@ class ClassmateResNet(ResNet):
 
 def with_classmates(model: ResNet, dropout_rate: float) -> ClassmateResNet:
   """The ClassmateResNet whose trunk is `model` (same fields, same trunk parameter names)."""
-  fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(ResNet)
-            if f.init and f.name not in ('parent', 'name')}
-  return ClassmateResNet(**fields, dropout_rate=dropout_rate)
+  return ClassmateResNet(**resnet_fields(model), dropout_rate=dropout_rate)
 
 
 def is_branch_key(name: str) -> bool:

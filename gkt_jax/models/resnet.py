@@ -11,6 +11,7 @@ neither normalise nor update their statistics. One compiled program serves every
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -255,3 +256,36 @@ class ResNet(nn.Module):
     x, features, _ = self._trunk(x, keep_mask, train, residual_scale)
     features['pre_logits'], logits = self._pool_and_head(x, self.num_classes, 'head')
     return logits, features
+
+
+def resnet_fields(model: ResNet) -> dict:
+  """The ResNet dataclass fields of `model`: build a subclass around the same network."""
+  return {f.name: getattr(model, f.name) for f in dataclasses.fields(ResNet)
+          if f.init and f.name not in ('parent', 'name')}
+
+
+class SideInputResNet(ResNet):
+  """A ResNet whose head reads its pooled features concatenated with `side_features`.
+
+  `apply(variables, x, ..., side_features=f32[N, side_features_dim])`; the side features are
+  an input, not trained through (`stop_gradient`). At `init` they may be omitted (zeros).
+  """
+  side_features_dim: int = 0
+
+  @nn.compact
+  def __call__(self, x, keep_mask=None, train: bool = False, residual_scale=None,
+               side_features=None):
+    x, features, _ = self._trunk(x, keep_mask, train, residual_scale)
+    pooled = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    if self.side_features_dim:
+      if side_features is None:
+        if not self.is_initializing():
+          raise ValueError(f'this network needs side_features f32[N, {self.side_features_dim}]')
+        side_features = jnp.zeros((x.shape[0], self.side_features_dim), jnp.float32)
+      if side_features.shape[-1] != self.side_features_dim:
+        raise ValueError(f'side_features has shape {side_features.shape}; expected '
+                         f'[N, {self.side_features_dim}]')
+      pooled = jnp.concatenate(
+          [pooled, jax.lax.stop_gradient(side_features).astype(jnp.float32)], axis=-1)
+    features['pre_logits'] = pooled
+    return nn.Dense(self.num_classes, name='head')(pooled), features

@@ -7,6 +7,7 @@ network itself.
 
   export_main_path(workdir, out_dir) -> info    out_dir/checkpoints/<step>, out_dir/model.json
   load_exported(out_dir) -> (model, variables)  a plain ResNet and its variables
+  load_run(workdir) -> (model, variables, config)  a run's trained network (frozen stages)
 A run can also start from an export: `config.init=out_dir`.
 """
 
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gkt_jax import models
+from gkt_jax import methods, models
 from gkt_jax.models import classmate
 from gkt_jax.train import checkpoint
 
@@ -62,10 +63,9 @@ def export_main_path(workdir: str, out_dir: str, *, step: int | None = None) -> 
           'source_workdir': os.path.abspath(workdir), 'step': int(step),
           'dropped_variables': dropped}
   # The weights must fit the plain network exactly (names, shapes), or this is no export.
-  model = build_plain_model(info)
-  like = jax.eval_shape(lambda: model.init(jax.random.key(0), _dummy_input(params), train=False))
-  params = checkpoint.fit_weights(params, like['params'], 'params', workdir)
-  batch_stats = checkpoint.fit_weights(batch_stats, like.get('batch_stats', {}), 'batch_stats', workdir)
+  fitted = _fitted(build_plain_model(info), {'params': params, 'batch_stats': batch_stats},
+                   workdir)
+  params, batch_stats = fitted['params'], fitted['batch_stats']
   os.makedirs(out_dir, exist_ok=True)
   target = checkpoint.Checkpointer(os.path.join(out_dir, 'checkpoints'), async_save=False,
                                    max_to_keep=None)
@@ -88,6 +88,33 @@ def build_plain_model(info: dict) -> models.ResNet:
   return models.build_model(info['arch'], info['num_classes'], **info['model'])
 
 
+def load_run(workdir: str, *, step: int | None = None):
+  """(model, {'params', 'batch_stats'} as host arrays, config) of a training run's newest
+  checkpoint (or `step`): the network its method trained (e.g. a frozen ResKD stage)."""
+  config = _read_config(workdir)
+  source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(workdir), read_only=True)
+  steps = source.all_steps()
+  if not steps:
+    raise FileNotFoundError(f'{workdir} holds no checkpoint (has its run been trained?)')
+  tree = source.restore_raw(steps[-1] if step is None else step)
+  source.close()
+  model_cfg = dict(config.model)
+  plain = models.build_model(model_cfg.pop('arch'),
+                             int(np.shape(tree['params']['head']['kernel'])[-1]), **model_cfg)
+  model = methods.get_method(config.method, plain).model
+  return model, _fitted(model, tree, workdir), config
+
+
+def _fitted(model, tree: dict, source: str) -> dict:
+  """The checkpoint's params and batch stats, checked against (and cast to) the model's."""
+  like = jax.eval_shape(lambda: model.init(jax.random.key(0), _dummy_input(tree['params']),
+                                           train=False))
+  return {'params': checkpoint.fit_weights(tree['params'], like['params'], 'params', source),
+          'batch_stats': checkpoint.fit_weights(tree.get('batch_stats', {}),
+                                                like.get('batch_stats', {}), 'batch_stats',
+                                                source)}
+
+
 def load_exported(out_dir: str):
   """(plain ResNet, {'params', 'batch_stats'}) of an export written by `export_main_path`."""
   path = os.path.join(out_dir, MODEL_FILE)
@@ -100,9 +127,4 @@ def load_exported(out_dir: str):
   ckpt = checkpoint.Checkpointer(os.path.join(out_dir, 'checkpoints'), read_only=True)
   tree = ckpt.restore_raw(ckpt.latest_step())
   ckpt.close()
-  like = jax.eval_shape(lambda: model.init(jax.random.key(0), _dummy_input(tree['params']),
-                                           train=False))
-  params = checkpoint.fit_weights(tree['params'], like['params'], 'params', out_dir)
-  batch_stats = checkpoint.fit_weights(tree.get('batch_stats', {}), like.get('batch_stats', {}),
-                                'batch_stats', out_dir)
-  return model, {'params': params, 'batch_stats': batch_stats}
+  return model, _fitted(model, tree, out_dir)

@@ -48,6 +48,11 @@ def build(config: ml_collections.ConfigDict, dataset: data_lib.ArrayDataset):
   arch = model_cfg.pop('arch')
   method = methods.get_method(config.method,
                               models.build_model(arch, dataset.num_classes, **model_cfg))
+  sources = method.frozen_sources()
+  if sources:  # frozen networks (ResKD's teacher and earlier stages), from their runs
+    from gkt_jax.train import export  # pylint: disable=g-import-not-at-top
+    method.attach_frozen({name: [export.load_run(w)[:2] for w in workdirs]
+                          for name, workdirs in sources.items()})
   return method.model, method
 
 
@@ -77,7 +82,9 @@ def replicate(tree, sharding):
 
 def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = None,
                     per_device_keys: bool = False):
-  """The step (state, images uint8[B,H,W,C], labels int32[B]) -> (state, measurements).
+  """The step (state, images uint8[B,H,W,C], labels int32[B], frozen=None) -> (state,
+  measurements); `frozen` (variables of frozen networks, `method.frozen_inputs()`) reaches the
+  method as `batch['frozen']`.
 
   With `axis_name` (the 'pmap' mode, run inside `jax.shard_map`), the step sees one device's
   shard: BatchNorm statistics are per device, and gradients, batch statistics and
@@ -87,8 +94,9 @@ def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = Non
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
 
-  def train_step(state: TrainState, images, labels):
-    batch = {'images': (images.astype(jnp.float32) / 255.0 - mean) / std, 'labels': labels}
+  def train_step(state: TrainState, images, labels, frozen=None):
+    batch = {'images': (images.astype(jnp.float32) / 255.0 - mean) / std, 'labels': labels,
+             'frozen': frozen}
     key = jax.random.fold_in(state.key, state.step)
     if axis_name is not None and per_device_keys:
       key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
@@ -99,6 +107,8 @@ def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = Non
       # inputs and outputs of the same device variance); the explicit pmean below is then
       # the one cross-device reduction.
       params, batch_stats = jax.lax.pcast((params, batch_stats), axis_name, to='varying')
+      if frozen is not None:
+        batch['frozen'] = jax.lax.pcast(frozen, axis_name, to='varying')
     grads, (batch_stats, method_state, measurements) = method.gradients(
         params, batch_stats, batch, key, state.method_state)
     if axis_name is not None:
@@ -138,10 +148,10 @@ def compile_train_step(config, mesh, method, tx, schedule, mean, std):
     step = jax.shard_map(
         make_train_step(method, tx, schedule, mean, std, axis_name='data',
                         per_device_keys=bool(config.get('per_device_subnets', False))),
-        mesh=mesh, in_specs=(P(), P('data'), P('data')), out_specs=(P(), P()))
+        mesh=mesh, in_specs=(P(), P('data'), P('data'), P()), out_specs=(P(), P()))
   else:
     raise ValueError(f'config.parallel={parallel!r}: allowed {validate.PARALLEL_MODES}')
-  return jax.jit(step, in_shardings=(replicated, sharded, sharded),
+  return jax.jit(step, in_shardings=(replicated, sharded, sharded, replicated),
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
@@ -256,6 +266,9 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
       summary = json.load(f)
     return (summary, state) if return_state else summary
   step_fn = compile_train_step(config, mesh, method, tx, schedule, dataset.mean, dataset.std)
+  # Frozen networks: a step input and an eval variable, never train state.
+  frozen = method.frozen_inputs()
+  frozen = replicate(frozen, replicated) if frozen is not None else {}
 
   eval_batch = int(config.data.get('eval_batch_size', 500))
   eval_batch -= eval_batch % num_devices
@@ -274,6 +287,8 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
 
   def run_evals(final: bool) -> dict:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    if frozen:
+      variables['frozen'] = frozen
     if recal_images:
       recal_raw, _ = dataset.train_batches(recal_images, seed=config.seed).get(0)
       recal = data_lib.normalize(recal_raw, dataset.mean, dataset.std)
@@ -349,7 +364,7 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
     return preempted_result(step)
   while step < total_steps:
     images, labels = device_batch(step)
-    state, pending = step_fn(state, images, labels)
+    state, pending = step_fn(state, images, labels, frozen)
     step += 1
     if train_start is None:
       jax.block_until_ready(pending)

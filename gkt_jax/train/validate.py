@@ -97,6 +97,21 @@ def _optional(check: Check) -> Check:
   return optional_check
 
 
+def _run_dir(field: str, value: Any) -> None:
+  """The workdir of a trained run (its config.json and checkpoints)."""
+  if not isinstance(value, str) or not value:
+    _fail(field, value, 'must be the workdir of a trained run (a path)')
+  if not os.path.exists(os.path.join(value, 'config.json')):
+    _fail(field, value, 'no config.json there: must be the workdir of a trained run')
+
+
+def _run_dirs(field: str, value: Any) -> None:
+  if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+    _fail(field, value, 'must be a list of workdirs of trained runs')
+  for i, item in enumerate(value):
+    _run_dir(f'{field}[{i}]', item)
+
+
 def _positive_ints(field: str, value: Any) -> None:
   if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value
       or not all(_is_int(v) and v >= 1 for v in value)):
@@ -139,6 +154,13 @@ _SUBNET_CHECKS: dict[str, Check] = {
     'att_weight': _non_negative,
     'dropout_rate': _optional(_interval(0.0, 1.0, high_open=True, what='a probability')),
     'detach_teacher': _boolean,
+    # ResKD (kd student, reskd res-students)
+    'teacher': _optional(_run_dir),  # required by the method: set by the ResKD chain
+    'student': _optional(_run_dir),
+    'res_students': _run_dirs,
+    'residual_target': _one_of(methods.reskd.RESIDUAL_TARGETS, 'residual target'),
+    'alpha': _non_negative,
+    'student_features': _boolean,
     # evaluators
     'final_only': _boolean,
     'num_chains': _integer(1),

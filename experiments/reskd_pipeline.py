@@ -1,0 +1,38 @@
+r"""Trains a ResKD chain (teacher, student, res-students) and measures its accuracy vs cost.
+
+  python -m experiments.reskd_pipeline --config experiments/configs/reskd/fashion_mnist.py \
+      --workdir workdirs/fmnist_reskd
+
+Each stage is a run of the trainer in WORKDIR/<stage> (teacher, student, res1, ...); running
+the command again skips finished stages and resumes an interrupted one. At the end it writes
+WORKDIR/summary.json, WORKDIR/accuracy_vs_cost.md and WORKDIR/plots/accuracy_vs_cost.png
+(see gkt_jax/train/reskd_chain.py). --analyze_only re-measures a trained chain.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'ResKD chain config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Root directory of the chain.', required=True)
+_ANALYZE_ONLY = flags.DEFINE_bool('analyze_only', False, 'Only measure a trained chain.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  # pylint: disable=g-import-not-at-top
+  from gkt_jax.train import reskd_chain
+  if _ANALYZE_ONLY.value:
+    reskd_chain.analyze_chain(_CONFIG.value, _WORKDIR.value)
+  else:
+    reskd_chain.run_chain(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)
