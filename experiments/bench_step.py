@@ -110,8 +110,11 @@ def main(argv):
   monitoring.register_event_duration_secs_listener(_on_event)
   names = ['baseline'] + [m for m in _METHODS.value if m != 'baseline']
   for name in names:
-    if name not in common.METHODS:
-      raise app.UsageError(f'--methods: {name!r} is not one of {tuple(common.METHODS)}')
+    if name not in common.METHODS or name in common.CHAIN_METHODS:
+      raise app.UsageError(f'--methods: {name!r} is not one of '
+                           f'{tuple(m for m in common.METHODS if m not in common.CHAIN_METHODS)}'
+                           ' (kd and reskd need trained frozen networks: see '
+                           'experiments/reskd_pipeline.py)')
   rows = []
   for name in names:
     row = bench_method(name, _ARCH.value, _BATCH.value, _STEPS.value, _SIDE.value,

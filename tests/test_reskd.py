@@ -205,6 +205,25 @@ class CostTest(absltest.TestCase):
 
 class PipelineTest(absltest.TestCase):
 
+  def test_pmap_equals_jit_with_frozen_inputs(self):
+    if jax.device_count() != 1:
+      self.skipTest('runs in-process: needs exactly one device')
+    from gkt_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
+    from tests import workers  # pylint: disable=g-import-not-at-top
+    root = self.create_tempdir().full_path
+    teacher = os.path.join(root, 'teacher')
+    train_and_evaluate(workers.smoke_config('baseline'), teacher)
+    states = {}
+    for parallel in ('jit', 'pmap'):
+      config = workers.smoke_config('kd', {'method.teacher': teacher, 'parallel': parallel})
+      _, states[parallel] = train_and_evaluate(config, os.path.join(root, parallel),
+                                               return_state=True)
+    for a, b in zip(jax.tree.leaves(states['jit'].params), jax.tree.leaves(states['pmap'].params)):
+      np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    # The student's state holds the student alone: the teacher is a step input.
+    self.assertNotIn('teacher', states['jit'].params)
+    self.assertEqual(set(states['jit'].params), set(_net('resnet20', 1.0)[1]['params']))
+
   def test_smoke_chain(self):
     root = self.create_tempdir().full_path
     config = common.reskd_chain_config('digits', 'smoke,res=1')

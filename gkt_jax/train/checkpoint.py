@@ -226,8 +226,10 @@ class Checkpointer:
     """The state tree saved at `step` as host numpy arrays (no target needed)."""
     metadata = self._manager.item_metadata(step)[STATE]
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-    return self._manager.restore(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.PyTreeRestore(restore_args=restore_args)}))[STATE]
+    with warnings.catch_warnings():  # host arrays: no target sharding is the point
+      warnings.filterwarnings('ignore', message='Sharding info not provided')
+      return self._manager.restore(step, args=ocp.args.Composite(**{
+          STATE: ocp.args.PyTreeRestore(restore_args=restore_args)}))[STATE]
 
   def restore_weights(self, like_params, like_batch_stats, adapt=None):
     """(params, batch stats, step, notes) of the newest readable checkpoint, for `config.init`.
