@@ -12,7 +12,7 @@ FIND_PYTHON := for c in "$$PYTHON" python3.12 python3.13 python3; do \
     done; \
   done; echo "no Python >= 3.12 found: install python3.12 or set PYTHON=/path/to/python3.12" >&2; exit 1
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-slow results venv clean
 
 $(VENV)/.installed: pyproject.toml
 	@py="$$($(FIND_PYTHON))" || exit 1; \
@@ -34,6 +34,10 @@ test: venv
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow
+
+# Issue 7's results suite (hours on 2 CPU cores; resumes where it stopped): docs/results/.
+results: venv
+	$(PY) -m experiments.reproduce --suite fmnist
 
 clean:
 	rm -rf $(VENV)

@@ -44,6 +44,8 @@ _METHODS = flags.DEFINE_list('methods', ['baseline', 'stochastic_depth', 'stimul
                              'Methods to time; the baseline is always timed first.')
 _JSON = flags.DEFINE_bool('json', False, 'One JSON line per method instead of a table.')
 _CONV = flags.DEFINE_string('conv_impl', 'auto', "Convolution: 'auto', 'xla', 'canonical'.")
+_WIDTH = flags.DEFINE_float('width_multiplier', 1.0, 'Channel width multiplier.')
+_CHANNELS = flags.DEFINE_integer('channels', 3, 'Input channels (1 for Fashion-MNIST).')
 
 _COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
                    '/jax/core/compile/jaxpr_to_mlir_module_duration',
@@ -58,20 +60,21 @@ def _on_event(name, seconds, **kwargs):
 
 
 def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
-                 conv_impl: str) -> dict:
+                 conv_impl: str, width: float = 1.0, channels: int = 3) -> dict:
   """Times `steps` steps of one method; returns its measurements (ratios filled later)."""
   config = ml_collections.ConfigDict({'seed': 0, 'method': common.METHODS[name],
                                       'optim': dict(lr=0.1, momentum=0.9, nesterov=True,
                                                     weight_decay=5e-4, schedule='cosine')})
-  method = methods.get_method(config.method, models.build_model(arch, 10, conv_impl=conv_impl))
+  method = methods.get_method(config.method, models.build_model(
+      arch, 10, conv_impl=conv_impl, width_multiplier=width))
   model = method.model  # e.g. with EKD's classmate branch
   tx, schedule = optim.make_optimizer(config.optim, 1000)
-  state = init_state(config, model, method, tx, (side, side, 3))
+  state = init_state(config, model, method, tx, (side, side, channels))
   rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8))
+  images = jnp.asarray(rng.integers(0, 256, (batch, side, side, channels), dtype=np.uint8))
   labels = jnp.asarray(rng.integers(0, 10, (batch,), dtype=np.int32))
   traces = [0]
-  step_impl = make_train_step(method, tx, schedule, np.zeros(3), np.ones(3))
+  step_impl = make_train_step(method, tx, schedule, np.zeros(channels), np.ones(channels))
 
   def counted_step(state, images, labels):
     traces[0] += 1
@@ -93,10 +96,11 @@ def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
     jax.block_until_ready(measurements)
     times.append(time.perf_counter() - t0)
     masks_run.append(np.asarray(measurements['masks_run']))
-  fixed, per_block = evaluate.block_flops(model, (side, side, 3))
-  flops = np.mean([method.step_forward_flops((side, side, 3), m) for m in masks_run])
+  fixed, per_block = evaluate.block_flops(model, (side, side, channels))
+  flops = np.mean([method.step_forward_flops((side, side, channels), m) for m in masks_run])
   return {
-      'method': name, 'arch': arch, 'batch': batch, 'steps': steps,
+      'method': name, 'arch': arch, 'width_multiplier': width, 'batch': batch,
+      'image_shape': [side, side, channels], 'steps': steps,
       'backend': jax.default_backend(), 'conv_impl': models.conv.resolve_impl(conv_impl),
       'seconds_per_step': float(np.mean(times)), 'median_seconds': float(np.median(times)),
       'first_step_seconds': first, 'forwards_per_step': method.forwards_per_step(),
@@ -118,7 +122,7 @@ def main(argv):
   rows = []
   for name in names:
     row = bench_method(name, _ARCH.value, _BATCH.value, _STEPS.value, _SIDE.value,
-                       _CONV.value)
+                       _CONV.value, _WIDTH.value, _CHANNELS.value)
     plain = rows[0] if rows else row
     row['ratio_to_plain'] = row['seconds_per_step'] / plain['seconds_per_step']
     row['flop_ratio_to_plain'] = row['flops_per_example'] / plain['plain_flops_per_example']

@@ -283,6 +283,10 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
       eval_source=dataset.eval_batches if labels_checked else checked_eval_batches,
       num_examples=dataset.num_test)
   recal_images = int(config.method.get('bn_recalibration_images', 0))
+  if recal_images > dataset.num_train:  # found before training, not at its end
+    log(f'method.bn_recalibration_images={recal_images} is more than the '
+        f'{dataset.num_train} training images: recalibrating on all of them')
+    recal_images = dataset.num_train
   evals_config = config.get('evals', {'full': {'type': 'full'}})
 
   def run_evals(final: bool) -> dict:
