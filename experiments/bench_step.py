@@ -14,6 +14,10 @@ Prints, per method, a JSON line (or a table row) with
   compiles              traces of the step function over all its calls (1: one program
                         serves every subnet)
   compile_seconds       JAX's tracing + lowering + XLA compile time of that program
+  images_per_second     batch / seconds_per_step
+  xla_step_bytes        XLA's memory analysis of the compiled step: arguments + outputs +
+                        temporaries - donated (aliased) buffers; device_peak_bytes: the
+                        device's measured peak, where the backend reports it (GPU, TPU)
 Inputs are random images of CIFAR shape; masks come from the step key as in training, so
 XLA cannot fold them away. Methods use their config defaults (`experiments/configs/common`).
 """
@@ -98,6 +102,7 @@ def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
     masks_run.append(np.asarray(measurements['masks_run']))
   fixed, per_block = evaluate.block_flops(model, (side, side, channels))
   flops = np.mean([method.step_forward_flops((side, side, channels), m) for m in masks_run])
+  memory = step_memory(step_impl, state, images, labels)
   return {
       'method': name, 'arch': arch, 'width_multiplier': width, 'batch': batch,
       'image_shape': [side, side, channels], 'steps': steps,
@@ -106,7 +111,24 @@ def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
       'first_step_seconds': first, 'forwards_per_step': method.forwards_per_step(),
       'flops_per_example': float(flops), 'plain_flops_per_example': float(fixed + per_block.sum()),
       'compiles': traces[0], 'compile_seconds': compile_seconds,
+      'images_per_second': batch / float(np.mean(times)), **memory,
   }
+
+
+def step_memory(step_impl, state, images, labels) -> dict:
+  """XLA's memory analysis of the compiled step (arguments + outputs + temporaries, less
+  donated buffers), and the device's measured peak where the backend reports one (GPU/TPU)."""
+  out = {}
+  analysis = jax.jit(step_impl, donate_argnums=0).lower(state, images, labels).compile()
+  analysis = analysis.memory_analysis()
+  if analysis is not None:
+    out['xla_step_bytes'] = int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+                                + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+    out['xla_temp_bytes'] = int(analysis.temp_size_in_bytes)
+  stats = jax.devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    out['device_peak_bytes'] = int(stats['peak_bytes_in_use'])
+  return out
 
 
 def main(argv):
@@ -135,12 +157,13 @@ def main(argv):
   if not _JSON.value:
     print(f'{_ARCH.value}, batch {_BATCH.value}, {_STEPS.value} timed steps, '
           f'{jax.default_backend()} ({jax.devices()[0].device_kind})')
-    print(f'{"method":18s} {"s/step":>8s} {"ratio":>6s} {"FLOPs":>6s} {"t/FLOP":>6s} '
-          f'{"compiles":>8s} {"compile s":>9s} {"x plain":>7s}')
+    print(f'{"method":18s} {"s/step":>8s} {"img/s":>7s} {"ratio":>6s} {"FLOPs":>6s} '
+          f'{"t/FLOP":>6s} {"compiles":>8s} {"compile s":>9s} {"x plain":>7s} {"step MB":>8s}')
     for r in rows:
-      print(f'{r["method"]:18s} {r["seconds_per_step"]:8.3f} {r["ratio_to_plain"]:6.2f} '
-            f'{r["flop_ratio_to_plain"]:6.2f} {r["time_over_flop_ratio"]:6.2f} '
-            f'{r["compiles"]:8d} {r["compile_seconds"]:9.1f} {r["compile_ratio_to_plain"]:7.2f}')
+      print(f'{r["method"]:18s} {r["seconds_per_step"]:8.3f} {r["images_per_second"]:7.0f} '
+            f'{r["ratio_to_plain"]:6.2f} {r["flop_ratio_to_plain"]:6.2f} '
+            f'{r["time_over_flop_ratio"]:6.2f} {r["compiles"]:8d} {r["compile_seconds"]:9.1f} '
+            f'{r["compile_ratio_to_plain"]:7.2f} {r.get("xla_step_bytes", 0) / 2**20:8.1f}')
 
 
 if __name__ == '__main__':
