@@ -16,8 +16,9 @@ Prints, per method, a JSON line (or a table row) with
   compile_seconds       JAX's tracing + lowering + XLA compile time of that program
   images_per_second     batch / seconds_per_step
   xla_step_bytes        XLA's memory analysis of the compiled step: arguments + outputs +
-                        temporaries - donated (aliased) buffers; device_peak_bytes: the
-                        device's measured peak, where the backend reports it (GPU, TPU)
+                        temporaries - donated (aliased) buffers; device_peak_bytes_so_far:
+                        the device's measured peak since the process started, where the
+                        backend reports it (GPU, TPU): methods timed before count
 Inputs are random images of CIFAR shape; masks come from the step key as in training, so
 XLA cannot fold them away. Methods use their config defaults (`experiments/configs/common`).
 """
@@ -126,8 +127,8 @@ def step_memory(step_impl, state, images, labels) -> dict:
                                 + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
     out['xla_temp_bytes'] = int(analysis.temp_size_in_bytes)
   stats = jax.devices()[0].memory_stats() or {}
-  if 'peak_bytes_in_use' in stats:
-    out['device_peak_bytes'] = int(stats['peak_bytes_in_use'])
+  if 'peak_bytes_in_use' in stats:  # the process's peak so far: methods timed earlier count
+    out['device_peak_bytes_so_far'] = int(stats['peak_bytes_in_use'])
   return out
 
 

@@ -209,6 +209,7 @@ class PipelineTest(absltest.TestCase):
     if jax.device_count() != 1:
       self.skipTest('runs in-process: needs exactly one device')
     from gkt_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
+    from gkt_jax.train.checkpoint import ResumeMismatchError  # pylint: disable=g-import-not-at-top
     from tests import workers  # pylint: disable=g-import-not-at-top
     root = self.create_tempdir().full_path
     teacher = os.path.join(root, 'teacher')
@@ -223,6 +224,11 @@ class PipelineTest(absltest.TestCase):
     # The student's state holds the student alone: the teacher is a step input.
     self.assertNotIn('teacher', states['jit'].params)
     self.assertEqual(set(states['jit'].params), set(_net('resnet20', 1.0)[1]['params']))
+    # A teacher trained again (other weights) makes the finished student stale: refused.
+    train_and_evaluate(workers.smoke_config('baseline', {'total_steps': 6}), teacher)
+    config = workers.smoke_config('kd', {'method.teacher': teacher})
+    with self.assertRaisesRegex(ResumeMismatchError, 'other frozen networks'):
+      train_and_evaluate(config, os.path.join(root, 'jit'))
 
   def test_smoke_chain(self):
     root = self.create_tempdir().full_path

@@ -59,6 +59,9 @@ class Method:
   # The `config.method` fields this method reads (the trainer reads bn_recalibration_images);
   # `train.validate_config` refuses any other.
   config_fields: tuple[str, ...] = ('name', 'label_smoothing', 'bn_recalibration_images')
+  # In 'pmap' mode on several devices, fold the device index into the step key whatever
+  # `per_device_subnets` says (per-example randomness such as dropout must differ by shard).
+  per_device_randomness = False
 
   @classmethod
   def training_model(cls, config: ml_collections.ConfigDict, model: ResNet) -> ResNet:

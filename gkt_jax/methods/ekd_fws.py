@@ -30,6 +30,7 @@ class EKDFWS(Method):
   name = 'ekd_fws'
   config_fields = Method.config_fields + ('temperature', 'kd_weight', 'att_weight',
                                           'dropout_rate', 'detach_teacher')
+  per_device_randomness = True  # the step key only draws dropout masks
 
   @classmethod
   def training_model(cls, config, model):

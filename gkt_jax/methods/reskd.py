@@ -91,7 +91,8 @@ class _Frozen:
 class KDStudent(_Frozen, Method):
   """Standard KD from a frozen teacher (ResKD's stage-0 student)."""
   name = 'kd'
-  config_fields = Method.config_fields + ('teacher', 'alpha', 'temperature')
+  # No BN recalibration: a stage's statistics are those its training kept.
+  config_fields = ('name', 'label_smoothing', 'teacher', 'alpha', 'temperature')
 
   def __init__(self, config, model):
     super().__init__(config, model)
@@ -145,9 +146,8 @@ def student_feature_dim(student_workdir: str) -> int:
 class ResStudent(_Frozen, Method):
   """Res-student k: learns the residual between the frozen teacher and combined student."""
   name = 'reskd'
-  config_fields = Method.config_fields + ('teacher', 'student', 'res_students',
-                                          'residual_target', 'alpha', 'temperature',
-                                          'student_features')
+  config_fields = ('name', 'label_smoothing', 'teacher', 'student', 'res_students',
+                   'residual_target', 'alpha', 'temperature', 'student_features')
 
   @classmethod
   def training_model(cls, config, model):

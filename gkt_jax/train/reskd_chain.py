@@ -33,7 +33,9 @@ from gkt_jax.train.trainer import train_and_evaluate
 
 
 def stage_configs(config: ml_collections.ConfigDict, root: str) -> list[tuple[str, object]]:
-  """[(name, run config)] of the chain, in training order, with the frozen workdirs set."""
+  """[(name, run config)] of the chain, in training order, with the frozen workdirs set
+  (absolute: a stage's config must name the same runs from any working directory)."""
+  root = os.path.abspath(root)
   teacher_dir = os.path.join(root, 'teacher')
   student_dir = os.path.join(root, 'student')
   stages = [('teacher', config.teacher.copy_and_resolve_references())]
@@ -151,7 +153,9 @@ def analyze_chain(config: ml_collections.ConfigDict, root: str, *, log=print) ->
   preds, stops = np.concatenate(preds), np.concatenate(stops)
   want_preds, want_stops = adaptive.adaptive_predictions(stage_logits, analysis.rule,
                                                          analysis.predictor_threshold)
-  agree = bool(np.array_equal(stops, np.asarray(want_stops))
+  # Two compiled programs (whole batches vs gathered subsets) may round a confidence that
+  # sits on the threshold differently: allow one sample in a thousand.
+  agree = bool(np.mean(stops == np.asarray(want_stops)) > 0.999
                and np.mean(preds == np.asarray(want_preds)) > 0.999)
 
   summary = {

@@ -56,6 +56,23 @@ def build(config: ml_collections.ConfigDict, dataset: data_lib.ArrayDataset):
   return method.model, method
 
 
+def frozen_identity(method) -> dict:
+  """{name: [[workdir, weights fingerprint]]} of the method's frozen networks: a run trained
+  against other frozen weights must not be resumed or reused as if it were this one."""
+  frozen = method.frozen_inputs()
+  if not frozen:
+    return {}
+  sources = method.frozen_sources()
+
+  def fingerprint(variables) -> str:  # sum of |w| over every weight and statistic
+    total = sum(float(np.abs(np.asarray(x, np.float64)).sum())
+                for x in jax.tree.leaves(variables))
+    return f'{total:.9g}'
+
+  return {name: [[os.path.abspath(w), fingerprint(v)]
+                 for w, v in zip(sources[name], frozen[name])] for name in sources}
+
+
 def init_state(config, model, method, tx, image_shape) -> TrainState:
   key = jax.random.key(config.seed)
   init_key, loop_key = jax.random.split(key)
@@ -147,7 +164,8 @@ def compile_train_step(config, mesh, method, tx, schedule, mean, std):
   elif parallel == 'pmap':
     step = jax.shard_map(
         make_train_step(method, tx, schedule, mean, std, axis_name='data',
-                        per_device_keys=bool(config.get('per_device_subnets', False))),
+                        per_device_keys=bool(config.get('per_device_subnets', False)) or (
+                            method.per_device_randomness and mesh.devices.size > 1)),
         mesh=mesh, in_specs=(P(), P('data'), P('data'), P()), out_specs=(P(), P()))
   else:
     raise ValueError(f'config.parallel={parallel!r}: allowed {validate.PARALLEL_MODES}')
@@ -258,6 +276,11 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
                                    max_to_keep=config.get('max_checkpoints', 3))
     cleanup.callback(ckpt.close)
   state, meta = _restore_or_init(config, workdir, state, ckpt, log, method)
+  frozen_id = frozen_identity(method)
+  if meta.get('frozen', frozen_id) != frozen_id:  # (checkpoints before this check: no key)
+    raise checkpoint.ResumeMismatchError(
+        f'{workdir} was trained against other frozen networks ({meta.get("frozen")}) than '
+        f'config.method names now ({frozen_id}): delete {workdir} to train it again')
   start_step = int(meta.get('step', 0))
   summary_path = os.path.join(workdir, 'summary.json')
   if start_step >= total_steps and os.path.exists(summary_path):
@@ -338,7 +361,7 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
 
   def checkpoint_meta(step):
     del step  # the checkpointer records it
-    return {'identity': checkpoint.identity_fields(config),
+    return {'identity': checkpoint.identity_fields(config), 'frozen': frozen_id,
             'train_seconds': train_seconds_so_far()}
 
   progress = reporting.Progress(total_steps, start_step, batch_size, enabled=verbose)
