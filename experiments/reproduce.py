@@ -4,8 +4,9 @@ r"""Runs a named results suite (every method x seeds, same data order) and write
   python -m experiments.reproduce --suite digits            # the pipeline's quick check
   python -m experiments.reproduce --suite fmnist --report_only
 
-Every (method, seed) is one run of the trainer in ROOT/<suite>/<label>/seed<k>; a finished run
-is not trained again and an interrupted one resumes, so the same command continues a suite.
+Every (method, seed) is one run of the trainer in ROOT/<suite>/<label>/seed<k> (ROOT: results/);
+a finished run (its summary.json, committed) is not trained again and an interrupted one
+resumes from its checkpoints, so the same command continues a suite.
 Runs of one seed share the data order and the schedule (the batch of step s depends only on
 (seed, s)). The report, written to docs/results/<suite>.md, .json and _depth.png, gives for
 each method the final-evaluation (not best-epoch) test accuracy of the full network as mean
@@ -47,7 +48,8 @@ SUITES = {
 }
 
 _SUITE = flags.DEFINE_enum('suite', 'fmnist', list(SUITES), 'Which suite.')
-_ROOT = flags.DEFINE_string('root', 'workdirs/results', 'Where the runs go.')
+_ROOT = flags.DEFINE_string('root', 'results', 'Where the runs go (summaries, configs and '
+                            'metrics are committed; checkpoints and plots are not).')
 _DOCS = flags.DEFINE_string('docs', 'docs/results', 'Where the report goes.')
 _SEEDS = flags.DEFINE_list('seeds', None, 'Override the suite\'s seeds.')
 _ONLY = flags.DEFINE_list('only', None, 'Run only these variants (labels).')
@@ -106,6 +108,9 @@ def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True)
     for label in labels:
       done += 1
       workdir = os.path.join(root, name, label, f'seed{seed}')
+      if _finished(workdir, suite, label, seed, total_steps):
+        print(f'[{done}/{total}] {name}: {label} seed {seed} finished ({workdir})', flush=True)
+        continue
       print(f'[{done}/{total}] {name}: {label} seed {seed} -> {workdir}', flush=True)
       start = time.perf_counter()
       result = train_and_evaluate(run_config(suite, label, seed, total_steps), workdir)
@@ -115,8 +120,25 @@ def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True)
             f'{result["full_accuracy"]:.4f}', flush=True)
     if reskd and suite['reskd'] and seed == seeds[0]:
       workdir = os.path.join(root, name, 'reskd', f'seed{seed}')
+      if os.path.exists(os.path.join(workdir, 'summary.json')):
+        print(f'{name}: ResKD chain, seed {seed} finished ({workdir})', flush=True)
+        continue
       print(f'{name}: ResKD chain, seed {seed} -> {workdir}', flush=True)
       reskd_chain.run_chain(reskd_config(suite, seed, total_steps), workdir)
+
+
+def _finished(workdir: str, suite: dict, label: str, seed: int, total_steps) -> bool:
+  """A cell whose summary.json is of this method, seed and length: its result is kept even
+  without checkpoints (the summaries of finished cells are committed under results/)."""
+  path = os.path.join(workdir, 'summary.json')
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    summary = json.load(f)
+  same_length = (summary['steps'] == total_steps if total_steps
+                 else abs(summary['epochs'] - suite['epochs']) < 1e-6)
+  return (summary['method'] == VARIANTS[label][0] and summary['seed'] == seed
+          and same_length)
 
 
 def _load(root, name, label, seed):
