@@ -1,14 +1,19 @@
 r"""Times one training step of every method against the plain (baseline) step, in one run.
 
-  python -m experiments.bench_step --arch resnet56 --batch 128 --steps 5 --json
+  python -m experiments.bench_step --arch resnet56 --batch 128 --steps 5 --format json
+  python -m experiments.bench_step --arch resnet20,resnet56,resnet110,resnet50 --batch 64 \
+      --steps 3 --format markdown            # the speed table of docs/results.md
+  python -m experiments.bench_step --dtype bfloat16 ...       # bf16 convolutions (GPU/TPU)
 
-Prints, per method, a JSON line (or a table row) with
+Prints, per (architecture, method), a JSON line, a table row or a markdown row with
   seconds_per_step      mean over `--steps` steps after the compiled first one
   ratio_to_plain        seconds_per_step / the baseline's, measured in this same run
   flop_ratio_to_plain   forward FLOPs of the blocks the method's steps actually ran (from the
                         masks each step reports; for ekd_fws every path of the classmate
                         branch) over the plain step's; backward FLOPs scale the same way, so
-                        this is the step's FLOP ratio
+                        this is the step's FLOP ratio. A frozen network's pass (kd's
+                        teacher: random weights of the same architecture) has no backward
+                        and counts a third of its forward
   time_over_flop_ratio  ratio_to_plain / flop_ratio_to_plain (1.0: the skipping is as cheap
                         as the FLOPs say)
   compiles              traces of the step function over all its calls (1: one program
@@ -19,13 +24,16 @@ Prints, per method, a JSON line (or a table row) with
                         temporaries - donated (aliased) buffers; device_peak_bytes_so_far:
                         the device's measured peak since the process started, where the
                         backend reports it (GPU, TPU): methods timed before count
-Inputs are random images of CIFAR shape; masks come from the step key as in training, so
+Ratios divide by the plain step of the same architecture, timed in the same process. kd is
+ResKD's student step; a res-student's step (reskd) needs its trained chain and is not timed
+here. Inputs are random images of CIFAR shape; masks come from the step key as in training, so
 XLA cannot fold them away. Methods use their config defaults (`experiments/configs/common`).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from absl import app, flags
@@ -37,17 +45,21 @@ from jax import monitoring
 
 from experiments.configs import common
 from gkt_jax import evaluate, methods, models
-from gkt_jax.train import optim
+from gkt_jax.train import optim, reporting
 from gkt_jax.train.trainer import init_state, make_train_step
 
-_ARCH = flags.DEFINE_string('arch', 'resnet56', 'Architecture (see gkt_jax.models.ARCHS).')
+_ARCH = flags.DEFINE_list('arch', ['resnet56'], 'Architectures (gkt_jax.models.ARCHS), each '
+                          'with its own plain step to divide by.')
 _BATCH = flags.DEFINE_integer('batch', 128, 'Batch size.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per method (after the first).')
 _SIDE = flags.DEFINE_integer('image_size', 32, 'Square image side.')
 _METHODS = flags.DEFINE_list('methods', ['baseline', 'stochastic_depth', 'stimulative', 'gkt',
-                                         'ekd_fws'],
+                                         'ekd_fws', 'kd'],
                              'Methods to time; the baseline is always timed first.')
-_JSON = flags.DEFINE_bool('json', False, 'One JSON line per method instead of a table.')
+_FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json', 'markdown'],
+                            'A text table, one JSON line per row, or a markdown table.')
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
+                           'Convolution compute dtype (parameters, BN and losses stay f32).')
 _CONV = flags.DEFINE_string('conv_impl', 'auto', "Convolution: 'auto', 'xla', 'canonical'.")
 _WIDTH = flags.DEFINE_float('width_multiplier', 1.0, 'Channel width multiplier.')
 _CHANNELS = flags.DEFINE_integer('channels', 3, 'Input channels (1 for Fashion-MNIST).')
@@ -64,32 +76,76 @@ def _on_event(name, seconds, **kwargs):
     _compile_log.append(seconds)
 
 
-def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
-                 conv_impl: str, width: float = 1.0, channels: int = 3) -> dict:
-  """Times `steps` steps of one method; returns its measurements (ratios filled later)."""
-  config = ml_collections.ConfigDict({'seed': 0, 'method': common.METHODS[name],
+def frozen_networks(method, model, input_shape) -> dict | None:
+  """Randomly initialised frozen networks for a method that needs trained ones (kd: a
+  teacher of the benchmarked architecture); a step's cost does not depend on their weights."""
+  sources = method.frozen_sources()
+  if not sources:
+    return None
+  if set(sources) != {'teacher'}:
+    raise app.UsageError(f'bench_step cannot build the frozen networks {sorted(sources)} of '
+                         f'{method.name!r}: time it with experiments/reskd_pipeline.py')
+  variables = model.init(jax.random.key(1), jnp.zeros((1,) + tuple(input_shape)), train=False)
+  method.attach_frozen({'teacher': [(model, variables)]})
+  return method.frozen_inputs()
+
+
+def build_step(name: str, arch: str, batch: int, side: int, conv_impl: str = 'auto',
+               width: float = 1.0, channels: int = 3, dtype: str = 'float32'):
+  """One method's training step as bench_step times it: returns (step_impl, method, state,
+  args) with step_impl(state, *args) -> (state, measurements); args are random uint8 images
+  and labels (and the frozen networks' variables for kd)."""
+  method_config = dict(common.METHODS[name])
+  if name == 'kd':
+    method_config['teacher'] = '(random weights of the same architecture)'
+  config = ml_collections.ConfigDict({'seed': 0, 'method': method_config,
                                       'optim': dict(lr=0.1, momentum=0.9, nesterov=True,
                                                     weight_decay=5e-4, schedule='cosine')})
-  method = methods.get_method(config.method, models.build_model(
-      arch, 10, conv_impl=conv_impl, width_multiplier=width))
-  model = method.model  # e.g. with EKD's classmate branch
+  plain = models.build_model(arch, 10, conv_impl=conv_impl, width_multiplier=width,
+                             dtype=jnp.dtype(dtype))
+  method = methods.get_method(config.method, plain)
+  input_shape = (side, side, channels)
+  frozen = frozen_networks(method, plain, input_shape)
   tx, schedule = optim.make_optimizer(config.optim, 1000)
-  state = init_state(config, model, method, tx, (side, side, channels))
+  state = init_state(config, method.model, method, tx, input_shape)  # e.g. EKD's branch
   rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.integers(0, 256, (batch, side, side, channels), dtype=np.uint8))
+  images = jnp.asarray(rng.integers(0, 256, (batch,) + input_shape, dtype=np.uint8))
   labels = jnp.asarray(rng.integers(0, 10, (batch,), dtype=np.int32))
-  traces = [0]
   step_impl = make_train_step(method, tx, schedule, np.zeros(channels), np.ones(channels))
+  args = (images, labels) + ((frozen,) if frozen is not None else ())
+  return step_impl, method, state, args
 
-  def counted_step(state, images, labels):
+
+def step_flops(method, input_shape, masks_run) -> float:
+  """FLOPs per example of one step in units of forward FLOPs, counting a trained pass as
+  forward + backward (3 forwards' worth) over 3, and a frozen network's pass (kd's teacher)
+  as its forward alone: forward-equivalent FLOPs, comparable to the plain step's forward."""
+  flops = method.step_forward_flops(input_shape, masks_run)
+  for name, nets in (getattr(method, 'frozen_models', None) or {}).items():
+    del name
+    for net in nets:
+      fixed, per_block = evaluate.block_flops(net, input_shape)
+      flops += (fixed + per_block.sum()) / 3
+  return float(flops)
+
+
+def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
+                 conv_impl: str, width: float = 1.0, channels: int = 3,
+                 dtype: str = 'float32') -> dict:
+  """Times `steps` steps of one method; returns its measurements (ratios filled later)."""
+  step_impl, method, state, args = build_step(name, arch, batch, side, conv_impl, width,
+                                              channels, dtype)
+  traces = [0]
+
+  def counted_step(state, *args):
     traces[0] += 1
-    return step_impl(state, images, labels)
+    return step_impl(state, *args)
 
   step_fn = jax.jit(counted_step, donate_argnums=0)
-  jax.block_until_ready((state, images, labels))
+  jax.block_until_ready((state, args))
   _compile_log.clear()
   t0 = time.perf_counter()
-  state, measurements = step_fn(state, images, labels)
+  state, measurements = step_fn(state, *args)
   jax.block_until_ready(measurements)
   first = time.perf_counter() - t0
   compile_seconds = sum(_compile_log)
@@ -97,30 +153,32 @@ def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
   times = []
   for _ in range(steps):
     t0 = time.perf_counter()
-    state, measurements = step_fn(state, images, labels)
+    state, measurements = step_fn(state, *args)
     jax.block_until_ready(measurements)
     times.append(time.perf_counter() - t0)
     masks_run.append(np.asarray(measurements['masks_run']))
-  fixed, per_block = evaluate.block_flops(model, (side, side, channels))
-  flops = np.mean([method.step_forward_flops((side, side, channels), m) for m in masks_run])
-  memory = step_memory(step_impl, state, images, labels)
+  input_shape = (side, side, channels)
+  fixed, per_block = evaluate.block_flops(method.model, input_shape)
+  flops = np.mean([step_flops(method, input_shape, m) for m in masks_run])
+  memory = step_memory(step_impl, state, args)
   return {
-      'method': name, 'arch': arch, 'width_multiplier': width, 'batch': batch,
-      'image_shape': [side, side, channels], 'steps': steps,
-      'backend': jax.default_backend(), 'conv_impl': models.conv.resolve_impl(conv_impl),
+      'method': name, 'arch': arch, 'width_multiplier': width, 'dtype': dtype, 'batch': batch,
+      'image_shape': list(input_shape), 'steps': steps,
+      'backend': jax.default_backend(), 'device_kind': jax.devices()[0].device_kind,
+      'conv_impl': models.conv.resolve_impl(conv_impl),
       'seconds_per_step': float(np.mean(times)), 'median_seconds': float(np.median(times)),
       'first_step_seconds': first, 'forwards_per_step': method.forwards_per_step(),
-      'flops_per_example': float(flops), 'plain_flops_per_example': float(fixed + per_block.sum()),
+      'flops_per_example': flops, 'plain_flops_per_example': float(fixed + per_block.sum()),
       'compiles': traces[0], 'compile_seconds': compile_seconds,
       'images_per_second': batch / float(np.mean(times)), **memory,
   }
 
 
-def step_memory(step_impl, state, images, labels) -> dict:
+def step_memory(step_impl, state, args) -> dict:
   """XLA's memory analysis of the compiled step (arguments + outputs + temporaries, less
   donated buffers), and the device's measured peak where the backend reports one (GPU/TPU)."""
   out = {}
-  analysis = jax.jit(step_impl, donate_argnums=0).lower(state, images, labels).compile()
+  analysis = jax.jit(step_impl, donate_argnums=0).lower(state, *args).compile()
   analysis = analysis.memory_analysis()
   if analysis is not None:
     out['xla_step_bytes'] = int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
@@ -132,39 +190,74 @@ def step_memory(step_impl, state, images, labels) -> dict:
   return out
 
 
-def main(argv):
-  del argv
-  monitoring.register_event_duration_secs_listener(_on_event)
-  names = ['baseline'] + [m for m in _METHODS.value if m != 'baseline']
-  for name in names:
-    if name not in common.METHODS or name in common.CHAIN_METHODS:
-      raise app.UsageError(f'--methods: {name!r} is not one of '
-                           f'{tuple(m for m in common.METHODS if m not in common.CHAIN_METHODS)}'
-                           ' (kd and reskd need trained frozen networks: see '
-                           'experiments/reskd_pipeline.py)')
+def bench_arch(arch: str, names) -> list[dict]:
+  """Every method of `names` on one architecture; the first (the baseline) is the plain step
+  the ratios divide by, timed in the same process."""
   rows = []
   for name in names:
-    row = bench_method(name, _ARCH.value, _BATCH.value, _STEPS.value, _SIDE.value,
-                       _CONV.value, _WIDTH.value, _CHANNELS.value)
+    row = bench_method(name, arch, _BATCH.value, _STEPS.value, _SIDE.value, _CONV.value,
+                       _WIDTH.value, _CHANNELS.value, _DTYPE.value)
     plain = rows[0] if rows else row
     row['ratio_to_plain'] = row['seconds_per_step'] / plain['seconds_per_step']
     row['flop_ratio_to_plain'] = row['flops_per_example'] / plain['plain_flops_per_example']
     row['time_over_flop_ratio'] = row['ratio_to_plain'] / row['flop_ratio_to_plain']
     row['compile_ratio_to_plain'] = row['compile_seconds'] / plain['compile_seconds']
     rows.append(row)
-    if _JSON.value:
+    if _FORMAT.value == 'json':
       print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                         for k, v in row.items()}), flush=True)
-  if not _JSON.value:
-    print(f'{_ARCH.value}, batch {_BATCH.value}, {_STEPS.value} timed steps, '
-          f'{jax.default_backend()} ({jax.devices()[0].device_kind})')
-    print(f'{"method":18s} {"s/step":>8s} {"img/s":>7s} {"ratio":>6s} {"FLOPs":>6s} '
-          f'{"t/FLOP":>6s} {"compiles":>8s} {"compile s":>9s} {"x plain":>7s} {"step MB":>8s}')
+    else:
+      print(f'  {arch} {name}: {row["seconds_per_step"]:.3f} s/step', file=sys.stderr,
+            flush=True)
+  return rows
+
+
+def markdown(rows: list[dict]) -> str:
+  """One markdown table of every row, with the run's settings above it."""
+  first = rows[0]
+  lines = [f'Machine: {reporting.machine()}; batch {first["batch"]}, {first["steps"]} timed '
+           f'steps, {first["image_shape"]} images, width x{first["width_multiplier"]:g}, '
+           f'{first["dtype"]}, conv {first["conv_impl"]}.', '',
+           '| arch | method | s/step | images/s | time vs plain | FLOPs vs plain | '
+           'time/FLOPs | compiles | compile s (vs plain) | XLA step MiB |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    lines.append(
+        f'| {r["arch"]} | {r["method"]} | {r["seconds_per_step"]:.3f} | '
+        f'{r["images_per_second"]:.0f} | {r["ratio_to_plain"]:.2f} | '
+        f'{r["flop_ratio_to_plain"]:.2f} | {r["time_over_flop_ratio"]:.2f} | {r["compiles"]} | '
+        f'{r["compile_seconds"]:.1f} ({r["compile_ratio_to_plain"]:.2f}x) | '
+        f'{r.get("xla_step_bytes", 0) / 2**20:.0f} |')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  monitoring.register_event_duration_secs_listener(_on_event)
+  names = ['baseline'] + [m for m in _METHODS.value if m != 'baseline']
+  allowed = tuple(m for m in common.METHODS if m != 'reskd')
+  for name in names:
+    if name not in allowed:
+      raise app.UsageError(f'--methods: {name!r} is not one of {allowed} (a ResKD '
+                           'res-student needs its trained chain: see '
+                           'experiments/reskd_pipeline.py)')
+  for arch in _ARCH.value:
+    if arch not in models.ARCHS:
+      raise app.UsageError(f'--arch: {arch!r} is not one of {models.ARCHS}')
+  rows = [row for arch in _ARCH.value for row in bench_arch(arch, names)]
+  if _FORMAT.value == 'markdown':
+    print(markdown(rows))
+  elif _FORMAT.value == 'table':
+    print(f'batch {_BATCH.value}, {_STEPS.value} timed steps, {reporting.machine()}')
+    print(f'{"arch":9s} {"method":18s} {"s/step":>8s} {"img/s":>7s} {"ratio":>6s} '
+          f'{"FLOPs":>6s} {"t/FLOP":>6s} {"compiles":>8s} {"compile s":>9s} {"x plain":>7s} '
+          f'{"step MB":>8s}')
     for r in rows:
-      print(f'{r["method"]:18s} {r["seconds_per_step"]:8.3f} {r["images_per_second"]:7.0f} '
-            f'{r["ratio_to_plain"]:6.2f} {r["flop_ratio_to_plain"]:6.2f} '
-            f'{r["time_over_flop_ratio"]:6.2f} {r["compiles"]:8d} {r["compile_seconds"]:9.1f} '
-            f'{r["compile_ratio_to_plain"]:7.2f} {r.get("xla_step_bytes", 0) / 2**20:8.1f}')
+      print(f'{r["arch"]:9s} {r["method"]:18s} {r["seconds_per_step"]:8.3f} '
+            f'{r["images_per_second"]:7.0f} {r["ratio_to_plain"]:6.2f} '
+            f'{r["flop_ratio_to_plain"]:6.2f} {r["time_over_flop_ratio"]:6.2f} '
+            f'{r["compiles"]:8d} {r["compile_seconds"]:9.1f} {r["compile_ratio_to_plain"]:7.2f} '
+            f'{r.get("xla_step_bytes", 0) / 2**20:8.1f}')
 
 
 if __name__ == '__main__':

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 
 from absl import app, flags, logging
@@ -98,8 +97,8 @@ def reskd_config(suite: dict, seed: int, total_steps: int | None = None):
 
 
 def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True) -> None:
-  """Trains every missing (label, seed) cell, seed by seed; the ResKD chain after the first
-  seed (its seed)."""
+  """Trains every missing (label, seed) cell, seed by seed; the ResKD chain after the suite's
+  first seed (its seed), also when `seeds` (--seeds) names only some of the suite's seeds."""
   from gkt_jax.train import reskd_chain, train_and_evaluate  # pylint: disable=g-import-not-at-top
   suite = SUITES[name]
   total = len(seeds) * len(labels)
@@ -118,7 +117,7 @@ def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True)
         raise SystemExit('stopped: run the same command again to continue the suite')
       print(f'[{done}/{total}] done in {time.perf_counter() - start:.0f}s: full accuracy '
             f'{result["full_accuracy"]:.4f}', flush=True)
-    if reskd and suite['reskd'] and seed == seeds[0]:
+    if reskd and suite['reskd'] and seed == suite['seeds'][0]:
       workdir = os.path.join(root, name, 'reskd', f'seed{seed}')
       if os.path.exists(os.path.join(workdir, 'summary.json')):
         print(f'{name}: ResKD chain, seed {seed} finished ({workdir})', flush=True)
@@ -191,6 +190,7 @@ def aggregate(name: str, root: str, seeds, labels) -> dict:
 
 
 def report(name: str, root: str, docs: str, seeds, labels) -> str:
+  from gkt_jax.train import reporting  # pylint: disable=g-import-not-at-top
   suite = SUITES[name]
   stats = aggregate(name, root, seeds, labels)
   if not stats:
@@ -200,8 +200,8 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
   lines = [f'### Suite `{name}`: {suite["dataset"]}, ResNet-20 x{width:g}, '
            f'{"/".join(map(str, first["epochs"]))} epochs ({"/".join(map(str, first["steps"]))} '
            f'steps), seeds {list(seeds)}', '',
-           f'Command: `python -m experiments.reproduce --suite {name}`. Machine: {_machine()}; '
-           f'backend {_backend()}. Accuracy: the final evaluation (not the best epoch) on the '
+           f'Command: `python -m experiments.reproduce --suite {name}`. Machine: '
+           f'{reporting.machine()}. Accuracy: the final evaluation (not the best epoch) on the '
            'whole test set; "vs baseline" pairs each seed with the baseline of the same seed '
            '(same data order); mean +- std (ddof 1) over the seeds that finished.', '',
            '| method | full network (final) | vs baseline (paired) | level-1 | level-2 | '
@@ -219,14 +219,15 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
   _plot_depth(stats, plot_path, f'{suite["dataset"]}: accuracy vs kept blocks '
               '(prefix subnets, mean over seeds)')
   lines += ['', f'![depth-accuracy]({os.path.basename(plot_path)})']
-  reskd_summary = os.path.join(root, name, 'reskd', f'seed{seeds[0]}', 'summary.json')
+  reskd_seed = suite['seeds'][0]  # the chain runs on the suite's first seed only
+  reskd_summary = os.path.join(root, name, 'reskd', f'seed{reskd_seed}', 'summary.json')
   if os.path.exists(reskd_summary):
     from gkt_jax.train import reskd_chain  # pylint: disable=g-import-not-at-top
     with open(reskd_summary) as f:
       chain = json.load(f)
     reskd_plot = os.path.join(docs, f'{name}_reskd.png')
     reskd_chain.plot_accuracy_vs_cost(chain, reskd_plot)
-    lines += ['', f'ResKD (our reading), seed {seeds[0]}:', '', reskd_chain.results_table(chain),
+    lines += ['', f'ResKD (our reading), seed {reskd_seed}:', '', reskd_chain.results_table(chain),
               '', f'![ResKD accuracy vs cost]({os.path.basename(reskd_plot)})']
     stats['reskd'] = chain
   text = '\n'.join(lines) + '\n'
@@ -235,21 +236,6 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
   with open(os.path.join(docs, f'{name}.json'), 'w') as f:
     json.dump(stats, f, indent=2, default=float)
   return text
-
-
-def _machine() -> str:
-  model = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo') as f:
-      model = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  return f'{model}, {os.cpu_count()} cores'
-
-
-def _backend() -> str:
-  import jax  # pylint: disable=g-import-not-at-top
-  return f'{jax.default_backend()} ({jax.devices()[0].device_kind})'
 
 
 def _plot_depth(stats, path, title) -> None:

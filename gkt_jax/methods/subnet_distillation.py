@@ -155,19 +155,21 @@ class SelfDistillation:
       ce = jnp.mean(losses.cross_entropy(logits, labels, smoothing))
       return ce, (new_stats, logits)
 
-    (ce, (stats, full_logits)), grads = jax.value_and_grad(full_loss, has_aux=True)(params)
+    with jax.named_scope('full_network'):  # scopes name the step's parts in profiles
+      (ce, (stats, full_logits)), grads = jax.value_and_grad(full_loss, has_aux=True)(params)
     mask_key, size_key = jax.random.split(key)
     subnet_masks = self.sample_masks(mask_key)
     sizes = self.resize_sizes(images.shape[1])
     size_index = None
     if sizes is not None:
       size_index = jax.random.randint(size_key, (subnet_masks.shape[0],), 0, len(sizes))
-    subnet_grads, stats, per_subnet = distill_subnets(
-        self.model, params, stats, images, labels, jax.lax.stop_gradient(full_logits),
-        subnet_masks, levels=self.levels, aggregate=self.aggregate, momentum=self.momentum,
-        temperature=config.get('temperature', 1.0), kl_weight=config.get('kl_weight', 1.0),
-        label_weight=config.get('subnet_label_weight', 0.0), label_smoothing=smoothing,
-        normalize=normalize, input_sizes=sizes, size_index=size_index)
+    with jax.named_scope('subnets'):
+      subnet_grads, stats, per_subnet = distill_subnets(
+          self.model, params, stats, images, labels, jax.lax.stop_gradient(full_logits),
+          subnet_masks, levels=self.levels, aggregate=self.aggregate, momentum=self.momentum,
+          temperature=config.get('temperature', 1.0), kl_weight=config.get('kl_weight', 1.0),
+          label_weight=config.get('subnet_label_weight', 0.0), label_smoothing=smoothing,
+          normalize=normalize, input_sizes=sizes, size_index=size_index)
     grads = jax.tree.map(jnp.add, grads, subnet_grads)
     measurements = {
         'loss': ce + jnp.sum(per_subnet['loss']),

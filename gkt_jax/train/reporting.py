@@ -5,11 +5,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import time
 
 import numpy as np
 
 from gkt_jax.utils import format_seconds
+
+
+def machine() -> str:
+  """'<host CPU model>, <n> cores; <backend> (<device kind>) x <devices>': the machine a
+  number was measured on, for the tables that quote it."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  import jax  # pylint: disable=g-import-not-at-top
+  return (f'{model}, {os.cpu_count()} cores; {jax.default_backend()} '
+          f'({jax.devices()[0].device_kind}) x {jax.device_count()}')
 
 
 class MetricWriter:

@@ -134,8 +134,9 @@ def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = Non
       # (counters, keep masks) taken from device 0, so dtypes and checkpoints do not change.
       method_state, measurements = jax.tree.map(
           lambda x: _pmean_or_first(x, axis_name), (method_state, measurements))
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    with jax.named_scope('optimizer'):  # names the update in profiles (profile_step)
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
     measurements = dict(measurements, lr=schedule(state.step),
                         l2_grads=optax.tree.norm(grads), l2_params=optax.tree.norm(params))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,

@@ -1,0 +1,113 @@
+"""The speed-study tools: experiments/bench_step.py and experiments/profile_step.py."""
+
+from absl import app
+from absl.testing import absltest, flagsaver
+import numpy as np
+
+from experiments import bench_step, profile_step
+
+_TINY = dict(arch='resnet8', batch=4, steps=1, side=8, conv_impl='auto')
+
+
+class BenchStepTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.rows = {name: bench_step.bench_method(name, **_TINY)
+                for name in ('baseline', 'gkt', 'kd')}
+
+  def test_one_compile_per_method_and_measurements(self):
+    for name, row in self.rows.items():
+      self.assertEqual(row['compiles'], 1, name)  # the timed steps reuse the first program
+      self.assertGreater(row['seconds_per_step'], 0, name)
+      self.assertAlmostEqual(row['images_per_second'], 4 / row['seconds_per_step'], places=3)
+      self.assertGreater(row['xla_step_bytes'], 0, name)
+    self.assertEqual(self.rows['gkt']['forwards_per_step'], 7)
+
+  def test_flops(self):
+    plain = self.rows['baseline']['plain_flops_per_example']
+    self.assertAlmostEqual(self.rows['baseline']['flops_per_example'], plain)
+    # kd: the student's forward and backward (3 forwards) + the frozen teacher's forward.
+    self.assertAlmostEqual(self.rows['kd']['flops_per_example'] / plain, 4 / 3)
+    # gkt: the full network + 6 subnets, each at most the full network.
+    ratio = self.rows['gkt']['flops_per_example'] / plain
+    self.assertGreater(ratio, 1.5)
+    self.assertLess(ratio, 7.0 + 1e-9)
+
+  def test_markdown_table(self):
+    rows = [dict(r, ratio_to_plain=1.0, flop_ratio_to_plain=1.0, time_over_flop_ratio=1.0,
+                 compile_ratio_to_plain=1.0) for r in self.rows.values()]
+    text = bench_step.markdown(rows)
+    self.assertIn('Machine: ', text)
+    self.assertLen([l for l in text.splitlines() if l.startswith('| resnet8 |')], 3)
+
+  def test_bad_method_and_arch_are_usage_errors(self):
+    with flagsaver.flagsaver(methods=['reskd']):
+      with self.assertRaisesRegex(app.UsageError, "'reskd' is not one of"):
+        bench_step.main([])
+    with flagsaver.flagsaver(arch=['resnet9']):
+      with self.assertRaisesRegex(app.UsageError, "'resnet9' is not one of"):
+        bench_step.main([])
+
+
+class ProfileStepTest(absltest.TestCase):
+
+  def test_hlo_instructions(self):
+    text = '\n'.join([
+        '  %conv.1 = f32[4,8]{1,0} convolution(%a, %b), metadata={op_name="jit(s)/full_network/'
+        'transpose(jvp(ResNet))/conv_general_dilated" stack_frame_id=3}',
+        '  ROOT %tuple.2 = (f32[4]{0}, /*index=1*/s32[]) tuple(%x, %y)',
+        '  %cond.7 = (f32[2]{0}, f32[3]{0}) conditional(%p, %q), branch_computations={%r}',
+    ])
+    got = profile_step.hlo_instructions(text)
+    self.assertEqual(got['conv.1'][0], 'convolution')
+    self.assertIn('transpose(jvp(ResNet))', got['conv.1'][1])
+    self.assertEqual(got['tuple.2'], ('tuple', ''))
+    self.assertEqual(got['cond.7'][0], 'conditional')
+
+  def test_parts_and_kinds(self):
+    part, kind = profile_step.part_of, profile_step.kind_of
+    self.assertEqual(part('jit(s)/full_network/jvp(ResNet)/x'), 'full network forward')
+    self.assertEqual(part('jit(s)/full_network/transpose(jvp(ResNet))/x'),
+                     'full network backward')
+    self.assertEqual(part('jit(s)/subnets/while/body/transpose(jvp(ResNet))/x'),
+                     'subnets backward')
+    self.assertEqual(part('jit(s)/subnets/while/body/jvp(ResNet)/x'), 'subnets forward')
+    self.assertEqual(part('jit(s)/optimizer/mul'), 'optimizer')
+    self.assertEqual(part('jit(s)/jvp(ResNet)/x'), 'full network forward')  # e.g. baseline
+    self.assertEqual(part('jit(s)/argmax'), 'other')
+    self.assertEqual(kind('ynn_fusion.3', 'fusion', 'a/conv_general_dilated'), 'convolutions')
+    self.assertEqual(kind('cond.3', 'conditional', 'a/cond'), 'control flow')
+    self.assertEqual(kind('transpose_copy_fusion.2', 'fusion', 'a/b'), 'transposes and copies')
+    self.assertEqual(kind('add_fusion.2', 'fusion', 'a/add'), 'other fused work')
+
+  def test_self_times_subtract_nested_events(self):
+    events = [  # thread 1: a [0, 10) holds b [1, 4) and c [5, 9), c holds d [6, 7)
+        dict(ph='X', tid=1, pid=0, ts=0, dur=10, name='a'),
+        dict(ph='X', tid=1, pid=0, ts=1, dur=3, name='b'),
+        dict(ph='X', tid=1, pid=0, ts=5, dur=4, name='c'),
+        dict(ph='X', tid=1, pid=0, ts=6, dur=1, name='d'),
+        dict(ph='X', tid=2, pid=0, ts=2, dur=5, name='e'),  # another thread: not nested
+        dict(ph='M', tid=2, pid=0, name='thread_name'),
+    ]
+    got = {e['name']: t for e, t in profile_step.self_times(events)}
+    self.assertEqual(got, {'a': 3, 'b': 3, 'c': 3, 'd': 1, 'e': 5})
+
+  def test_profile_of_a_gkt_step(self):
+    trace_dir = self.create_tempdir().full_path
+    result = profile_step.profile('gkt', 'resnet8', 4, 1, 8, 'auto', 1.0, 3, 'float32',
+                                  trace_dir)
+    shares = result['part']
+    self.assertAlmostEqual(sum(shares.values()), result['total'])
+    for part in ('full network forward', 'full network backward', 'subnets forward',
+                 'subnets backward', 'optimizer'):
+      self.assertGreater(shares[part], 0, part)  # the named scopes reach the HLO metadata
+    self.assertGreater(result['kind']['convolutions'], 0)
+    text = profile_step.format_report(result, 'title')
+    self.assertIn('| subnets backward |', text)
+    self.assertTrue(np.isfinite(result['wall_seconds_per_step']))
+
+
+if __name__ == '__main__':
+  absltest.main()
