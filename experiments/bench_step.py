@@ -55,7 +55,9 @@ _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per method (after the fir
 _SIDE = flags.DEFINE_integer('image_size', 32, 'Square image side.')
 _METHODS = flags.DEFINE_list('methods', ['baseline', 'stochastic_depth', 'stimulative', 'gkt',
                                          'ekd_fws', 'kd'],
-                             'Methods to time; the baseline is always timed first.')
+                             'Methods, or variants of experiments/configs/common.VARIANTS '
+                             '(e.g. stimulative_stpp, gkt_geometric), to time; the baseline '
+                             'is always timed first.')
 _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json', 'markdown'],
                             'A text table, one JSON line per row, or a markdown table.')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
@@ -95,7 +97,8 @@ def build_step(name: str, arch: str, batch: int, side: int, conv_impl: str = 'au
   """One method's training step as bench_step times it: returns (step_impl, method, state,
   args) with step_impl(state, *args) -> (state, measurements); args are random uint8 images
   and labels (and the frozen networks' variables for kd)."""
-  method_config = dict(common.METHODS[name])
+  method, extra = common.VARIANTS.get(name, (name, {}))
+  method_config = dict(common.METHODS[method], **extra)
   if name == 'kd':
     method_config['teacher'] = '(random weights of the same architecture)'
   config = ml_collections.ConfigDict({'seed': 0, 'method': method_config,
@@ -235,7 +238,7 @@ def main(argv):
   del argv
   monitoring.register_event_duration_secs_listener(_on_event)
   names = ['baseline'] + [m for m in _METHODS.value if m != 'baseline']
-  allowed = tuple(m for m in common.METHODS if m != 'reskd')
+  allowed = tuple(common.VARIANTS) + ('kd',)
   for name in names:
     if name not in allowed:
       raise app.UsageError(f'--methods: {name!r} is not one of {allowed} (a ResKD '

@@ -26,16 +26,7 @@ import numpy as np
 
 from experiments.configs import common
 
-# label: (method, extra config fields). Every variant of the fmnist suite of issue 7.
-VARIANTS = {
-    'baseline': ('baseline', {}),
-    'stochastic_depth': ('stochastic_depth', {}),
-    'stimulative': ('stimulative', {}),
-    'stimulative_stpp': ('stimulative', dict(common.STPP)),
-    'gkt': ('gkt', {}),
-    'gkt_geometric': ('gkt', {'sampler': 'geometric'}),
-    'ekd_fws': ('ekd_fws', {}),
-}
+VARIANTS = common.VARIANTS  # label: (method, extra config fields); every row of a suite
 
 # dataset, model fields, duration, seeds, evaluators' subnet counts, ResKD chain or not.
 SUITES = {

@@ -2,6 +2,7 @@
 
 from absl import app
 from absl.testing import absltest, flagsaver
+import jax
 import numpy as np
 
 from experiments import bench_step, profile_step
@@ -34,6 +35,14 @@ class BenchStepTest(absltest.TestCase):
     ratio = self.rows['gkt']['flops_per_example'] / plain
     self.assertGreater(ratio, 1.5)
     self.assertLess(ratio, 7.0 + 1e-9)
+
+  def test_bfloat16_convolutions(self):
+    step_impl, _, state, args = bench_step.build_step('gkt', 'resnet8', 4, 8, dtype='bfloat16')
+    hlo = jax.jit(step_impl).lower(state, *args).as_text()
+    self.assertRegex(hlo, r'stablehlo.convolution.*bf16')
+    state, measurements = jax.jit(step_impl)(state, *args)
+    self.assertTrue(np.isfinite(float(measurements['loss'])))
+    self.assertEqual(jax.tree.leaves(state.params)[0].dtype, np.float32)  # f32 weights
 
   def test_markdown_table(self):
     rows = [dict(r, ratio_to_plain=1.0, flop_ratio_to_plain=1.0, time_over_flop_ratio=1.0,

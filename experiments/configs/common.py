@@ -112,6 +112,18 @@ EKD_CIFAR = {
 STPP = dict(normalize_logits=True, n_sub=6, subnet_resize=True, bn_recalibration_images=2000)
 STPP_RESNET50_MAX_SHORTENING = (1, 2, 4, 1)
 
+# Named variants of the methods, label: (method, fields over its defaults): the rows of the
+# results suites (experiments/reproduce.py) and of the step benchmark (bench_step).
+VARIANTS = {
+    'baseline': ('baseline', {}),
+    'stochastic_depth': ('stochastic_depth', {}),
+    'stimulative': ('stimulative', {}),
+    'stimulative_stpp': ('stimulative', dict(STPP)),
+    'gkt': ('gkt', {}),
+    'gkt_geometric': ('gkt', {'sampler': 'geometric'}),
+    'ekd_fws': ('ekd_fws', {}),
+}
+
 
 def parse_arg(arg: str | None, **defaults) -> dict:
   """Parses a config argument 'key=value,flag,...' (big_vision style) against `defaults`.

@@ -78,13 +78,18 @@ class EvalRunner:
     rows = data_lib.process_rows(len(array), jax.process_index(), jax.process_count())
     return jax.make_array_from_process_local_data(self.data_sharding, array[rows])
 
-  def _accuracy(self, fn, *extra) -> float:
+  def _fraction_correct(self, fn, *extra) -> np.ndarray:
+    """Sum over the eval set of the correct counts fn(variables, images, labels, valid,
+    *extra) (a scalar or one per predictor), over the number of examples."""
     total = 0
     for images, labels, num_valid in self.eval_source(self.batch_size):
       valid = np.arange(len(labels)) < num_valid
-      total += int(fn(self.variables, self._put(images), self._put(labels), self._put(valid),
-                      *extra))
-    return total / self.num_examples
+      total = total + np.asarray(fn(self.variables, self._put(images), self._put(labels),
+                                    self._put(valid), *extra), np.int64)
+    return np.asarray(total, np.float64) / self.num_examples
+
+  def _accuracy(self, fn, *extra) -> float:
+    return float(self._fraction_correct(fn, *extra))
 
   def deployed_accuracy(self) -> float:
     """Accuracy of the method's test-time network (e.g. stochastic depth's scaled one)."""
@@ -98,13 +103,7 @@ class EvalRunner:
         logits = logits_fn(variables, self._normalise(images))
         return jnp.sum((jnp.argmax(logits, -1) == labels) & valid, axis=-1)
       self._compiled_logits[name] = jax.jit(correct, **self._jit_kw)
-    fn = self._compiled_logits[name]
-    total = 0
-    for images, labels, num_valid in self.eval_source(self.batch_size):
-      valid = np.arange(len(labels)) < num_valid
-      total = total + np.asarray(fn(self.variables, self._put(images), self._put(labels),
-                                    self._put(valid)))
-    return np.asarray(total, np.float64) / self.num_examples
+    return self._fraction_correct(self._compiled_logits[name])
 
   def subnet_accuracy(self, keep_mask) -> float:
     """Accuracy of the subnet keep_mask bool[L] (all-True: the plain full network)."""

@@ -249,9 +249,8 @@ class Checkpointer:
       params, batch_stats, notes = tree['params'], tree.get('batch_stats', {}), []
       if adapt is not None:
         params, batch_stats, notes = adapt(params, batch_stats, like_params, like_batch_stats)
-      source = f'config.init={self.directory}'
-      params = fit_weights(params, like_params, 'params', source)
-      batch_stats = fit_weights(batch_stats, like_batch_stats, 'batch_stats', source)
+      params, batch_stats = fit_variables(params, batch_stats, like_params, like_batch_stats,
+                                          f'config.init={self.directory}')
       return params, batch_stats, candidate, notes
     raise FileNotFoundError(f'no readable checkpoint in {self.directory}'
                             + (': ' + '; '.join(errors) if errors else ''))
@@ -292,6 +291,12 @@ def fit_weights(loaded, like, what: str, source: str):
                        f'{value.shape}, the model needs {leaf.shape}')
     out.append(value.astype(leaf.dtype))
   return jax.tree_util.tree_unflatten(jax.tree.structure(like), out)
+
+
+def fit_variables(params, batch_stats, like_params, like_batch_stats, source: str):
+  """(params, batch_stats) read from `source`, fitted to the live model's (`fit_weights`)."""
+  return (fit_weights(params, like_params, 'params', source),
+          fit_weights(batch_stats, like_batch_stats, 'batch_stats', source))
 
 
 def _describe(step: int, error: Exception) -> str:

@@ -109,10 +109,10 @@ def _fitted(model, tree: dict, source: str) -> dict:
   """The checkpoint's params and batch stats, checked against (and cast to) the model's."""
   like = jax.eval_shape(lambda: model.init(jax.random.key(0), _dummy_input(tree['params']),
                                            train=False))
-  return {'params': checkpoint.fit_weights(tree['params'], like['params'], 'params', source),
-          'batch_stats': checkpoint.fit_weights(tree.get('batch_stats', {}),
-                                                like.get('batch_stats', {}), 'batch_stats',
-                                                source)}
+  params, batch_stats = checkpoint.fit_variables(
+      tree['params'], tree.get('batch_stats', {}), like['params'], like.get('batch_stats', {}),
+      source)
+  return {'params': params, 'batch_stats': batch_stats}
 
 
 def load_exported(out_dir: str):
