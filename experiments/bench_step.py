@@ -124,8 +124,7 @@ def step_flops(method, input_shape, masks_run) -> float:
   forward + backward (3 forwards' worth) over 3, and a frozen network's pass (kd's teacher)
   as its forward alone: forward-equivalent FLOPs, comparable to the plain step's forward."""
   flops = method.step_forward_flops(input_shape, masks_run)
-  for name, nets in (getattr(method, 'frozen_models', None) or {}).items():
-    del name
+  for nets in (getattr(method, 'frozen_models', None) or {}).values():
     for net in nets:
       fixed, per_block = evaluate.block_flops(net, input_shape)
       flops += (fixed + per_block.sum()) / 3
