@@ -177,6 +177,8 @@ def format_report(result: dict, title: str) -> str:
 def main(argv):
   del argv
   flags_ = flags.FLAGS
+  if len(flags_.arch) != 1:
+    raise app.UsageError(f'--arch: profile one architecture at a time, got {flags_.arch}')
   trace_dir = _TRACE_DIR.value or tempfile.mkdtemp(prefix='gkt_jax_profile_')
   result = profile(_METHOD.value, flags_.arch[0], flags_.batch, flags_.steps,
                    flags_.image_size, flags_.conv_impl, flags_.width_multiplier,

@@ -117,6 +117,11 @@ class ProfileStepTest(absltest.TestCase):
     self.assertIn('| subnets backward |', text)
     self.assertTrue(np.isfinite(result['wall_seconds_per_step']))
 
+  def test_one_arch_at_a_time(self):
+    with flagsaver.flagsaver(arch=['resnet8', 'resnet20']):
+      with self.assertRaisesRegex(app.UsageError, r"one architecture at a time.*'resnet20'"):
+        profile_step.main([])
+
 
 if __name__ == '__main__':
   absltest.main()
