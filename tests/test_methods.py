@@ -91,7 +91,7 @@ class SelfDistillationTest(parameterized.TestCase):
       return _reference_gkt(model, params, variables['batch_stats'], batch, subnet_masks,
                             levels, loops, 0.3, aggregate, temperature, 0.7)
 
-    (want_loss, want_stats), want_grads = jax.value_and_grad(reference, has_aux=True)(
+    (want_loss, want_stats), want_grads = jax.jit(jax.value_and_grad(reference, has_aux=True))(
         variables['params'])
     np.testing.assert_allclose(measurements['loss'], want_loss, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(grads, want_grads, atol=1e-5, rtol=1e-4)
@@ -121,7 +121,7 @@ class SelfDistillationTest(parameterized.TestCase):
         total = total + _kl(z, teacher, 1.5)
       return total
 
-    want_loss, want_grads = jax.value_and_grad(reference)(variables['params'])
+    want_loss, want_grads = jax.jit(jax.value_and_grad(reference))(variables['params'])
     np.testing.assert_allclose(measurements['loss'], want_loss, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(grads, want_grads, atol=1e-5, rtol=1e-4)
 
@@ -145,7 +145,7 @@ class SelfDistillationTest(parameterized.TestCase):
       return (_ce(full, batch['labels']) + _kl(z, jax.lax.stop_gradient(full), 1.0)
               + 0.5 * _ce(z, batch['labels']))
 
-    want_loss, want_grads = jax.value_and_grad(reference)(variables['params'])
+    want_loss, want_grads = jax.jit(jax.value_and_grad(reference))(variables['params'])
     np.testing.assert_allclose(measurements['loss'], want_loss, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(grads, want_grads, atol=1e-5, rtol=1e-4)
 
@@ -185,7 +185,7 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
       return _ce(_forward(model, params, variables['batch_stats'], batch['images'])[0],
                  batch['labels'])
 
-    want_loss, want_grads = jax.value_and_grad(reference)(variables['params'])
+    want_loss, want_grads = jax.jit(jax.value_and_grad(reference))(variables['params'])
     np.testing.assert_allclose(measurements['loss'], want_loss, rtol=1e-6)
     chex.assert_trees_all_close(grads, want_grads, atol=1e-6)
 

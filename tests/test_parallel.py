@@ -5,6 +5,7 @@ import os
 from absl.testing import absltest, parameterized
 import jax
 import numpy as np
+import pytest
 
 from gkt_jax.train import train_and_evaluate
 import workers
@@ -19,8 +20,14 @@ def _overrides(method, **extra):
 
 class DevicesTest(parameterized.TestCase):
 
-  @parameterized.parameters('baseline', 'gkt')
-  def test_four_devices_match_one_in_jit_mode(self, method):
+  def test_four_devices_match_one_in_jit_mode(self):
+    self._four_devices_match_one('gkt')
+
+  @pytest.mark.slow  # the plain step: a subset of GKT's (its full-network pass)
+  def test_four_devices_match_one_in_jit_mode_baseline(self):
+    self._four_devices_match_one('baseline')
+
+  def _four_devices_match_one(self, method):
     # Same global batch: BatchNorm statistics over the global batch, one subnet draw per step.
     # One step, so the comparison is of one update (over several steps float32 rounding
     # differences of the two summation orders grow).
@@ -42,8 +49,15 @@ class PmapModeTest(parameterized.TestCase):
     config = workers.smoke_config(method, dict(total_steps=STEPS, parallel=parallel, **extra))
     return train_and_evaluate(config, self.create_tempdir().full_path, return_state=True)
 
-  @parameterized.parameters('baseline', 'gkt', 'ekd_fws')
-  def test_pmap_equals_jit_on_one_device(self, method):
+  def test_pmap_equals_jit_on_one_device(self):
+    self._pmap_equals_jit('gkt')
+
+  @parameterized.parameters('baseline', 'ekd_fws')
+  @pytest.mark.slow  # the default suite keeps GKT's case, the one with subnet draws
+  def test_pmap_equals_jit_on_one_device_other_methods(self, method):
+    self._pmap_equals_jit(method)
+
+  def _pmap_equals_jit(self, method):
     if jax.device_count() != 1:
       self.skipTest('runs in-process: needs exactly one device')
     (jit_summary, jit_state), (pmap_summary, pmap_state) = (

@@ -1,16 +1,34 @@
 """Starting `train_worker.py` runs in subprocesses (fresh device counts, several processes)."""
 
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, 'tests', 'train_worker.py')
 TIMEOUT = 300  # seconds; no test may hang CI
+
+# One persistent compilation cache for the workers this pytest process starts: most tests run
+# the same program several times (a reference, an interrupted run, its resumption), and each
+# worker would otherwise compile it again (about a third of the default suite's time). The key
+# covers the program, the device count and XLA_FLAGS, so a cached executable is the one the
+# worker would have compiled. The tests' own process does not use it: bench_step's compile
+# times come from compile events, which a cache hit would skip.
+_compilation_cache = []
+
+
+def compilation_cache() -> str:
+  if not _compilation_cache:
+    _compilation_cache.append(tempfile.mkdtemp(prefix='gkt_jax_test_xla_cache_'))
+    atexit.register(shutil.rmtree, _compilation_cache[0], ignore_errors=True)
+  return _compilation_cache[0]
 
 
 def smoke_config(method: str = 'gkt', fields: dict | None = None):
@@ -32,7 +50,9 @@ def smoke_config(method: str = 'gkt', fields: dict | None = None):
 
 def device_env(devices: int) -> dict:
   return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-              JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+              JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
+              JAX_COMPILATION_CACHE_DIR=compilation_cache(),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
 
 
 def start(out: str, workdir: str, overrides: dict, *, devices: int = 1,
