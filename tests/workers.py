@@ -17,10 +17,11 @@ TIMEOUT = 300  # seconds; no test may hang CI
 
 # One persistent compilation cache for the workers this pytest process starts: most tests run
 # the same program several times (a reference, an interrupted run, its resumption), and each
-# worker would otherwise compile it again (about a third of the default suite's time). The key
-# covers the program, the device count and XLA_FLAGS, so a cached executable is the one the
-# worker would have compiled. The tests' own process does not use it: bench_step's compile
-# times come from compile events, which a cache hit would skip.
+# worker would otherwise compile it again (the resume test took 77 s without it, 46 s with
+# it). JAX's key covers the program, the compile options with their device assignment, the
+# devices and the XLA flags that change code, so a cached executable is the one the worker
+# would have compiled. The tests' own process does not use it: bench_step's compile times come
+# from compile events, which a cache hit would skip.
 _compilation_cache = []
 
 
