@@ -1,6 +1,7 @@
 """Starting `train_worker.py` runs in subprocesses (fresh device counts, several processes)."""
 
 import atexit
+import functools
 import json
 import os
 import shutil
@@ -22,14 +23,11 @@ TIMEOUT = 300  # seconds; no test may hang CI
 # devices and the XLA flags that change code, so a cached executable is the one the worker
 # would have compiled. The tests' own process does not use it: bench_step's compile times come
 # from compile events, which a cache hit would skip.
-_compilation_cache = []
-
-
+@functools.cache
 def compilation_cache() -> str:
-  if not _compilation_cache:
-    _compilation_cache.append(tempfile.mkdtemp(prefix='gkt_jax_test_xla_cache_'))
-    atexit.register(shutil.rmtree, _compilation_cache[0], ignore_errors=True)
-  return _compilation_cache[0]
+  path = tempfile.mkdtemp(prefix='gkt_jax_test_xla_cache_')
+  atexit.register(shutil.rmtree, path, ignore_errors=True)
+  return path
 
 
 def smoke_config(method: str = 'gkt', fields: dict | None = None):
