@@ -38,9 +38,9 @@ class BenchStepTest(absltest.TestCase):
 
   def test_bfloat16_convolutions(self):
     step_impl, _, state, args = bench_step.build_step('gkt', 'resnet8', 4, 8, dtype='bfloat16')
-    hlo = jax.jit(step_impl).lower(state, *args).as_text()
-    self.assertRegex(hlo, r'stablehlo.convolution.*bf16')
-    state, measurements = jax.jit(step_impl)(state, *args)
+    step = jax.jit(step_impl)
+    self.assertRegex(step.lower(state, *args).as_text(), r'stablehlo.convolution.*bf16')
+    state, measurements = step(state, *args)
     self.assertTrue(np.isfinite(float(measurements['loss'])))
     self.assertEqual(jax.tree.leaves(state.params)[0].dtype, np.float32)  # f32 weights
 
