@@ -32,6 +32,12 @@ VARIANTS = common.VARIANTS  # label: (method, extra config fields); every row of
 SUITES = {
     'digits': dict(dataset='digits', model={}, epochs=10, seeds=(0, 1), reskd=True,
                    num_chains=4, depth_subnets=8, reskd_epochs=10),
+    # Issue 14's longer suite: 16 epochs (one cosine schedule per length), the baseline also
+    # at 4 and 8; the BatchNorm ablation (gkt_every_pass) beside the default.
+    'fmnist_long': dict(dataset='fashion_mnist', model={'width_multiplier': 0.5}, epochs=16,
+                        seeds=(0, 1, 2), reskd=False, num_chains=4, depth_subnets=8,
+                        labels=('baseline', 'stimulative', 'gkt', 'gkt_every_pass', 'ekd_fws'),
+                        extra_lengths={'baseline': (4, 8)}),
     'fmnist': dict(dataset='fashion_mnist', model={'width_multiplier': 0.5}, epochs=2,
                    seeds=(0, 1, 2), reskd=True, num_chains=4, depth_subnets=8,
                    reskd_epochs=2),
@@ -47,16 +53,42 @@ _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Write the report from fi
 _STEPS = flags.DEFINE_integer('total_steps', None, 'Override every run\'s length (tests).')
 
 
-def run_config(suite: dict, label: str, seed: int, total_steps: int | None = None):
+def suite_cells(suite: dict) -> list[str]:
+  """The suite's cells: variant labels at the suite's length, then 'label_{E}ep' for the
+  variants it also trains for E epochs (suite['extra_lengths'])."""
+  cells = list(suite.get('labels', VARIANTS))
+  for label, lengths in suite.get('extra_lengths', {}).items():
+    cells += [f'{label}_{e:g}ep' for e in lengths]
+  return cells
+
+
+def parse_cell(suite: dict, cell: str) -> tuple[str, float]:
+  """(variant label, epochs) of a cell name."""
+  if cell in VARIANTS:
+    return cell, float(suite['epochs'])
+  label, _, length = cell.rpartition('_')
+  if label in VARIANTS and length.endswith('ep'):
+    return label, float(length.removesuffix('ep'))
+  raise ValueError(f'cell {cell!r}: not a variant {tuple(VARIANTS)} nor "<variant>_<E>ep"')
+
+
+def baseline_cell(suite: dict, cell: str) -> str:
+  """The baseline cell of the same length (what a cell's paired difference is against)."""
+  _, epochs = parse_cell(suite, cell)
+  return 'baseline' if epochs == suite['epochs'] else f'baseline_{epochs:g}ep'
+
+
+def run_config(suite: dict, cell: str, seed: int, total_steps: int | None = None):
   """The run config of one cell: the method's config for the suite's dataset, changed only
   in seed, model, duration and evaluators (the same for every method of the suite)."""
+  label, epochs = parse_cell(suite, cell)
   method, extra = VARIANTS[label]
   config = common.get_config(method, suite['dataset'])
   config.method.update(extra)
   config.model.update(suite['model'])
   config.seed = seed
-  config.total_epochs = float(suite['epochs'])
-  config.eval_every_epochs = float(suite['epochs'])  # final evaluation only
+  config.total_epochs = epochs
+  config.eval_every_epochs = epochs  # final evaluation only
   config.evals = common.evals(levels=3, num_chains=suite['num_chains'],
                               depth_subnets=suite['depth_subnets'])
   if method == 'ekd_fws':
@@ -118,25 +150,42 @@ def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True)
 
 
 def _finished(workdir: str, suite: dict, label: str, seed: int, total_steps) -> bool:
-  """A cell whose summary.json is of this method, seed and length: its result is kept even
-  without checkpoints (the summaries of finished cells are committed under results/)."""
-  path = os.path.join(workdir, 'summary.json')
-  if not os.path.exists(path):
+  """A cell whose summary.json is of this method, seed and length, trained with the current
+  config: its result is kept even without checkpoints (the summaries of finished cells are
+  committed under results/)."""
+  summary = _summary_if_current(workdir, suite, label, seed, total_steps)
+  if summary is None:
     return False
-  with open(path) as f:
-    summary = json.load(f)
+  variant, epochs = parse_cell(suite, label)
   same_length = (summary['steps'] == total_steps if total_steps
-                 else abs(summary['epochs'] - suite['epochs']) < 1e-6)
-  return (summary['method'] == VARIANTS[label][0] and summary['seed'] == seed
+                 else abs(summary['epochs'] - epochs) < 1e-6)
+  return (summary['method'] == VARIANTS[variant][0] and summary['seed'] == seed
           and same_length)
 
 
-def _load(root, name, label, seed):
-  path = os.path.join(root, name, label, f'seed{seed}', 'summary.json')
-  if not os.path.exists(path):
+# The config sections that decide a cell's result besides its length: a cell trained or
+# evaluated with other values (e.g. before a default changed) is stale and is trained again.
+_RESULT_SECTIONS = ('method', 'model', 'evals', 'data', 'optim', 'seed')
+
+
+def _summary_if_current(workdir: str, suite: dict, label: str, seed: int, total_steps=None):
+  """The cell's summary, or None when it has none or its config.json differs from the
+  config the suite would run now in any of _RESULT_SECTIONS."""
+  paths = [os.path.join(workdir, f) for f in ('summary.json', 'config.json')]
+  if not all(os.path.exists(p) for p in paths):
     return None
-  with open(path) as f:
+  with open(paths[1]) as f:
+    stored = json.load(f)
+  current = json.loads(run_config(suite, label, seed, total_steps).to_json_best_effort())
+  if any(stored.get(k) != current.get(k) for k in _RESULT_SECTIONS):
+    return None
+  with open(paths[0]) as f:
     return json.load(f)
+
+
+def _load(root, name, label, seed):
+  return _summary_if_current(os.path.join(root, name, label, f'seed{seed}'), SUITES[name],
+                             label, seed)
 
 
 def _mean_std(values) -> str:
@@ -147,11 +196,21 @@ def _mean_std(values) -> str:
   return f'{values.mean():.4f} +- {std:.4f}' if values.size > 1 else f'{values.mean():.4f}'
 
 
+def _mean_curve(runs, key: str) -> dict[int, float]:
+  """{kept blocks: accuracy} of a depth curve, averaged over runs."""
+  curve = {}
+  for r in runs:
+    for kept, acc, _ in r.get(key) or []:
+      curve.setdefault(int(kept), []).append(acc)
+  return {k: float(np.mean(v)) for k, v in sorted(curve.items())}
+
+
 def aggregate(name: str, root: str, seeds, labels) -> dict:
   """Per variant: the values over the seeds that finished, and their statistics."""
   out = {}
-  base = {s: _load(root, name, 'baseline', s) for s in seeds}
+  suite = SUITES[name]
   for label in labels:
+    base = {s: _load(root, name, baseline_cell(suite, label), s) for s in seeds}
     runs = {s: _load(root, name, label, s) for s in seeds}
     runs = {s: r for s, r in runs.items() if r is not None}
     if not runs:
@@ -162,18 +221,25 @@ def aggregate(name: str, root: str, seeds, labels) -> dict:
     time_ratio = [r['train_seconds'] / base[s]['train_seconds'] for s, r in runs.items()
                   if base.get(s)]
     levels = {g: [r.get(f'subnet_acc/level{g}') for r in runs.values()] for g in (1, 2, 3)}
-    curve = {}
-    for r in runs.values():
-      for kept, acc, _ in r.get('depth_curve') or []:
-        curve.setdefault(int(kept), []).append(acc)
+    deletion = [(r['block_deletion_mean'] - r['full_accuracy'],
+                 max(a for _, a in r['block_deletion']) - r['full_accuracy'])
+                for r in runs.values() if r.get('block_deletion')]
     out[label] = {
-        'method': VARIANTS[label][0], 'seeds': sorted(runs), 'full_accuracy': full,
+        'method': VARIANTS[parse_cell(suite, label)[0]][0], 'seeds': sorted(runs),
+        'full_accuracy': full,
         'diff_vs_baseline': diffs, 'time_vs_baseline': time_ratio,
         'levels': {g: [v for v in vs if v is not None] for g, vs in levels.items()},
-        'depth_curve': {k: float(np.mean(v)) for k, v in sorted(curve.items())},
+        'depth_curve': _mean_curve(runs.values(), 'depth_curve'),
+        'nested_depth_curve': _mean_curve(runs.values(), 'nested_depth_curve'),
+        # Mean and best single-block deletion minus the full network, per seed: > 0 means
+        # deleting a block helps (the signature of foreign BatchNorm statistics).
+        'deletion_mean_minus_full': [d[0] for d in deletion],
+        'deletion_max_minus_full': [d[1] for d in deletion],
         'seconds_per_step': [r['seconds_per_step'] for r in runs.values()],
+        'train_seconds': [r['train_seconds'] for r in runs.values()],
         'epochs': sorted({round(r['epochs'], 3) for r in runs.values()}),
         'steps': sorted({r['steps'] for r in runs.values()}),
+        'batch_size': next(iter(runs.values()))['batch_size'],
         'extra': {k: [r[k] for r in runs.values() if k in r]
                   for k in ('path_acc/cm1', 'path_acc/cm2', 'path_acc/ensemble')},
     }
@@ -186,29 +252,62 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
   stats = aggregate(name, root, seeds, labels)
   if not stats:
     raise SystemExit(f'no finished runs under {root}/{name}')
-  first = next(iter(stats.values()))
   width = suite['model'].get('width_multiplier', 1.0)
+  epochs = sorted({e for s in stats.values() for e in s['epochs']})
+  steps = sorted({n for s in stats.values() for n in s['steps']})
   lines = [f'### Suite `{name}`: {suite["dataset"]}, ResNet-20 x{width:g}, '
-           f'{"/".join(map(str, first["epochs"]))} epochs ({"/".join(map(str, first["steps"]))} '
+           f'{"/".join(f"{e:g}" for e in epochs)} epochs ({"/".join(map(str, steps))} '
            f'steps), seeds {list(seeds)}', '',
            f'Command: `python -m experiments.reproduce --suite {name}`. Machine: '
            f'{reporting.machine()}. Accuracy: the final evaluation (not the best epoch) on the '
            'whole test set; "vs baseline" pairs each seed with the baseline of the same seed '
-           '(same data order); mean +- std (ddof 1) over the seeds that finished.', '',
+           'and length (same data order); mean +- std (ddof 1) over the seeds that finished.',
+           '',
            '| method | full network (final) | vs baseline (paired) | level-1 | level-2 | '
-           'level-3 | train time vs baseline | seeds |', '|---|---|---|---|---|---|---|---|']
+           'level-3 | train time vs baseline | train FLOPs | seeds |',
+           '|---|---|---|---|---|---|---|---|---|']
   for label, s in stats.items():
+    s['train_flops'] = train_flops(suite, label, s['steps'][0], s['batch_size'])
     lines.append('| ' + ' | '.join([
         label, _mean_std(s['full_accuracy']),
         ('+' if np.mean(s['diff_vs_baseline']) >= 0 else '') + _mean_std(s['diff_vs_baseline'])
-        if s['diff_vs_baseline'] and label != 'baseline' else '',
+        if s['diff_vs_baseline'] and label != baseline_cell(suite, label) else '',
         _mean_std(s['levels'][1]), _mean_std(s['levels'][2]), _mean_std(s['levels'][3]),
         f'{np.mean(s["time_vs_baseline"]):.2f}x' if s['time_vs_baseline'] else '',
-        str(len(s['seeds']))]) + ' |')
+        f'{s["train_flops"]:.3g}', str(len(s['seeds']))]) + ' |')
+  lines += ['', 'Train FLOPs: the expected FLOPs of the run\'s training steps, 3x the forward '
+            'FLOPs of every trained pass (forward + backward), the subnets\' kept blocks '
+            'counted over 64 draws of the method\'s own sampler (ST++ resized subnets counted '
+            'at full size); train time: measured, evaluations excluded.', '',
+            'Single-block deletion minus the full network (mean over seeds of: the mean over '
+            'the droppable blocks, and the best block); > 0 means a deleted block helps:', '',
+            '| method | full network | mean deletion - full | best deletion - full | '
+            'seeds where a deletion helps |', '|---|---|---|---|---|']
+  for label, s in stats.items():
+    if s['deletion_max_minus_full']:
+      helps = sum(d > 0 for d in s['deletion_max_minus_full'])
+      lines.append(f'| {label} | {_mean_std(s["full_accuracy"])} | '
+                   f'{_mean_std(s["deletion_mean_minus_full"])} | '
+                   f'{_mean_std(s["deletion_max_minus_full"])} | '
+                   f'{helps} of {len(s["deletion_max_minus_full"])} |')
+  ablation = [(label, f'{label}_every_pass') for label in stats
+              if f'{label}_every_pass' in stats]
+  if ablation:
+    lines += ['', 'BatchNorm running statistics (`method.bn_stats`): updated by the full '
+              'network\'s pass only (default) or by every pass in order (the authors\' '
+              'loops); same seeds:', '',
+              '| method | full_network: full | every_pass: full | every_pass - full_network '
+              '(paired) | level-3, full_network | level-3, every_pass |', '|---|---|---|---|---|---|']
+    for label, other in ablation:
+      a, b = stats[label], stats[other]
+      paired = [y - x for sa, x in zip(a['seeds'], a['full_accuracy'])
+                for sb, y in zip(b['seeds'], b['full_accuracy']) if sa == sb]
+      lines.append(f'| {label} | {_mean_std(a["full_accuracy"])} | '
+                   f'{_mean_std(b["full_accuracy"])} | {_mean_std(paired)} | '
+                   f'{_mean_std(a["levels"][3])} | {_mean_std(b["levels"][3])} |')
   os.makedirs(docs, exist_ok=True)
   plot_path = os.path.join(docs, f'{name}_depth.png')
-  _plot_depth(stats, plot_path, f'{suite["dataset"]}: accuracy vs kept blocks '
-              '(prefix subnets, mean over seeds)')
+  _plot_depth(stats, plot_path, f'{suite["dataset"]}: accuracy vs kept blocks (mean over seeds)')
   lines += ['', f'![depth-accuracy]({os.path.basename(plot_path)})']
   reskd_seed = suite['seeds'][0]  # the chain runs on the suite's first seed only
   reskd_summary = os.path.join(root, name, 'reskd', f'seed{reskd_seed}', 'summary.json')
@@ -229,22 +328,105 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
   return text
 
 
+_FLOPS_CACHE: dict[tuple[str, str], float] = {}
+
+
+def train_flops(suite: dict, cell: str, steps: int, batch_size: int, draws: int = 64) -> float:
+  """Expected training FLOPs of a cell: steps x batch x 3 x the forward FLOPs per example of
+  one step's trained passes, averaged over `draws` step keys (the masks the method draws)."""
+  from experiments import bench_step  # pylint: disable=g-import-not-at-top
+  from gkt_jax import data, methods, models  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  label, _ = parse_cell(suite, cell)
+  key = (suite['dataset'], json.dumps(suite['model'], sort_keys=True), label)
+  if key not in _FLOPS_CACHE:
+    config = run_config(suite, cell, 0)
+    model_cfg = dict(config.model)
+    arch = model_cfg.pop('arch')
+    dataset = data.load_dataset(config.data.name, data_dir=config.data.get('dir'))
+    method = methods.get_method(config.method, models.build_model(arch, dataset.num_classes,
+                                                                  **model_cfg))
+    shape = tuple(dataset.image_shape)
+    images = jnp.zeros((2,) + shape)
+    variables = method.model.init(jax.random.key(0), images, train=False)
+    batch = {'images': images, 'labels': jnp.zeros((2,), jnp.int32), 'frozen': None}
+    # Only the masks are read: XLA drops the passes themselves.
+    masks_of = jax.jit(lambda k: method.gradients(
+        variables['params'], variables['batch_stats'], batch, k,
+        method.init_state())[1][2]['masks_run'])
+    # A step's FLOPs are linear in its masks: the mean mask matrix gives the expected value.
+    mean_masks = np.mean([np.asarray(masks_of(jax.random.key(i)), np.float64)
+                          for i in range(draws)], axis=0)
+    _FLOPS_CACHE[key] = 3.0 * bench_step.step_flops(method, shape, mean_masks)
+  return _FLOPS_CACHE[key] * steps * batch_size
+
+
 def _plot_depth(stats, path, title) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
-  for label, s in stats.items():
-    if s.get('depth_curve'):
-      kept, acc = zip(*s['depth_curve'].items())
-      ax.plot(kept, acc, marker='o', label=label)
-  ax.set_xlabel('residual blocks kept')
-  ax.set_ylabel('test accuracy')
-  ax.set_title(title, fontsize=9)
-  ax.legend(fontsize=7)
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+  for ax, key, what in zip(axes, ('depth_curve', 'nested_depth_curve'),
+                           ('prefix subnets (stimulative sampler)',
+                            'nested subnets (GKT sampler)')):
+    for label, s in stats.items():
+      if s.get(key):
+        kept, acc = zip(*s[key].items())
+        ax.plot(kept, acc, marker='o', label=label)
+    ax.set_xlabel('residual blocks kept')
+    ax.set_title(what, fontsize=9)
+  axes[0].set_ylabel('test accuracy')
+  axes[0].legend(fontsize=7)
+  fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def compute_plot(root: str, docs: str, names) -> str | None:
+  """Full-network accuracy against training compute (expected FLOPs, and measured train
+  seconds) of every finished cell of the suites `names`, mean +- std over seeds; written to
+  docs/<names[0]>_compute.png. Returns its path, or None when no cell finished."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  points = []  # (variant, epochs, flops, seconds, accuracies)
+  for name in names:
+    suite = SUITES[name]
+    for cell, s in aggregate(name, root, suite['seeds'], suite_cells(suite)).items():
+      label, epochs = parse_cell(suite, cell)
+      flops = train_flops(suite, cell, s['steps'][0], s['batch_size'])
+      points.append((label, epochs, flops, float(np.mean(s['train_seconds'])),
+                     s['full_accuracy']))
+  if not points:
+    return None
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+  colors = {}
+  for label in sorted({p[0] for p in points}):
+    colors[label] = f'C{len(colors)}'
+    mine = sorted((p for p in points if p[0] == label), key=lambda p: p[2])
+    for ax, index in zip(axes, (2, 3)):
+      x = [p[index] for p in mine]
+      y = [np.mean(p[4]) for p in mine]
+      err = [np.std(p[4], ddof=1) if len(p[4]) > 1 else 0.0 for p in mine]
+      ax.errorbar(x, y, yerr=err, marker='o', capsize=3, color=colors[label], label=label)
+      for p, xi, yi in zip(mine, x, y):
+        ax.annotate(f'{p[1]:g}ep', (xi, yi), fontsize=6, textcoords='offset points',
+                    xytext=(3, 3))
+  for ax, what in zip(axes, ('training FLOPs (expected, forward + backward)',
+                             'measured train seconds (2-core CPU, shared)')):
+    ax.set_xscale('log')
+    ax.set_xlabel(what)
+  axes[0].set_ylabel('full-network test accuracy (final)')
+  axes[0].legend(fontsize=7)
+  fig.suptitle('accuracy against training compute (mean +- std over seeds)', fontsize=9)
+  fig.tight_layout()
+  os.makedirs(docs, exist_ok=True)
+  path = os.path.join(docs, f'{names[0]}_compute.png')
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
 
 
 def main(argv):
@@ -254,14 +436,20 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   suite = SUITES[_SUITE.value]
   seeds = tuple(int(s) for s in _SEEDS.value) if _SEEDS.value else suite['seeds']
-  labels = [l for l in VARIANTS if not _ONLY.value or l in _ONLY.value]
-  unknown = set(_ONLY.value or ()) - set(VARIANTS) - {'reskd'}
+  cells = suite_cells(suite)
+  labels = [l for l in cells if not _ONLY.value or l in _ONLY.value]
+  unknown = set(_ONLY.value or ()) - set(cells) - {'reskd'}
   if unknown:
-    raise app.UsageError(f'--only: {sorted(unknown)} not in {list(VARIANTS) + ["reskd"]}')
+    raise app.UsageError(f'--only: {sorted(unknown)} not in {cells + ["reskd"]}')
   if not _REPORT_ONLY.value:
     run_suite(_SUITE.value, _ROOT.value, seeds, labels, _STEPS.value,
               reskd=not _ONLY.value or 'reskd' in _ONLY.value)
-  print(report(_SUITE.value, _ROOT.value, _DOCS.value, seeds, list(VARIANTS)))
+  print(report(_SUITE.value, _ROOT.value, _DOCS.value, seeds, cells))
+  same_data = [n for n, s in SUITES.items()
+               if (s['dataset'], s['model']) == (suite['dataset'], suite['model'])]
+  path = compute_plot(_ROOT.value, _DOCS.value, same_data)
+  if path:
+    print(f'accuracy against training compute ({", ".join(same_data)}): {path}')
 
 
 if __name__ == '__main__':

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gkt_jax.utils import with_variance_of
+
 SURVIVAL_RULES = ('linear', 'uniform')
 SAMPLERS = ('prefix', 'bernoulli', 'geometric')
 # The keyword arguments of each sampler (`sample_subnet`).
@@ -257,6 +259,7 @@ def sample_nested_subnets(key: jax.Array, stage_sizes: Sequence[int], num_subnet
     child = sample_subnet(subnet_key, sizes, sampler=sampler, parent=parent, **sampler_kw)
     return child, child
 
-  full = jnp.ones((sum(sizes),), bool)
+  # The carry varies over devices as the key does (per-device draws under shard_map).
+  full = with_variance_of(jnp.ones((sum(sizes),), bool), jax.random.key_data(key))
   _, chain = jax.lax.scan(step, full, jax.random.split(key, int(num_subnets)))
   return chain

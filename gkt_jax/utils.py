@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax
+
 
 def steps(prefix: str, config, steps_per_epoch: int, *, default=None) -> int | None:
   """Converts `{prefix}_steps` / `{prefix}_epochs` of a config to steps (exactly one form).
@@ -34,3 +36,11 @@ def format_seconds(seconds: float) -> str:
   hours, rest = divmod(seconds, 3600)
   minutes, secs = divmod(rest, 60)
   return f'{hours}h{minutes:02d}m{secs:02d}s' if hours else f'{minutes}m{secs:02d}s'
+
+
+def with_variance_of(x: jax.Array, like: jax.Array) -> jax.Array:
+  """x, varying over the same mesh axes as `like` (inside `jax.shard_map`, the carries of a
+  scan and the branches of a cond must agree in device variance); outside shard_map, x."""
+  axis_type = getattr(jax.typeof(like), 'manual_axis_type', None)
+  axes = tuple(sorted(getattr(axis_type, 'varying', ()) or ()))
+  return jax.lax.pcast(x, axes, to='varying') if axes else x

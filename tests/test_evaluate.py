@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 
-from gkt_jax import evaluate, methods
+from gkt_jax import evaluate, masks, methods
 import ml_collections
 from gkt_jax.models import ResNet
 
@@ -62,6 +62,23 @@ class RecalibrationTest(absltest.TestCase):
     want = jax.tree.map(lambda x, y: (x + y) / 2, one[0]['batch_stats'], one[1]['batch_stats'])
     chex.assert_trees_all_close(both['batch_stats'], want, atol=1e-5)
 
+  def test_recalibrator_compiles_once(self):
+    # A run builds one recalibrator and calls it at every evaluation with new variables.
+    kw = dict(stage_sizes=(1,), stage_widths=(4,), num_classes=3, stem_width=4)
+    model = ResNet(**kw)
+    images = jax.random.normal(jax.random.key(0), (3, 8, 4, 4, 3))
+    variables = model.init(jax.random.key(1), images[0], train=False)
+    recalibrate = evaluate.make_recalibrator(model, model.bn_momentum)
+    first = recalibrate(variables, images)
+    second = recalibrate(jax.tree.map(lambda a: a + 1.0, variables), images)
+    self.assertEqual(recalibrate._cache_size(), 1)  # pylint: disable=protected-access
+    self.assertFalse(np.allclose(jax.tree.leaves(first['batch_stats'])[0],
+                                 jax.tree.leaves(second['batch_stats'])[0]))
+    one = [evaluate.recalibrate_batch_stats(model, variables, [x], model.bn_momentum)
+           for x in images]
+    want = jax.tree.map(lambda *s: sum(s) / 3, *[o['batch_stats'] for o in one])
+    chex.assert_trees_all_close(first['batch_stats'], want, atol=1e-5)
+
 
 class EvaluatorsTest(absltest.TestCase):
 
@@ -96,9 +113,72 @@ class EvaluatorsTest(absltest.TestCase):
     self.assertAlmostEqual(curve[-1][1], self._direct_accuracy(), places=6)
     self.assertTrue(all(2 <= k <= 5 for k in kept))  # stage-first blocks always kept
 
+  def test_nested_depth_curve_covers_the_chains(self):
+    out = evaluate.EVALUATORS['nested_depth_curve'](self.runner, num_chains=5, levels=3,
+                                                     drop_prob=0.5, seed=4)
+    chains = np.asarray(jax.vmap(lambda k: masks.sample_nested_subnets(
+        k, (3, 2), 3, sampler='bernoulli', drop_prob=0.5))(
+            jax.random.split(jax.random.key(4), 5))).reshape(-1, 5)
+    rows = np.unique(np.concatenate([np.ones((1, 5), bool), chains]), axis=0)
+    curve = out['nested_depth_curve']
+    self.assertEqual([c[0] for c in curve], sorted(set(rows.sum(-1).tolist())))
+    self.assertEqual(sum(c[2] for c in curve), len(rows))
+    for kept, acc, _ in curve:
+      accs = [self._direct_accuracy(jnp.asarray(m)) for m in rows if m.sum() == kept]
+      self.assertAlmostEqual(acc, np.mean(accs), places=6)
+
   def test_unknown_evaluator(self):
     with self.assertRaisesRegex(ValueError, "evals.x.type='nope'"):
       evaluate.run_evaluators(self.runner, {'x': {'type': 'nope'}}, final=True)
+
+
+class StochasticDepthEvaluationTest(absltest.TestCase):
+  """Subnet evaluators run a method's test-time network: stochastic depth's scaled one."""
+
+  def setUp(self):
+    super().setUp()
+    self.model = ResNet(stage_sizes=(3, 2), stage_widths=(4, 8), num_classes=3, stem_width=4)
+    rng = np.random.default_rng(1)
+    self.images = rng.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)
+    self.labels = rng.integers(0, 3, (64,)).astype(np.int32)
+    variables = self.model.init(jax.random.key(2), jnp.zeros((1, 8, 8, 1)), train=False)
+    # Large residual branches, so that scaling them by p_i changes predictions.
+    self.variables = {**variables, 'params': jax.tree.map(lambda a: 3.0 * a,
+                                                          variables['params'])}
+    self.method = methods.get_method(ml_collections.ConfigDict(
+        {'name': 'stochastic_depth', 'final_survival': 0.2}), self.model)
+    self.runner = evaluate.EvalRunner(self.model, self.method, self.images, self.labels,
+                                      mean=[0.5], std=[0.25], batch_size=32)
+    self.runner.variables = self.variables
+    self.x = (self.images.astype(np.float32) / 255.0 - 0.5) / 0.25
+
+  def _accuracy(self, logits):
+    return float(np.mean(np.argmax(logits, -1) == self.labels))
+
+  def test_all_blocks_equals_deployed_accuracy(self):
+    curve = evaluate.EVALUATORS['depth_curve'](self.runner, num_subnets=4)['depth_curve']
+    deployed = self.runner.deployed_accuracy()
+    self.assertEqual(curve[-1][0], 5)
+    self.assertEqual(curve[-1][1], deployed)
+    ones = jnp.ones(5, bool)
+    scaled = self.method.subnet_logits(self.variables, self.x, ones)
+    np.testing.assert_array_equal(scaled, self.method.predict(self.variables, self.x))
+    unscaled = self.model.apply(self.variables, self.x, keep_mask=ones, train=False)[0]
+    self.assertGreater(float(np.max(np.abs(scaled - unscaled))), 0.1)
+
+  def test_subnets_scale_their_kept_blocks(self):
+    keep = np.array([True, False, True, True, False])
+    survival = np.asarray(self.method.survival)
+    want = self.model.apply(self.variables, self.x, keep_mask=jnp.asarray(keep), train=False,
+                            residual_scale=jnp.asarray(survival))[0]
+    self.assertAlmostEqual(self.runner.subnet_accuracy(keep), self._accuracy(want), places=6)
+    deletion = evaluate.EVALUATORS['block_deletion'](self.runner)['block_deletion']
+    for block, acc in deletion:
+      mask = np.ones(5, bool)
+      mask[block] = False
+      logits = self.model.apply(self.variables, self.x, keep_mask=jnp.asarray(mask),
+                                train=False, residual_scale=jnp.asarray(survival))[0]
+      self.assertAlmostEqual(acc, self._accuracy(logits), places=6)
 
 
 if __name__ == '__main__':

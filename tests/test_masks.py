@@ -1,4 +1,5 @@
-"""Tests for gkt_jax.masks: hand-computed masks, jit agreement and sampler statistics.
+"""Tests for gkt_jax.masks: hand-computed masks, jit agreement and sampler statistics, and
+the sampling rules GKT and stimulative training build from them (`sample_masks`).
 
 Statistical tests draw NUM_DRAWS masks in one jitted vmap and accept an observed frequency
 within SIGMAS binomial standard deviations of the exact probability (exact equality where
@@ -13,9 +14,10 @@ from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from gkt_jax import masks
+from gkt_jax import masks, methods, models
 
 NUM_DRAWS = 20_000
 SIGMAS = 5.0
@@ -39,6 +41,14 @@ def _draw_chains(keys, *, stage_sizes, num_subnets, sampler, kw=()):
       k, stage_sizes, num_subnets, sampler=sampler, **dict(kw)))(keys)
 
 
+def _method_masks(seed: int, **fields) -> np.ndarray:
+  """bool[NUM_DRAWS, K, 9]: one `sample_masks` draw per key of the method `fields` describe,
+  on a ResNet-20 (stage sizes (3, 3, 3))."""
+  method = methods.get_method(ml_collections.ConfigDict(fields),
+                              models.build_model('resnet20', 10))
+  return np.asarray(jax.jit(jax.vmap(method.sample_masks))(_keys(seed)))
+
+
 class _StatsTestCase(parameterized.TestCase):
 
   def assert_frequency(self, observed, prob, num, msg=''):
@@ -46,6 +56,14 @@ class _StatsTestCase(parameterized.TestCase):
     tol = SIGMAS * math.sqrt(prob * (1.0 - prob) / num)
     self.assertLessEqual(abs(float(observed) - prob), tol,
                          f'{msg}: frequency {float(observed):.4f}, expected {prob:.4f} '
+                         f'+- {tol:.4f}')
+
+  def assert_same_frequency(self, first, second, num, msg=''):
+    """Two frequencies over num trials each agree within SIGMAS std of their difference."""
+    prob = (float(first) + float(second)) / 2
+    tol = SIGMAS * math.sqrt(2 * prob * (1.0 - prob) / num)
+    self.assertLessEqual(abs(float(first) - float(second)), tol,
+                         f'{msg}: frequencies {float(first):.4f} and {float(second):.4f} '
                          f'+- {tol:.4f}')
 
 
@@ -288,12 +306,31 @@ class SampleSubnetTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters('prefix', 'bernoulli', 'geometric')
-  def test_full_parent_is_default(self, sampler):
+  def test_default_parent_is_the_full_network(self, sampler):
+    # Without a parent, each sampler's documented rule applied to the full network, rebuilt
+    # in numpy from the raw draws of the same key (not by passing an all-ones parent, which
+    # is how the default is built).
+    stage_sizes = (3, 4, 2)
+    droppable = masks.droppable_mask(stage_sizes)
     sample = self.variant(masks.sample_subnet, static_argnames=('stage_sizes', 'sampler'))
-    key = jax.random.key(10)
-    np.testing.assert_array_equal(
-        sample(key, (3, 4, 2), sampler=sampler),
-        masks.sample_subnet(key, (3, 4, 2), sampler=sampler, parent=jnp.ones(9, bool)))
+    draws = []
+    for seed in range(10, 16):
+      key = jax.random.key(seed)
+      if sampler == 'prefix':  # d_s = n_s - m_s, m_s ~ UniformInt{0..n_s-1}
+        depths = np.subtract(stage_sizes, jax.random.randint(key, (3,), 0, jnp.array(stage_sizes)))
+        want = np.concatenate([np.arange(n) < d for n, d in zip(stage_sizes, depths)])
+      elif sampler == 'bernoulli':  # every droppable block dropped w.p. 0.2
+        want = ~(np.asarray(jax.random.bernoulli(key, 0.2, (9,))) & droppable)
+      else:  # k ~ P(k) ∝ 0.5^k on 1..6 (all 6 droppable blocks available), then k of them
+        count_key, choice_key = jax.random.split(key)
+        k = 1 + int(jax.random.categorical(count_key, jnp.arange(1, 7) * jnp.log(0.5)))
+        priority = np.where(droppable, jax.random.uniform(choice_key, (9,)), 2.0)
+        want = np.ones(9, bool)
+        want[np.argsort(priority)[:k]] = False
+      draws.append(want)
+      np.testing.assert_array_equal(sample(key, stage_sizes, sampler=sampler), want,
+                                    f'seed {seed}')
+    self.assertGreater(len({d.tobytes() for d in draws}), 1)
 
   def test_unknown_sampler(self):
     with self.assertRaisesRegex(ValueError,
@@ -364,6 +401,67 @@ class SampleNestedSubnetsTest(_StatsTestCase, chex.TestCase):
       masks.sample_nested_subnets(jax.random.key(0), (3, 3), 2, sampler='foo')
     with self.assertRaisesRegex(ValueError, 'num_subnets=-1'):
       masks.sample_nested_subnets(jax.random.key(0), (3, 3), -1)
+
+
+class MethodSamplingRulesTest(_StatsTestCase):
+  """`sample_masks` of GKT and stimulative training on a ResNet-20 (3 blocks per stage, all
+  but the first droppable: 6 in all)."""
+
+  @parameterized.parameters('bernoulli', 'geometric')
+  def test_gkt_loops_of_nested_levels_each_from_the_full_network(self, sampler):
+    levels, loops = 3, 2
+    draws = _method_masks(20, name='gkt', levels=levels, loops=loops, sampler=sampler)
+    self.assertEqual(draws.shape, (NUM_DRAWS, loops * levels, 9))
+    chains = draws.reshape(NUM_DRAWS, loops, levels, 9)  # row i: loop i // 3, level i % 3 + 1
+    droppable = masks.droppable_mask((3, 3, 3))
+    self.assertTrue(chains[..., ~droppable].all(), 'a stage-first block was dropped')
+    self.assertFalse((chains[:, :, 1:] & ~chains[:, :, :-1]).any(),
+                     'level g keeps a block that level g - 1 of its loop drops')
+    # Each loop restarts from the full network, not from the last level of the loop before.
+    self.assertTrue((chains[:, 1, 0] & ~chains[:, 0, -1]).any(-1).any())
+    kept = chains[..., droppable].sum(-1)  # int[N, loops, levels] in 0..6
+    for g in range(levels):
+      for count in range(7):
+        self.assert_same_frequency((kept[:, 0, g] == count).mean(),
+                                   (kept[:, 1, g] == count).mean(), NUM_DRAWS,
+                                   f'level {g + 1} keeps {count}: loop 1 vs loop 2')
+    # The loops are independent draws: level g's kept counts are uncorrelated across loops
+    # (std of a sample correlation: 1/sqrt(N)).
+    for g in range(levels):
+      corr = np.corrcoef(kept[:, 0, g], kept[:, 1, g])[0, 1]
+      self.assertLess(abs(corr), SIGMAS / math.sqrt(NUM_DRAWS), f'level {g + 1}')
+    if sampler == 'bernoulli':  # drop_prob 0.2: level g keeps Binomial(6, 0.8^g) blocks
+      for loop in range(loops):
+        for g in range(1, levels + 1):
+          q = 0.8 ** g
+          for count in range(7):
+            self.assert_frequency((kept[:, loop, g - 1] == count).mean(),
+                                  math.comb(6, count) * q**count * (1 - q)**(6 - count),
+                                  NUM_DRAWS, f'loop {loop + 1} level {g} keeps {count}')
+    else:  # each level drops >= 1 more while any droppable block is left
+      shrink = np.concatenate([np.full((NUM_DRAWS, loops, 1), 6), kept], -1)
+      self.assertTrue(((shrink[..., 1:] < shrink[..., :-1]) | (shrink[..., :-1] == 0)).all())
+
+  def test_stimulative_rows_are_independent_prefix_draws_from_the_full_network(self):
+    n_sub = 6
+    draws = _method_masks(21, name='stimulative', n_sub=n_sub)
+    self.assertEqual(draws.shape, (NUM_DRAWS, n_sub, 9))
+    by_stage = draws.reshape(NUM_DRAWS, n_sub, 3, 3)
+    depths = by_stage.sum(-1)  # int[N, rows, stages]
+    # Every row keeps a prefix of every stage, of a depth uniform on 1..3.
+    np.testing.assert_array_equal(by_stage, np.arange(3) < depths[..., None])
+    for row in range(n_sub):
+      for stage in range(3):
+        for d in (1, 2, 3):
+          self.assert_frequency((depths[:, row, stage] == d).mean(), 1 / 3, NUM_DRAWS,
+                                f'row {row} stage {stage} depth {d}')
+    # Independent rows: two rows are the same subnet w.p. (1/3)^3, not 1 (copies of one draw)
+    # nor 0; their kept counts are uncorrelated (std of a sample correlation: 1/sqrt(N)).
+    for row in range(1, n_sub):
+      self.assert_frequency((draws[:, 0] == draws[:, row]).all(-1).mean(), 1 / 27, NUM_DRAWS,
+                            f'rows 0 and {row} equal')
+    corr = np.corrcoef(draws.sum(-1).T)
+    self.assertLess(np.abs(corr[~np.eye(n_sub, dtype=bool)]).max(), SIGMAS / math.sqrt(NUM_DRAWS))
 
 
 if __name__ == '__main__':

@@ -68,18 +68,44 @@ def _reference_gkt(model, params, stats, batch, subnet_masks, levels, loops, mom
   return total, stats
 
 
+def _resize_bilinear_reference(images, side):
+  """PyTorch's F.interpolate(images, (side, side), mode='bilinear', align_corners=False),
+  without antialiasing, in numpy (NHWC, float64): output pixel o of n_out samples the input
+  at half-pixel coordinate (o + 0.5) * n_in / n_out - 0.5, clamped at 0, interpolating
+  linearly between the two pixels around it (the last pixel past the far border)."""
+  def weights(n_in, n_out):  # f64[n_out, n_in]
+    src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0)
+    low = np.minimum(np.floor(src).astype(int), n_in - 1)
+    high = np.minimum(low + 1, n_in - 1)
+    frac = src - low
+    w = np.zeros((n_out, n_in))
+    np.add.at(w, (np.arange(n_out), low), 1.0 - frac)
+    np.add.at(w, (np.arange(n_out), high), frac)
+    return w
+
+  images = np.asarray(images, np.float64)
+  return np.einsum('oh,bhwc,pw->bopc', weights(images.shape[1], side), images,
+                   weights(images.shape[2], side))
+
+
 class SelfDistillationTest(parameterized.TestCase):
 
   @parameterized.parameters(
-      dict(levels=3, loops=2, aggregate='ema', sampler='bernoulli', temperature=1.0),
-      dict(levels=2, loops=3, aggregate='mean', sampler='geometric', temperature=2.0),
-      dict(levels=1, loops=1, aggregate='ema', sampler='bernoulli', temperature=1.0),
+      dict(levels=3, loops=2, aggregate='ema', sampler='bernoulli', temperature=1.0,
+           bn_stats='every_pass'),
+      dict(levels=2, loops=3, aggregate='mean', sampler='geometric', temperature=2.0,
+           bn_stats='full_network'),
+      dict(levels=1, loops=1, aggregate='ema', sampler='bernoulli', temperature=1.0,
+           bn_stats='every_pass'),
+      dict(levels=3, loops=2, aggregate='ema', sampler='bernoulli', temperature=1.0,
+           bn_stats='full_network'),
   )
-  def test_gkt_gradients_equal_reference(self, levels, loops, aggregate, sampler, temperature):
+  def test_gkt_gradients_equal_reference(self, levels, loops, aggregate, sampler, temperature,
+                                         bn_stats):
     model, batch, variables = _setup()
     method = _method(model, name='gkt', levels=levels, loops=loops, aggregate=aggregate,
                      momentum=0.3, sampler=sampler, drop_prob=0.4, temperature=temperature,
-                     kl_weight=0.7)
+                     kl_weight=0.7, bn_stats=bn_stats)
     key = jax.random.key(5)
     grads, (stats, _, measurements) = jax.jit(method.gradients)(
         variables['params'], variables['batch_stats'], batch, key, {})
@@ -95,7 +121,15 @@ class SelfDistillationTest(parameterized.TestCase):
         variables['params'])
     np.testing.assert_allclose(measurements['loss'], want_loss, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(grads, want_grads, atol=1e-5, rtol=1e-4)
-    chex.assert_trees_all_close(stats, want_stats, atol=1e-5, rtol=1e-5)
+    # Running statistics: threaded through every pass in order (the reference), or the full
+    # network's pass alone; the gradients are the same either way.
+    _, full_stats = _forward(model, variables['params'], variables['batch_stats'],
+                             batch['images'])
+    expected_stats = want_stats if bn_stats == 'every_pass' else full_stats
+    chex.assert_trees_all_close(stats, expected_stats, atol=1e-5, rtol=1e-5)
+    differs = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.any(np.abs(a - b) > 1e-4)),
+                                           want_stats, full_stats))
+    self.assertTrue(any(differs))  # the two settings are told apart by this batch
     for g in range(1, levels + 1):
       self.assertIn(f'kl/level{g}', measurements)
 
@@ -149,15 +183,66 @@ class SelfDistillationTest(parameterized.TestCase):
     np.testing.assert_allclose(measurements['loss'], want_loss, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(grads, want_grads, atol=1e-5, rtol=1e-4)
 
+  def test_bilinear_reference_hand_values(self):
+    # 4 -> 2: samples at 0.5 and 2.5. 3 -> 2: at 0.25 and 1.75. 2 -> 4: at -0.25 (clamped
+    # to 0), 0.25, 0.75 and 1.25 (past the last pixel: the last pixel).
+    for row, side, want in (([0., 1., 2., 3.], 2, [0.5, 2.5]),
+                            ([0., 10., 40.], 2, [2.5, 32.5]),
+                            ([0., 1.], 4, [0., 0.25, 0.75, 1.])):
+      image = np.asarray(row)[None, None, :, None] * np.ones((1, len(row), 1, 1))
+      got = _resize_bilinear_reference(image, side)  # rows and columns alike
+      np.testing.assert_allclose(got[0, :, :, 0], np.broadcast_to(want, (side, side)),
+                                 atol=1e-12)
+      np.testing.assert_allclose(_resize_bilinear_reference(np.swapaxes(image, 1, 2), side),
+                                 np.swapaxes(got, 1, 2), atol=1e-12)
+
   def test_subnet_resize(self):
+    # ST++ subnets see the batch resized as PyTorch's F.interpolate(mode='bilinear',
+    # align_corners=False) does: the step's gradients equal the reference run on the numpy
+    # resize, and would not with an antialiased (filtered) downscale.
     model, batch, variables = _setup(side=16)
-    method = _method(model, name='stimulative', n_sub=4, subnet_resize=True,
-                     resize_min_scale=0.5, resize_buckets=3)
-    self.assertEqual(method.resize_sizes(16), (8, 12, 16))
+    method = _method(model, name='stimulative', n_sub=3, subnet_resize=True,
+                     resize_min_scale=0.5, resize_buckets=3, temperature=1.0, kl_weight=1.0)
+    sizes = method.resize_sizes(16)
+    self.assertEqual(sizes, (8, 12, 16))
+    key = jax.random.key(4)
     grads, (_, _, measurements) = jax.jit(method.gradients)(
-        variables['params'], variables['batch_stats'], batch, jax.random.key(0), {})
-    self.assertTrue(all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads)))
-    self.assertTrue(np.isfinite(float(measurements['loss'])))
+        variables['params'], variables['batch_stats'], batch, key, {})
+    mask_key, size_key = jax.random.split(key)
+    subnet_masks = method.sample_masks(mask_key)
+    size_index = np.asarray(jax.random.randint(size_key, (3,), 0, len(sizes)))
+    self.assertEqual(sorted(size_index.tolist()), [0, 1, 2])  # 16 -> 8, 16 -> 12, 16 -> 16
+
+    @jax.jit
+    def full_network(params):
+      def loss(p):
+        logits, stats = _forward(model, p, variables['batch_stats'], batch['images'])
+        return _ce(logits, batch['labels']), (stats, jax.lax.stop_gradient(logits))
+      return jax.value_and_grad(loss, has_aux=True)(params)
+
+    @jax.jit
+    def subnet(params, stats, images, mask, teacher):  # compiled once per image size
+      def loss(p):
+        z, new_stats = _forward(model, p, stats, images, mask)
+        return _kl(z, teacher, 1.0), new_stats
+      return jax.value_and_grad(loss, has_aux=True)(params)
+
+    def reference(inputs):  # the stimulative step with subnet i on inputs[size_index[i]]
+      (total, (stats, teacher)), total_grads = full_network(variables['params'])
+      for m, i in zip(subnet_masks, size_index):
+        (loss, stats), g = subnet(variables['params'], stats, inputs[i], m, teacher)
+        total, total_grads = total + loss, jax.tree.map(jnp.add, total_grads, g)
+      return total, total_grads
+
+    images = np.asarray(batch['images'])
+    resized = [jnp.asarray(_resize_bilinear_reference(images, s), jnp.float32) for s in sizes]
+    want_loss, want_grads = reference(resized)
+    np.testing.assert_allclose(measurements['loss'], want_loss, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(grads, want_grads, atol=1e-5, rtol=1e-4)
+    antialiased = [jax.image.resize(images, (8, s, s, 3), 'bilinear', antialias=True)
+                   for s in sizes]
+    self.assertGreater(float(jnp.max(jnp.abs(antialiased[0] - resized[0]))), 0.1)
+    self.assertGreater(abs(float(reference(antialiased)[0] - want_loss)), 1e-3)
 
   def test_one_trace_for_every_step(self):
     model, batch, variables = _setup()
@@ -207,14 +292,57 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
     want = model.apply(variables, batch['images'], train=False, residual_scale=survival)[0]
     np.testing.assert_allclose(method.predict(variables, batch['images']), want, atol=1e-6)
 
+  def test_stochastic_depth_inverted_mode(self):
+    # test_scaling=False: kept branches scaled by 1/p_i in training, the plain network at test.
+    model, batch, variables = _setup()
+    method = _method(model, name='stochastic_depth', final_survival=0.5, test_scaling=False)
+    key = jax.random.key(9)
+    grads, (_, _, measurements) = method.gradients(
+        variables['params'], variables['batch_stats'], batch, key, {})
+    survival = masks.stochastic_depth_survival(6, 0.5)
+    keep = masks.sample_stochastic_depth(key, survival)
+    np.testing.assert_array_equal(measurements['masks_run'][0], keep)
+
+    def reference(params, scale):
+      (logits, _), _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
+                                   batch['images'], keep_mask=keep, train=True,
+                                   residual_scale=scale, mutable=['batch_stats'])
+      return _ce(logits, batch['labels'])
+
+    chex.assert_trees_all_close(grads, jax.grad(reference)(variables['params'], 1.0 / survival),
+                                atol=1e-6)
+    unscaled = jax.grad(reference)(variables['params'], None)
+    self.assertGreater(max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+        jax.tree.leaves(grads), jax.tree.leaves(unscaled))), 1e-4)
+    plain = model.apply(variables, batch['images'], train=False)[0]
+    np.testing.assert_array_equal(method.predict(variables, batch['images']), plain)
+    full = jnp.ones(6, bool)
+    np.testing.assert_array_equal(method.subnet_logits(variables, batch['images'], full),
+                                  model.apply(variables, batch['images'], keep_mask=full,
+                                              train=False)[0])
+
   def test_stochastic_depth_keep_rate(self):
     model, batch, variables = _setup()
     method = _method(model, name='stochastic_depth', final_survival=0.5)
-    step = jax.jit(lambda k: method.gradients(variables['params'], variables['batch_stats'],
-                                              batch, k, {})[1][2]['kept_fraction'])
-    rates = [float(step(jax.random.key(i))) for i in range(200)]
-    # mean of 1 - (i/6) * 0.5 over i = 1..6 is 0.7083; std of the mean ~ 0.013.
-    self.assertAlmostEqual(np.mean(rates), 0.7083, delta=0.06)
+
+    @jax.jit
+    def step(key):
+      measurements = method.gradients(variables['params'], variables['batch_stats'], batch,
+                                      key, {})[1][2]
+      return measurements['kept_fraction'], measurements['masks_run'][0]
+
+    num = 200
+    rates, kept = map(np.asarray, zip(*[step(jax.random.key(i)) for i in range(num)]))
+    np.testing.assert_allclose(rates, kept.mean(-1), atol=1e-7)
+    # Block i of 6 is kept w.p. p_i = 1 - (i / 6) * 0.5, independently: each block's keep
+    # frequency over the steps, and the mean kept fraction (mean p_i = 51/72, variance
+    # sum p_i (1 - p_i) / 36 per step), within 4 binomial standard deviations.
+    survival = 1 - np.arange(1, 7) / 6 * 0.5
+    for i, p in enumerate(survival):
+      self.assertAlmostEqual(kept[:, i].mean(), p, delta=4 * np.sqrt(p * (1 - p) / num),
+                             msg=f'block {i + 1}')
+    self.assertAlmostEqual(rates.mean(), 51 / 72,
+                           delta=4 * np.sqrt(np.sum(survival * (1 - survival)) / 36 / num))
 
 
 class RegistryTest(parameterized.TestCase):

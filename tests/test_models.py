@@ -7,7 +7,7 @@ import numpy as np
 from absl.testing import absltest, parameterized
 
 from gkt_jax import models
-from gkt_jax.models import ResNet, conv2d
+from gkt_jax.models import ResNet, conv2d, resnet
 
 
 def _tiny(stage_sizes=(3, 2), shortcut='pad', block='basic', **kw):
@@ -45,10 +45,12 @@ def _without_blocks(variables, stage_sizes, keep):
 
 
 def _masked_grads(model, variables, x, keep=(True, False, True, True, False)):
-  """Parameter gradients and new batch stats of a masked training forward."""
+  """Parameter gradients and new batch stats of a masked (keep=None: plain) training
+  forward."""
   def loss(params):
     (logits, _), stats = model.apply({**variables, 'params': params}, x,
-                                     keep_mask=jnp.asarray(keep), train=True,
+                                     keep_mask=None if keep is None else jnp.asarray(keep),
+                                     train=True,
                                      mutable=['batch_stats'])
     return jnp.mean(logits ** 2), stats
   return jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
@@ -130,6 +132,39 @@ class MaskedResNetTest(parameterized.TestCase):
     self.assertGreater(float(jnp.max(jnp.abs(
         dropped - model.apply(variables, x, train=False)[0]))), 1e-3)
 
+  def test_pad_shortcut_downsampling_hand_values(self):
+    # x[0, h, w, c] = 16h + 4w + c on a 4x4x2 map, to 4 channels at stride 2.
+    x = (16 * jnp.arange(4)[:, None, None] + 4 * jnp.arange(4)[None, :, None]
+         + jnp.arange(2)[None, None, :]).astype(jnp.float32)[None]
+    sub = resnet._pad_shortcut(x, 2, 4, 'subsample')[0]
+    # Every second pixel; one zero channel before and one after the two existing ones.
+    np.testing.assert_array_equal(sub[..., 1], [[0, 8], [32, 40]])
+    np.testing.assert_array_equal(sub[..., 2], [[1, 9], [33, 41]])
+    np.testing.assert_array_equal(sub[..., 0], 0)
+    np.testing.assert_array_equal(sub[..., 3], 0)
+    pooled = resnet._pad_shortcut(x, 2, 4, 'avgpool')[0]
+    # 2x2 means (ResidualDrop.lua); zero channels after the existing ones.
+    np.testing.assert_array_equal(pooled[..., 0], [[10, 18], [42, 50]])
+    np.testing.assert_array_equal(pooled[..., 1], [[11, 19], [43, 51]])
+    np.testing.assert_array_equal(pooled[..., 2:], 0)
+    # An odd side: the last row/column averages only the pixels there.
+    odd = resnet._pad_shortcut(jnp.arange(9.0).reshape(1, 3, 3, 1), 2, 1, 'avgpool')[0, ..., 0]
+    np.testing.assert_array_equal(odd, [[2.0, 3.5], [6.5, 8.0]])
+
+  def test_avgpool_shortcut_in_a_network(self):
+    # A dropped downsampling block outputs relu(avgpool shortcut); the field reaches it.
+    model = _tiny((1, 1), 'pad', pad_downsample='avgpool')
+    x, variables = _init(model)
+    keep = jnp.array([True, False])
+    got = model.apply(variables, x, keep_mask=keep, train=False)[1]['stage2']
+    stage1 = model.apply(variables, x, train=False)[1]['stage1']
+    np.testing.assert_allclose(
+        got, jax.nn.relu(resnet._pad_shortcut(stage1, 2, 8, 'avgpool')), atol=1e-6)
+    other = _tiny((1, 1), 'pad').apply(variables, x, keep_mask=keep, train=False)[1]['stage2']
+    self.assertGreater(float(jnp.max(jnp.abs(got - other))), 1e-3)
+    with self.assertRaisesRegex(ValueError, "pad_downsample='max' is not one of"):
+      _tiny(pad_downsample='max').init(jax.random.key(0), x)
+
   @parameterized.parameters(False, True)
   def test_all_true_mask_equals_plain_network(self, train):
     model = _tiny()
@@ -186,11 +221,20 @@ class MaskedResNetTest(parameterized.TestCase):
       jax.block_until_ready(step(variables, keep))
 
   @parameterized.parameters('canonical', 'xla')
-  def test_conv_impls_agree_on_masked_gradients(self, impl):
-    x, variables = _init(_tiny(conv_impl='xla'))
-    chex.assert_trees_all_close(_masked_grads(_tiny(conv_impl=impl), variables, x),
-                                _masked_grads(_tiny(conv_impl='xla'), variables, x),
-                                atol=1e-5, rtol=1e-4)
+  def test_masked_gradients_equal_network_without_blocks(self, impl):
+    # Each conv impl inside the per-block conds against a different program: the network
+    # built without the dropped blocks (no cond, no mask, XLA's convolution). Kept blocks get
+    # the small network's gradients, dropped ones exactly zero.
+    stage_sizes, keep = (3, 2), (True, False, True, True, False)
+    x, variables = _init(_tiny(stage_sizes, conv_impl='xla'))
+    grads, _ = _masked_grads(_tiny(stage_sizes, conv_impl=impl), variables, x, keep)
+    small_vars, small_sizes = _without_blocks(variables, stage_sizes, keep)
+    want, _ = _masked_grads(_tiny(small_sizes, conv_impl='xla'), small_vars, x, keep=None)
+    renamed, _ = _without_blocks({'params': grads}, stage_sizes, keep)
+    chex.assert_trees_all_close(renamed['params'], want, atol=1e-6, rtol=1e-5)
+    for name in ('stage1_block2', 'stage2_block2'):
+      self.assertEqual(max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads[name])),
+                       0.0, name)
 
   @parameterized.parameters('conv_outputs', 'nothing')
   def test_masked_saves_do_not_change_gradients(self, saves):

@@ -7,6 +7,7 @@ from absl.testing import absltest
 import pytest
 
 from experiments import reproduce
+from gkt_jax import evaluate, models
 
 
 class ReproduceTest(absltest.TestCase):
@@ -33,6 +34,19 @@ class ReproduceTest(absltest.TestCase):
         base = json.load(f)['full_accuracy']
       self.assertAlmostEqual(stats['ekd_fws']['diff_vs_baseline'][s], ekd - base)
     self.assertTrue(os.path.exists(os.path.join(docs, 'digits_depth.png')))
+    # Training FLOPs: 3 x steps x batch x the forward FLOPs of the step's passes.
+    suite = reproduce.SUITES['digits']
+    config = reproduce.run_config(suite, 'baseline', 0)
+    plain = models.build_model('resnet20', 10)
+    forward = evaluate.forward_flops(plain, (8, 8, 1))
+    self.assertAlmostEqual(stats['baseline']['train_flops'],
+                           3 * 2 * config.data.batch_size * forward, delta=1.0)
+    ekd = evaluate.forward_flops(models.with_classmates(plain, 0.2), (8, 8, 1),
+                                 classmates=True)
+    self.assertAlmostEqual(stats['ekd_fws']['train_flops'] / stats['baseline']['train_flops'],
+                           ekd / forward, places=9)
+    self.assertIn('train FLOPs', text)
+    self.assertIn('best deletion - full', text)
     # Same data order across methods: the seed alone fixes the batches.
     cfgs = [reproduce.run_config(reproduce.SUITES['digits'], l, 1) for l in reproduce.VARIANTS]
     self.assertLen({(c.seed, c.data.batch_size, c.total_epochs, c.optim.to_json())

@@ -5,12 +5,15 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from absl.testing import absltest, parameterized
 
 from experiments.configs import common
-from gkt_jax.train import train_and_evaluate
+from gkt_jax import data as data_lib
+from gkt_jax import evaluate, masks, methods
+from gkt_jax.train import export, train_and_evaluate
 import workers
 
 
@@ -32,9 +35,26 @@ class TrainTest(parameterized.TestCase):
     with open(os.path.join(workdir, 'summary.json')) as f:
       on_disk = json.load(f)
     self.assertEqual(on_disk['method'], method)
-    self.assertBetween(on_disk['full_accuracy'], 0.0, 1.0)
+    # The accuracies recomputed from the final checkpoint on digits' 359 test images: the
+    # deployed network's, and each level's mean over the evaluator's 2 nested chains
+    # (bernoulli, drop_prob 0.2, seed 0). Equal numbers of correct images.
+    model, saved, saved_config = export.load_run(workdir)
+    subnet_logits = jax.jit(methods.get_method(saved_config.method, model).subnet_logits)
+    digits = data_lib.load_dataset('digits')
+    images = data_lib.normalize(digits.test_images, digits.mean, digits.std)
+
+    def num_correct(keep_mask):
+      logits = subnet_logits(saved, images, keep_mask)
+      return int(np.sum(np.argmax(logits, -1) == digits.test_labels))
+
+    num_test = len(digits.test_labels)
+    self.assertAlmostEqual(on_disk['full_accuracy'] * num_test, num_correct(np.ones(9, bool)),
+                           delta=1e-6)
+    chains = jax.vmap(lambda k: masks.sample_nested_subnets(k, (3, 3, 3), 3, drop_prob=0.2))(
+        jax.random.split(jax.random.key(0), 2))
     for level in (1, 2, 3):
-      self.assertBetween(on_disk[f'subnet_acc/level{level}'], 0.0, 1.0)
+      self.assertAlmostEqual(on_disk[f'subnet_acc/level{level}'] * num_test,
+                             np.mean([num_correct(c[level - 1]) for c in chains]), delta=1e-6)
     self.assertTrue(on_disk['depth_curve'])
     self.assertEqual(summary['steps'], 4)
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
@@ -63,6 +83,37 @@ class TrainTest(parameterized.TestCase):
     result = _run_with_devices(code, 4)
     self.assertNotEqual(result.returncode, 0)
     self.assertIn('config.data.batch_size=66: must be divisible by the 4 devices', result.stderr)
+
+
+class RecalibrationTest(absltest.TestCase):
+
+  def test_recalibrated_statistics_serve_evaluation_only(self):
+    config = _smoke('stimulative')
+    config.method.bn_recalibration_images = 64
+    config.total_steps, config.log_every_steps, config.eval_every_steps = 6, 6, 6
+    config.optim.lr = 0.5  # training moves the running statistics away from the batch ones
+    config.evals = {'full': {'type': 'full'}}
+    config.plots = False
+    workdir = self.create_tempdir().full_path
+    summary, state = train_and_evaluate(config, workdir, return_state=True)
+    model, saved, _ = export.load_run(workdir)
+    # The train state and its checkpoint keep the statistics training produced.
+    for a, b in zip(jax.tree.leaves(saved['batch_stats']), jax.tree.leaves(state.batch_stats)):
+      np.testing.assert_array_equal(a, np.asarray(b))
+    digits = data_lib.load_dataset('digits')
+    raw, _ = digits.train_batches(64, seed=config.seed).get(0)
+    recal_images = data_lib.normalize(raw, digits.mean, digits.std)
+    per_batch = 64 // config.data.batch_size
+    recalibrated = evaluate.recalibrate_batch_stats(
+        model, saved, np.split(recal_images, max(per_batch, 1)), model.bn_momentum)
+    test_images = data_lib.normalize(digits.test_images, digits.mean, digits.std)
+
+    def accuracy(variables):
+      logits = model.apply(variables, test_images, train=False)[0]
+      return float(np.mean(np.argmax(logits, -1) == digits.test_labels))
+
+    self.assertNotEqual(accuracy(recalibrated), accuracy(saved))  # the test can tell
+    self.assertAlmostEqual(summary['full_accuracy'], accuracy(recalibrated), places=6)
 
 
 @pytest.mark.slow

@@ -67,7 +67,7 @@ class DefaultConfigsTest(parameterized.TestCase):
                   levels=2, loops=1, sampler='geometric', drop_prob=0.1, gamma=2.0,
                   aggregate='mean', momentum=0.9, kd_weight=2.0, att_weight=0.5,
                   dropout_rate=0.1, detach_teacher=True, alpha=0.5,
-                  residual_target='kd', student_features=True)
+                  residual_target='kd', student_features=True, bn_stats='every_pass')
     run = self.create_tempdir()  # a trained run's workdir, as far as validation looks
     run.create_file('config.json', '{}')
     values.update(teacher=run.full_path, student=run.full_path, res_students=(run.full_path,))

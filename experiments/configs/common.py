@@ -16,10 +16,10 @@ METHODS = {
                         max_shortening=None,  # a fresh placeholder per config: method_fields
                         normalize_logits=False, subnet_resize=False,
                         resize_min_scale=0.43, resize_buckets=4, subnet_label_weight=0.0,
-                        bn_recalibration_images=0),
+                        bn_recalibration_images=0, bn_stats='full_network'),
     'gkt': dict(name='gkt', levels=3, loops=2, sampler='bernoulli', drop_prob=0.2, gamma=0.5,
                 aggregate='ema', momentum=0.5, temperature=1.0, kl_weight=1.0,
-                subnet_label_weight=0.0, normalize_logits=False),
+                subnet_label_weight=0.0, normalize_logits=False, bn_stats='full_network'),
     # ekd_fwsnet.md: T = 3; kd_weight is the batch-mean weight (CIFAR-10 ResNet-20/32/44's
     # 1.5 here; the dataset configs set the spec's value); dropout_rate None: 0.2 for
     # 3-stage nets, 0.1 for 4-stage ones; the teacher is not detached, as in the authors' code.
@@ -52,13 +52,18 @@ def method_fields(method: str) -> dict:
 
 def evals(levels: int = 3, num_chains: int = 8, depth_subnets: int = 16,
           deletion: bool = True) -> dict:
-  """The standard evaluators: full network every eval; subnets at the end only."""
+  """The standard evaluators: full network every eval; subnets at the end only (nested
+  chains of GKT's sampler, and accuracy by kept blocks over prefix and over nested subnets)."""
   out = {
       'full': dict(type='full'),
       'subnet_chains': dict(type='subnet_chains', final_only=True, num_chains=num_chains,
                             levels=levels, sampler='bernoulli', drop_prob=0.2, seed=0),
       'depth_curve': dict(type='depth_curve', final_only=True, num_subnets=depth_subnets,
                           sampler='prefix', seed=1),
+      # The same depth curve over GKT's nested subnets: every method on both samplers.
+      'nested_depth_curve': dict(type='nested_depth_curve', final_only=True,
+                                 num_chains=num_chains, levels=levels, sampler='bernoulli',
+                                 drop_prob=0.2, seed=2),
   }
   if deletion:
     out['block_deletion'] = dict(type='block_deletion', final_only=True)
@@ -122,6 +127,9 @@ VARIANTS = {
     'gkt': ('gkt', {}),
     'gkt_geometric': ('gkt', {'sampler': 'geometric'}),
     'ekd_fws': ('ekd_fws', {}),
+    # The BatchNorm ablation: running statistics updated by every pass (the authors' loops).
+    'stimulative_every_pass': ('stimulative', {'bn_stats': 'every_pass'}),
+    'gkt_every_pass': ('gkt', {'bn_stats': 'every_pass'}),
 }
 
 

@@ -3,8 +3,9 @@
 Each evaluator is a callable `(runner) -> dict` of JSON-able results, where `runner`
 (`EvalRunner`) owns the test data, the compiled forward (one compilation serves every keep
 mask) and the current variables. Subnets are evaluated with the shared BatchNorm running
-statistics, as in the papers. Masks come from fixed seeds, so every method and every eval
-step sees the same subnets.
+statistics, as in the papers, and through the method's test-time rule
+(`method.subnet_logits`: stochastic depth scales the kept branches). Masks come from fixed
+seeds, so every method and every eval step sees the same subnets.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class EvalRunner:
       return (images.astype(jnp.float32) / 255.0 - self.mean) / self.std
 
     def correct(variables, images, labels, valid, keep_mask):
-      logits = model.apply(variables, normalise(images), keep_mask=keep_mask, train=False)[0]
+      logits = method.subnet_logits(variables, normalise(images), keep_mask)
       return jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
 
     def correct_deployed(variables, images, labels, valid):
@@ -106,7 +107,8 @@ class EvalRunner:
     return self._fraction_correct(self._compiled_logits[name])
 
   def subnet_accuracy(self, keep_mask) -> float:
-    """Accuracy of the subnet keep_mask bool[L] (all-True: the plain full network)."""
+    """Accuracy of the subnet keep_mask bool[L] as the method runs it at test time
+    (`method.subnet_logits`; all-True: the deployed network)."""
     return self._accuracy(self._correct, jnp.asarray(keep_mask, bool))
 
 
@@ -129,20 +131,37 @@ def subnet_chains(runner: EvalRunner, *, num_chains: int = 8, levels: int = 3,
   return out
 
 
+def _accuracy_by_kept(runner: EvalRunner, sampled: np.ndarray) -> list:
+  """[[kept blocks, mean accuracy, number of distinct subnets]] over the distinct rows of
+  `sampled` bool[N, L] and the full network, by number of kept blocks."""
+  sampled = np.concatenate([np.ones((1, sampled.shape[1]), bool), sampled])
+  by_kept: dict[int, list[float]] = {}
+  for mask in np.unique(sampled, axis=0):
+    by_kept.setdefault(int(mask.sum()), []).append(runner.subnet_accuracy(mask))
+  return [[kept, float(np.mean(accs)), len(accs)] for kept, accs in sorted(by_kept.items())]
+
+
 def depth_curve(runner: EvalRunner, *, num_subnets: int = 16, sampler: str = 'prefix',
                 seed: int = 1, **sampler_kw) -> dict:
-  """Accuracy vs number of kept blocks over `num_subnets` sampled subnets (+ the full net)."""
+  """Accuracy vs number of kept blocks over `num_subnets` sampled subnets (+ the full net);
+  the default sampler is stimulative training's per-stage prefix."""
   stage_sizes = tuple(runner.model.stage_sizes)
   keys = jax.random.split(jax.random.key(seed), num_subnets)
   sampled = np.asarray(jax.vmap(lambda k: masks.sample_subnet(
       k, stage_sizes, sampler=sampler, **sampler_kw))(keys))
-  sampled = np.concatenate([np.ones((1, sampled.shape[1]), bool), sampled])
-  unique = np.unique(sampled, axis=0)
-  by_kept: dict[int, list[float]] = {}
-  for mask in unique:
-    by_kept.setdefault(int(mask.sum()), []).append(runner.subnet_accuracy(mask))
-  curve = [[kept, float(np.mean(accs)), len(accs)] for kept, accs in sorted(by_kept.items())]
-  return {'depth_curve': curve}
+  return {'depth_curve': _accuracy_by_kept(runner, sampled)}
+
+
+def nested_depth_curve(runner: EvalRunner, *, num_chains: int = 8, levels: int = 3,
+                       sampler: str = 'bernoulli', seed: int = 2, **sampler_kw) -> dict:
+  """Accuracy vs number of kept blocks over every subnet of `num_chains` nested chains of
+  `levels` (GKT's sampler), + the full net: the depth curve drawn from GKT's training
+  distribution, beside `depth_curve`'s prefix subnets, for every method."""
+  stage_sizes = tuple(runner.model.stage_sizes)
+  keys = jax.random.split(jax.random.key(seed), num_chains)
+  chains = np.asarray(jax.vmap(lambda k: masks.sample_nested_subnets(
+      k, stage_sizes, levels, sampler=sampler, **sampler_kw))(keys))
+  return {'nested_depth_curve': _accuracy_by_kept(runner, chains.reshape(-1, chains.shape[-1]))}
 
 
 def block_deletion(runner: EvalRunner) -> dict:
@@ -177,7 +196,8 @@ def classmate_paths(runner: EvalRunner) -> dict:
 
 EVALUATORS: dict[str, Callable[..., dict]] = {
     'full': full_accuracy, 'subnet_chains': subnet_chains, 'depth_curve': depth_curve,
-    'block_deletion': block_deletion, 'classmate_paths': classmate_paths}
+    'nested_depth_curve': nested_depth_curve, 'block_deletion': block_deletion,
+    'classmate_paths': classmate_paths}
 
 
 def run_evaluators(runner: EvalRunner, evals_config, *, final: bool) -> dict:
@@ -194,19 +214,29 @@ def run_evaluators(runner: EvalRunner, evals_config, *, final: bool) -> dict:
   return results
 
 
-def recalibrate_batch_stats(model, variables, image_batches, momentum: float):
-  """BatchNorm statistics of the full network re-estimated on `image_batches` (ST++).
+def make_recalibrator(model, momentum: float) -> Callable:
+  """A jitted `recalibrate(variables, image_batches f32[N, B, H, W, C]) -> variables` with
+  the full network's BatchNorm statistics re-estimated on the N batches (ST++). A run builds
+  it once and calls it at every evaluation: one compilation per batch shape.
 
   In training mode a layer's output depends only on its batch statistics, so each batch's
   statistics can be read exactly from one `apply` (new = m * old + (1 - m) * batch); the
   result is their average over batches (PyTorch's cumulative average, momentum=None).
   """
   @jax.jit
-  def batch_stats_of(images):
-    _, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
-    return jax.tree.map(lambda new, old: (new - momentum * old) / (1.0 - momentum),
-                        updates['batch_stats'], variables['batch_stats'])
+  def recalibrate(variables, image_batches):
+    def batch_stats_of(images):
+      _, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+      return jax.tree.map(lambda new, old: (new - momentum * old) / (1.0 - momentum),
+                          updates['batch_stats'], variables['batch_stats'])
 
-  stats = [batch_stats_of(images) for images in image_batches]
-  mean_stats = jax.tree.map(lambda *xs: sum(xs) / len(xs), *stats)
-  return {**variables, 'batch_stats': mean_stats}
+    stats = jax.lax.map(batch_stats_of, image_batches)
+    return {**variables, 'batch_stats': jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)}
+
+  return recalibrate
+
+
+def recalibrate_batch_stats(model, variables, image_batches, momentum: float):
+  """`variables` with BatchNorm statistics re-estimated on `image_batches` (a sequence of
+  equal-sized f32[B, H, W, C]); one call of `make_recalibrator`."""
+  return make_recalibrator(model, momentum)(variables, jnp.stack(list(image_batches)))

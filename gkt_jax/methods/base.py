@@ -90,6 +90,12 @@ class Method:
     """Test-time logits of the deployed network."""
     return self.model.apply(variables, images, train=False)[0]
 
+  def subnet_logits(self, variables, images, keep_mask):
+    """Test-time logits of the deployed network with only the blocks of keep_mask bool[L]
+    (subnet evaluators go through this, so a method's test-time rule applies to subnets too;
+    an all-True mask gives `predict`'s network)."""
+    return self.model.apply(variables, images, keep_mask=keep_mask, train=False)[0]
+
   def forwards_per_step(self) -> int:
     return 1
 

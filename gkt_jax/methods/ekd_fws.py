@@ -7,8 +7,10 @@ feature maps (`losses.ensemble_distillation_loss`). One optimizer trains all par
 test time only the main path runs: the deployed network is the plain ResNet
 (`experiments/export_main_path.py` writes it alone).
 
-BatchNorm statistics are computed over the step's (global) batch, as for every method here;
-the aux stages, run by several paths, update their running statistics once per path.
+BatchNorm statistics are computed over the step's (global) batch, as for every method here.
+The trunk (the deployed network) runs once per step, so its running statistics are its own
+and no `bn_stats` choice arises; the aux stages, run by several paths, update theirs once
+per path in path order, as the authors' code does.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ nested subnets is sampled from the full network (each a subnet of the one before
 `kl_weight`) from the knowledge of level g-1, and its detached logits are aggregated into
 level g's knowledge (an EMA with `momentum` over loops, or a running mean). Level 0's
 knowledge is the full network's detached logits. Every guessed choice is a config field.
+BatchNorm running statistics: `bn_stats` ('full_network' by default; 'every_pass' is what
+the authors' PyTorch loops do), see subnet_distillation.py.
 """
 
 from __future__ import annotations

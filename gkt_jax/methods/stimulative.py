@@ -7,7 +7,9 @@ full network, learn from its detached logits with T^2 KL. ST++ switches (all con
 `resize_buckets` sides spread over [resize_min_scale * side, side]: a bucketed stand-in for
 the continuous sizes of the spec, since a jitted step needs static shapes), and
 `bn_recalibration_images` (the trainer recalibrates BatchNorm before evaluation).
-`kl_weight = 0` gives the authors' "common training" control.
+`kl_weight = 0` gives the authors' "common training" control. BatchNorm running statistics:
+`bn_stats` ('full_network' by default; 'every_pass' is what the authors' code does), see
+subnet_distillation.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every block, the downsampling ones included, is kept with probability p_i (linea
 `final_survival`, or uniform); a dropped block outputs its shortcut and is not run. At test
 time every block runs with its residual branch scaled by p_i (`test_scaling=True`, the
 paper's rule) or unscaled (`False`, for the 'inverted' variant, which then scales by 1/p_i
-during training).
+during training). Subnet evaluators run the same test-time rule on the blocks they keep.
 """
 
 from __future__ import annotations
@@ -46,5 +46,11 @@ class StochasticDepth(Method):
     return grads, (new_stats, method_state, measurements)
 
   def predict(self, variables, images):
+    return self.subnet_logits(variables, images, None)
+
+  def subnet_logits(self, variables, images, keep_mask):
+    """Every kept block's branch scaled by its survival probability (test_scaling), as the
+    deployed network runs it; dropped blocks output their shortcut."""
     scale = self.survival if self.test_scaling else None
-    return self.model.apply(variables, images, train=False, residual_scale=scale)[0]
+    return self.model.apply(variables, images, keep_mask=keep_mask, train=False,
+                            residual_scale=scale)[0]

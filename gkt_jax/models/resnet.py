@@ -19,8 +19,11 @@ from flax import linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
 from gkt_jax.models.conv import conv2d, resolve_impl
+from gkt_jax.utils import with_variance_of
 
 SHORTCUTS = ('projection', 'pad')
+# How the parameter-free 'pad' shortcut of a downsampling block shrinks its input.
+PAD_DOWNSAMPLES = ('subsample', 'avgpool')
 _SAVE_POLICIES = {
     'conv_outputs': jax.checkpoint_policies.save_only_these_names('conv_out'),
     'nothing': jax.checkpoint_policies.nothing_saveable,
@@ -90,12 +93,28 @@ class BottleneckBranch(_Branch):
 
 
 def _zeros_with_variance_of(shape_dtype, like):
-  """Zeros of `shape_dtype`, varying over the same mesh axes as `like` (under shard_map a
-  cond's branches must agree in device variance; outside shard_map this is plain zeros)."""
-  zeros = jnp.zeros(shape_dtype.shape, shape_dtype.dtype)
-  axis_type = getattr(jax.typeof(like), 'manual_axis_type', None)
-  axes = tuple(sorted(getattr(axis_type, 'varying', ()) or ()))
-  return jax.lax.pcast(zeros, axes, to='varying') if axes else zeros
+  """Zeros of `shape_dtype`, varying over the same mesh axes as `like` (a cond's branches
+  must agree in device variance under shard_map)."""
+  return with_variance_of(jnp.zeros(shape_dtype.shape, shape_dtype.dtype), like)
+
+
+def _pad_shortcut(x, stride: int, out_features: int, downsample: str):
+  """The parameter-free shortcut of a block that changes shape (x f[N, H, W, C]).
+
+  'subsample' (option A of the CIFAR ResNet, as the common PyTorch code writes it): every
+  stride-th pixel, zero channels split before and after the existing ones. 'avgpool' (the
+  stochastic-depth authors' Torch code, ResidualDrop.lua): stride x stride average pooling,
+  zero channels appended after the existing ones. An odd side is padded at its end, the padding
+  left out of the average, so that the shortcut matches the branch's ceil(side / 2).
+  """
+  extra = out_features - x.shape[-1]
+  if downsample == 'avgpool':
+    if stride > 1:
+      x = nn.avg_pool(x, (stride, stride), strides=(stride, stride), padding='SAME',
+                      count_include_pad=False)
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
+  x = x[:, ::stride, ::stride, :]
+  return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
 
 
 class ResidualBlock(nn.Module):
@@ -109,6 +128,7 @@ class ResidualBlock(nn.Module):
   dtype: jnp.dtype
   block_barrier: bool = False
   masked_saves: str = 'conv_outputs'
+  pad_downsample: str = 'subsample'
 
   @nn.compact
   def __call__(self, x, keep, scale, train: bool):
@@ -116,10 +136,8 @@ class ResidualBlock(nn.Module):
     # The shortcut always runs: a dropped block outputs it.
     if self.stride == 1 and x.shape[-1] == out_features:
       shortcut = x
-    elif self.shortcut == 'pad':  # Option A of the CIFAR ResNet: subsample, zero channels.
-      shortcut = x[:, ::self.stride, ::self.stride, :]
-      extra = out_features - x.shape[-1]
-      shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+    elif self.shortcut == 'pad':
+      shortcut = _pad_shortcut(x, self.stride, out_features, self.pad_downsample)
     else:
       shortcut = Conv(out_features, 1, self.stride, impl=self.conv_impl, dtype=self.dtype,
                       name='proj_conv')(x)
@@ -162,6 +180,9 @@ class ResNet(nn.Module):
     stem_width: stem output channels.
     shortcut: 'projection' (1x1 conv + BN) or 'pad' (parameter-free: stride subsampling and zero
       channels, option A of the CIFAR ResNet).
+    pad_downsample: how a 'pad' shortcut shrinks its input: 'subsample' (every stride-th
+      pixel, zero channels on both sides) or 'avgpool' (2x2 average pooling, zero channels
+      after: the stochastic-depth authors' Torch code). Ignored with 'projection'.
     conv_impl: 'auto', 'xla' or 'canonical' (see conv.py).
     bn_momentum: running-statistics momentum (PyTorch's 0.1 is Flax's 0.9).
     dtype: computation dtype (parameters stay float32).
@@ -189,6 +210,7 @@ class ResNet(nn.Module):
   dtype: jnp.dtype = jnp.float32
   block_barriers: bool | str = 'auto'
   masked_saves: str = 'conv_outputs'
+  pad_downsample: str = 'subsample'
 
   @property
   def num_blocks(self) -> int:
@@ -205,6 +227,9 @@ class ResNet(nn.Module):
       raise ValueError(f'block_barriers={self.block_barriers!r} is not one of (auto, True, False)')
     if self.masked_saves not in MASKED_SAVES:
       raise ValueError(f'masked_saves={self.masked_saves!r} is not one of {MASKED_SAVES}')
+    if self.pad_downsample not in PAD_DOWNSAMPLES:
+      raise ValueError(f'pad_downsample={self.pad_downsample!r} is not one of '
+                       f'{PAD_DOWNSAMPLES}')
     barriers = (jax.default_backend() == 'cpu' if self.block_barriers == 'auto'
                 else bool(self.block_barriers))
     return resolve_impl(self.conv_impl), barriers
@@ -214,6 +239,7 @@ class ResNet(nn.Module):
     return [ResidualBlock(self.stage_widths[s], 2 if (s > 0 and j == 0) else 1, self.block,
                           self.shortcut, impl, self.bn_momentum, self.dtype,
                           block_barrier=barriers, masked_saves=self.masked_saves,
+                          pad_downsample=self.pad_downsample,
                           name=f'{prefix}stage{s + 1}_block{j + 1}')
             for j in range(self.stage_sizes[s])]
 

@@ -104,8 +104,9 @@ def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = Non
   method as `batch['frozen']`.
 
   With `axis_name` (the 'pmap' mode, run inside `jax.shard_map`), the step sees one device's
-  shard: BatchNorm statistics are per device, and gradients, batch statistics and
-  measurements are averaged over the axis before the update. `per_device_keys` then gives
+  shard: BatchNorm normalises with per-device statistics, gradients and measurements are
+  averaged over the axis before the update, and the running statistics kept are device 0's
+  (PyTorch DDP broadcasts rank 0's buffers before every forward). `per_device_keys` then gives
   every device its own subnet draw (the step key folded with the device index).
   """
   mean = jnp.asarray(mean, jnp.float32)
@@ -129,7 +130,9 @@ def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = Non
     grads, (batch_stats, method_state, measurements) = method.gradients(
         params, batch_stats, batch, key, state.method_state)
     if axis_name is not None:
-      grads, batch_stats = jax.lax.pmean((grads, batch_stats), axis_name)
+      grads = jax.lax.pmean(grads, axis_name)
+      # Running statistics: device 0's, as PyTorch DDP broadcasts rank 0's buffers.
+      batch_stats = jax.tree.map(lambda x: _device_zero(x, axis_name), batch_stats)
       # Method state and measurements: float leaves averaged; integer and boolean ones
       # (counters, keep masks) taken from device 0, so dtypes and checkpoints do not change.
       method_state, measurements = jax.tree.map(
@@ -146,13 +149,17 @@ def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = Non
   return train_step
 
 
-def _pmean_or_first(x, axis_name):
-  if jnp.issubdtype(x.dtype, jnp.floating):
-    return jax.lax.pmean(x, axis_name)
-  # Device 0's value, made replicated by a psum of it and zeros.
+def _device_zero(x, axis_name):
+  """Device 0's value of x, made replicated by a psum of it and zeros (exact)."""
   wide = x.astype(jnp.int32) if x.dtype == bool else x
   first = jnp.where(jax.lax.axis_index(axis_name) == 0, wide, jnp.zeros_like(wide))
   return jax.lax.psum(first, axis_name).astype(x.dtype)
+
+
+def _pmean_or_first(x, axis_name):
+  if jnp.issubdtype(x.dtype, jnp.floating):
+    return jax.lax.pmean(x, axis_name)
+  return _device_zero(x, axis_name)
 
 
 def compile_train_step(config, mesh, method, tx, schedule, mean, std):
@@ -209,6 +216,26 @@ def _restore_or_init(config, workdir, state, ckpt, log, method):
   return state, {}
 
 
+def _recalibration(config, dataset, model, batch_size: int, log):
+  """(recalibrate, image batches) for `method.bn_recalibration_images`, or None: built once
+  per run, so the recalibration compiles once (equal batches of about `batch_size` of the
+  first training images in the seed's order; a remainder smaller than one batch is left out).
+  """
+  recal_images = int(config.method.get('bn_recalibration_images', 0))
+  if not recal_images:
+    return None
+  if recal_images > dataset.num_train:  # found before training, not at its end
+    log(f'method.bn_recalibration_images={recal_images} is more than the '
+        f'{dataset.num_train} training images: recalibrating on all of them')
+    recal_images = dataset.num_train
+  num_batches = max(1, recal_images // batch_size)
+  size = recal_images // num_batches
+  raw, _ = dataset.train_batches(num_batches * size, seed=config.seed).get(0)
+  images = data_lib.normalize(raw, dataset.mean, dataset.std)
+  return (evaluate.make_recalibrator(model, model.bn_momentum),
+          images.reshape((num_batches, size) + images.shape[1:]))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        return_state: bool = False):
   """Trains `config.method` on `config.data` and evaluates it; returns the summary dict.
@@ -239,9 +266,6 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
   num_devices = mesh.devices.size
   validate.validate_config(config, num_devices=num_devices)
   os.makedirs(workdir, exist_ok=True)
-  if is_writer:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
   dataset = data_lib.load_dataset(config.data.name, data_dir=config.data.get('dir'),
                                   **dict(config.data.get('options', None) or {}))
@@ -289,6 +313,13 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
     with open(summary_path) as f:
       summary = json.load(f)
     return (summary, state) if return_state else summary
+  if is_writer:
+    # Written once the data loaded and the workdir's checkpoints accepted this config; a
+    # summary.json there is an earlier run's (this one trains), so it goes.
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    if os.path.exists(summary_path):
+      os.remove(summary_path)
   step_fn = compile_train_step(config, mesh, method, tx, schedule, dataset.mean, dataset.std)
   # Frozen networks: a step input and an eval variable, never train state.
   frozen = method.frozen_inputs()
@@ -306,23 +337,16 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
       data_sharding=sharded, replicated_sharding=replicated,
       eval_source=dataset.eval_batches if labels_checked else checked_eval_batches,
       num_examples=dataset.num_test)
-  recal_images = int(config.method.get('bn_recalibration_images', 0))
-  if recal_images > dataset.num_train:  # found before training, not at its end
-    log(f'method.bn_recalibration_images={recal_images} is more than the '
-        f'{dataset.num_train} training images: recalibrating on all of them')
-    recal_images = dataset.num_train
+  recalibration = _recalibration(config, dataset, model, batch_size, log)
   evals_config = config.get('evals', {'full': {'type': 'full'}})
 
   def run_evals(final: bool) -> dict:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     if frozen:
       variables['frozen'] = frozen
-    if recal_images:
-      recal_raw, _ = dataset.train_batches(recal_images, seed=config.seed).get(0)
-      recal = data_lib.normalize(recal_raw, dataset.mean, dataset.std)
-      variables = evaluate.recalibrate_batch_stats(
-          model, variables, np.array_split(recal, max(1, recal_images // batch_size)),
-          momentum=model.bn_momentum)
+    if recalibration is not None:  # for evaluation only: the train state keeps its own
+      recalibrate, recal_batches = recalibration
+      variables = recalibrate(variables, recal_batches)
     runner.variables = variables
     return evaluate.run_evaluators(runner, evals_config, final=final)
 

@@ -135,6 +135,7 @@ _SUBNET_CHECKS: dict[str, Check] = {
     'kl_weight': _non_negative,
     'subnet_label_weight': _non_negative,
     'normalize_logits': _boolean,
+    'bn_stats': _one_of(methods.subnet_distillation.BN_STATS, 'BatchNorm statistics setting'),
     'subnet_resize': _boolean,
     'resize_min_scale': _interval(0.0, 1.0, low_open=True),
     'resize_buckets': _integer(1),
@@ -187,6 +188,7 @@ _MODEL_CHECKS: dict[str, Check] = {
     'bn_momentum': _interval(0.0, 1.0, high_open=True),
     'block_barriers': _one_of(('auto', True, False), 'block_barriers value'),
     'masked_saves': _one_of(resnet.MASKED_SAVES, 'masked_saves value'),
+    'pad_downsample': _one_of(resnet.PAD_DOWNSAMPLES, 'pad_downsample value'),
 }
 
 

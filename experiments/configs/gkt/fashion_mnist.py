@@ -5,6 +5,9 @@ Launch:
       --workdir /tmp/gkt_fmnist
 Add ':smoke' to the config path for a 4-step check. Runtime: see README (2 CPU cores).
 Expected result: see the README's results table (the command that produced it is there).
+BatchNorm running statistics: method.bn_stats='full_network' (default: only the full
+network's pass updates them, so the deployed network keeps its own); 'every_pass'
+reproduces the authors' PyTorch loops (every pass updates them, in order).
 """
 
 from experiments.configs import common

@@ -6,6 +6,9 @@ Launch (and, to see exact resume, stop it with SIGTERM and run the same command 
 Checkpoints every 50 steps (and on SIGTERM); the final accuracy of an interrupted and resumed
 run equals that of an uninterrupted one (README, "Preemption and resume"). Runtime: about
 5 minutes on 2 CPU cores (an estimate from the 3-epoch run's step time).
+BatchNorm running statistics: method.bn_stats='full_network' (default: only the full
+network's pass updates them, so the deployed network keeps its own); 'every_pass'
+reproduces the authors' PyTorch loops (every pass updates them, in order).
 """
 
 from experiments.configs import common

@@ -29,6 +29,9 @@ of 16), ~5.4 full passes: ~6.5 days; assuming one H100-class GPU trains a full R
 and that the host keeps up: tfds's PIL decoding plus augment.random_resized_crop of a synthetic
 500x375 JPEG took ~3 ms on one core of the busy 2-core dev machine, so ~8 cores. Scale by the
 img_per_sec the run logs to metrics.jsonl.
+BatchNorm running statistics: method.bn_stats='full_network' (default: only the full
+network's pass updates them, so the deployed network keeps its own); 'every_pass'
+reproduces the authors' PyTorch loops (every pass updates them, in order).
 """
 
 from experiments.configs import common

@@ -23,6 +23,9 @@ prefix subnet (15 of ResNet-56's 27 blocks on average), ~1.56 full passes: ~26 m
 H100-class GPU trains a full ResNet-56 at ~10,000 img/s and a ResNet-110 at ~5,000 img/s
 (assumed throughputs, not measurements: no GPU run of this config exists yet). Scale by the
 img_per_sec the run logs to metrics.jsonl.
+BatchNorm running statistics: method.bn_stats='full_network' (default: only the full
+network's pass updates them, so the deployed network keeps its own); 'every_pass'
+reproduces the authors' PyTorch loops (every pass updates them, in order).
 """
 
 from experiments.configs import common

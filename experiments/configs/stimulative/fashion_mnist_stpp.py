@@ -5,6 +5,9 @@ Launch:
       --workdir /tmp/stpp_fmnist
 ST++: normalised logits, 6 subnets per step, subnet inputs resized (4 size buckets in
 [0.43, 1] x side), BatchNorm recalibrated on 2,000 training images before evaluation.
+BatchNorm running statistics: method.bn_stats='full_network' (default: only the full
+network's pass updates them, so the deployed network keeps its own); 'every_pass'
+reproduces the authors' PyTorch loops (every pass updates them, in order).
 """
 
 from experiments.configs import common
