@@ -50,6 +50,8 @@ _DOCS = flags.DEFINE_string('docs', 'docs/results', 'Where the report goes.')
 _SEEDS = flags.DEFINE_list('seeds', None, 'Override the suite\'s seeds.')
 _ONLY = flags.DEFINE_list('only', None, 'Run only these variants (labels).')
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Write the report from finished runs.')
+_REPORT = flags.DEFINE_bool('report', True, 'Write the report after training (--noreport: '
+                            'train only, e.g. when several invocations run in a row).')
 _STEPS = flags.DEFINE_integer('total_steps', None, 'Override every run\'s length (tests).')
 
 
@@ -444,6 +446,8 @@ def main(argv):
   if not _REPORT_ONLY.value:
     run_suite(_SUITE.value, _ROOT.value, seeds, labels, _STEPS.value,
               reskd=not _ONLY.value or 'reskd' in _ONLY.value)
+  if not _REPORT.value:
+    return
   print(report(_SUITE.value, _ROOT.value, _DOCS.value, seeds, cells))
   same_data = [n for n, s in SUITES.items()
                if (s['dataset'], s['model']) == (suite['dataset'], suite['model'])]

@@ -274,15 +274,21 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
     np.testing.assert_allclose(measurements['loss'], want_loss, rtol=1e-6)
     chex.assert_trees_all_close(grads, want_grads, atol=1e-6)
 
-  def test_stochastic_depth_uses_sampled_mask_and_scales_at_test(self):
+  def _stochastic_depth_step(self, key, **fields):
+    """(model, batch, variables, method, grads, keep mask, survival) of one SD step, after
+    checking that the step ran the mask drawn from its key."""
     model, batch, variables = _setup()
-    method = _method(model, name='stochastic_depth', final_survival=0.5, rule='linear')
-    key = jax.random.key(4)
+    method = _method(model, name='stochastic_depth', final_survival=0.5, **fields)
     grads, (_, _, measurements) = method.gradients(
         variables['params'], variables['batch_stats'], batch, key, {})
     survival = masks.stochastic_depth_survival(6, 0.5)
     keep = masks.sample_stochastic_depth(key, survival)
     np.testing.assert_array_equal(measurements['masks_run'][0], keep)
+    return model, batch, variables, method, grads, keep, survival
+
+  def test_stochastic_depth_uses_sampled_mask_and_scales_at_test(self):
+    model, batch, variables, method, grads, keep, survival = self._stochastic_depth_step(
+        jax.random.key(4), rule='linear')
 
     def reference(params):
       return _ce(_forward(model, params, variables['batch_stats'], batch['images'], keep)[0],
@@ -294,14 +300,8 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
 
   def test_stochastic_depth_inverted_mode(self):
     # test_scaling=False: kept branches scaled by 1/p_i in training, the plain network at test.
-    model, batch, variables = _setup()
-    method = _method(model, name='stochastic_depth', final_survival=0.5, test_scaling=False)
-    key = jax.random.key(9)
-    grads, (_, _, measurements) = method.gradients(
-        variables['params'], variables['batch_stats'], batch, key, {})
-    survival = masks.stochastic_depth_survival(6, 0.5)
-    keep = masks.sample_stochastic_depth(key, survival)
-    np.testing.assert_array_equal(measurements['masks_run'][0], keep)
+    model, batch, variables, method, grads, keep, survival = self._stochastic_depth_step(
+        jax.random.key(9), test_scaling=False)
 
     def reference(params, scale):
       (logits, _), _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
