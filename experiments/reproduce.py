@@ -388,8 +388,9 @@ def _plot_depth(stats, path, title) -> None:
 
 def compute_plot(root: str, docs: str, names) -> str | None:
   """Full-network accuracy against training compute (expected FLOPs, and measured train
-  seconds) of every finished cell of the suites `names`, mean +- std over seeds; written to
-  docs/<names[0]>_compute.png. Returns its path, or None when no cell finished."""
+  seconds) of every finished cell of the suites `names` (of one dataset), mean +- std over
+  seeds; written to docs/<dataset>_compute.png. Returns its path, or None when no cell
+  finished."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -425,7 +426,7 @@ def compute_plot(root: str, docs: str, names) -> str | None:
   fig.suptitle('accuracy against training compute (mean +- std over seeds)', fontsize=9)
   fig.tight_layout()
   os.makedirs(docs, exist_ok=True)
-  path = os.path.join(docs, f'{names[0]}_compute.png')
+  path = os.path.join(docs, f'{SUITES[names[0]]["dataset"]}_compute.png')
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
