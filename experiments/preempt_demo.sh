@@ -12,6 +12,7 @@ $CMD --workdir workdirs/fmnist_gkt_short > workdirs/short_part1.log 2>&1 &
 PID=$!
 while ! grep -q '"step": 125' workdirs/fmnist_gkt_short/metrics.jsonl 2>/dev/null; do sleep 1; done
 kill -TERM "$PID"
-wait "$PID" && echo "exit code after SIGTERM: 0" >> workdirs/short_part1.log
+code=0; wait "$PID" || code=$?
+echo "exit code after SIGTERM: $code" >> workdirs/short_part1.log
 $CMD --workdir workdirs/fmnist_gkt_short > workdirs/short_part2.log 2>&1
-grep -h "full network\|subnet level\|SIGTERM\|resumed from" workdirs/short_*.log
+grep -h "full network\|subnet level\|SIGTERM\|exit code\|resumed from" workdirs/short_*.log

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from gkt_jax import methods, models
-from gkt_jax.train import TrainState, train_and_evaluate, trainer
+from gkt_jax.train import TrainState, checkpoint, train_and_evaluate, trainer
 import workers
 
 STEPS = 3
@@ -146,6 +146,24 @@ class MultiProcessTest(absltest.TestCase):
                                skip=('__step__', '__preempted__', '__losses__'))
     # Only process 0 writes the run's files.
     self.assertTrue(os.path.exists(os.path.join(tmp, 'multi', 'summary.json')))
+
+  @pytest.mark.slow  # 40 s; the single-process bound is in the default suite
+  def test_a_signal_to_one_process_stops_every_process_at_one_early_step(self):
+    # SIGINT to process 0 alone (forwarded to JAX's preemption service), no log step for
+    # 1000 steps: both processes save one checkpoint a few steps after the device's step 20.
+    tmp = self.create_tempdir().full_path
+    workdir = os.path.join(tmp, 'run')
+    result = workers.run_multiprocess(
+        os.path.join(tmp, 'out.npz'), workdir,
+        {'method': 'baseline', 'total_steps': 400, 'log_every_steps': 1000,
+         'eval_every_steps': 400, 'ckpt_every_steps': 1000,
+         'signal_at_device_step': [20, 'SIGINT']}, processes=2, devices_per_process=1)
+    self.assertTrue(result['__preempted__'])
+    step = int(result['__step__'])
+    self.assertBetween(step, 20, 20 + 2 * trainer.MAX_STEPS_IN_FLIGHT + 4)
+    saved = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                    read_only=True).all_steps()
+    self.assertEqual(saved, [step])  # a save both processes joined (else it would hang)
 
 
 def jax_leaves(state):

@@ -16,12 +16,15 @@ warning. A later Orbax migration touches this file only.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import signal
+import sys
 import threading
 import warnings
 from typing import Any
 
+from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -84,26 +87,56 @@ def abstract_tree(tree):
 
 
 class PreemptionWatcher:
-  """Sets a flag on SIGTERM (and SIGINT if asked) so the loop can save and stop cleanly.
+  """Turns SIGTERM and SIGINT (Ctrl-C) into a request to save a checkpoint and stop.
 
-  `requested()` is agreed across processes: in a multi-process run every process must take
-  the same decision at the same step, so the flags are OR-ed through a tiny all-gather.
+  The loop asks `requested(step)` after dispatching every step. A second SIGINT exits at
+  once (KeyboardInterrupt), for a user who does not want to wait for the save.
+
+  Multi-process runs must stop at the same step everywhere. With JAX's preemption service
+  (on by default under `jax.distributed`), SIGTERM is left to it: any process's notice
+  spreads to all, and `multihost_utils.reached_preemption_sync_point` names one common step
+  without a host sync per step; a SIGINT is forwarded to the service as a SIGTERM. Without
+  the service, the processes OR their flags through a tiny all-gather every
+  `ALLGATHER_EVERY` steps.
   """
 
-  def __init__(self, signals=(signal.SIGTERM,)):
+  ALLGATHER_EVERY = 10
+
+  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
     self._flag = threading.Event()
     self._previous = {}
     self.signal_name = None
+    self._sync_manager = _preemption_sync_manager()
     if threading.current_thread() is threading.main_thread():
       for sig in signals:
+        if sig == signal.SIGTERM and self._sync_manager is not None:
+          continue  # the preemption service's own handler receives it
         self._previous[sig] = signal.signal(sig, self._handle)
 
   def _handle(self, signum, frame):
     del frame
-    self.signal_name = signal.Signals(signum).name
+    name = signal.Signals(signum).name
+    if signum == signal.SIGINT and self._flag.is_set():
+      raise KeyboardInterrupt(f'second {name}: exiting without saving')
+    self.signal_name = self.signal_name or name
     self._flag.set()
+    if signum == signal.SIGINT:
+      print(f'{name}: saving a checkpoint after the current step (again to exit at once)',
+            file=sys.stderr, flush=True)
+      if self._sync_manager is not None:  # let every process know, as for a preemption
+        os.kill(os.getpid(), signal.SIGTERM)
 
-  def requested(self) -> bool:
+  def requested(self, step: int) -> bool:
+    """Whether to save at `step` and stop; the same answer in every process."""
+    if jax.process_count() == 1:
+      return self._flag.is_set()
+    if self._sync_manager is not None:
+      if multihost_utils().reached_preemption_sync_point(step):
+        self.signal_name = self.signal_name or 'SIGTERM'
+        return True
+      return False
+    if step % self.ALLGATHER_EVERY:
+      return False
     return not _all_processes(not self._flag.is_set())  # any process signalled
 
   def restore_handlers(self) -> None:
@@ -111,6 +144,19 @@ class PreemptionWatcher:
       if handler is not None:  # None: a handler not installed from Python; leave ours
         signal.signal(sig, handler)
     self._previous = {}
+
+
+def multihost_utils():
+  from jax.experimental import multihost_utils as utils  # pylint: disable=g-import-not-at-top
+  return utils
+
+
+def _preemption_sync_manager():
+  """JAX's preemption sync manager of a multi-process run, or None."""
+  if jax.process_count() == 1:
+    return None
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  return getattr(distributed.global_state, 'preemption_sync_manager', None)
 
 
 class Checkpointer:
@@ -133,6 +179,7 @@ class Checkpointer:
         enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=(STATE, META))
+    self._quieted = None  # (previous unraisablehook, asyncio log filter) while restoring
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -165,6 +212,7 @@ class Checkpointer:
     steps = [step] if step is not None else self.all_steps()[::-1]
     if not steps:
       return None, None
+    self._quiet_failed_reads()
     live_tree = state_to_tree(like)
     target = abstract_tree(live_tree)
     errors = []
@@ -192,15 +240,53 @@ class Checkpointer:
       # Every process must take the same step (or all skip it), else they would diverge.
       if not _all_processes(error is None):
         errors.append(error or f'step {candidate}: unreadable in another process')
-        self._warn_unreadable(candidate, errors[-1])
         continue
-      self._set_aside([s for s in steps if s > candidate])
+      unreadable = [s for s in steps if s > candidate]
+      self._set_aside(unreadable)
+      if errors:
+        self._warn_unreadable(unreadable, errors, f'resuming from step {candidate}',
+                              set_aside=not self.read_only)
       return tree_to_state(restored, like), meta
     raise RuntimeError(f'no readable checkpoint in {self.directory}: ' + '; '.join(errors))
 
-  def _warn_unreadable(self, step: int, error: str) -> None:
-    warnings.warn(f'checkpoint {self.directory}/{step} is unreadable ({error}); trying an '
-                  'older one', stacklevel=3)
+  def _warn_unreadable(self, steps, errors, outcome: str, set_aside: bool = False) -> None:
+    """One line: which steps were unreadable (the first error), what happened to them."""
+    names = ', '.join(str(s) for s in steps)
+    aside = (f'; set aside as {", ".join(f"corrupt-{s}" for s in steps)}' if set_aside
+             else '')
+    logging.warning('checkpoint step%s %s in %s unreadable (%s)%s; %s',
+                    's' if len(steps) > 1 else '', names, self.directory, errors[0], aside,
+                    outcome)
+
+  def _quiet_failed_reads(self) -> None:
+    """A failed restore leaves TensorStore reads in flight: they complete into Orbax's
+    closed event loop ('Event loop is closed' tracebacks) or as never-retrieved task
+    errors, thousands of lines for a ResNet-50 around the one useful warning. From the
+    first restore until `close()`, those two kinds of report alone are dropped."""
+    if self._quieted is not None:
+      return
+    previous_hook = sys.unraisablehook
+
+    def hook(unraisable):
+      exc = unraisable.exc_value
+      if not (isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed'):
+        previous_hook(unraisable)
+
+    def keep(record: std_logging.LogRecord) -> bool:
+      message = record.getMessage()
+      return not (message.startswith('Task exception was never retrieved')
+                  and 'orbax' in message)
+
+    sys.unraisablehook = hook
+    std_logging.getLogger('asyncio').addFilter(keep)
+    self._quieted = (previous_hook, keep)
+
+  def _unquiet(self) -> None:
+    if self._quieted is not None:
+      previous_hook, keep = self._quieted
+      sys.unraisablehook = previous_hook
+      std_logging.getLogger('asyncio').removeFilter(keep)
+      self._quieted = None
 
   def _set_aside(self, steps) -> None:
     """Renames unreadable step folders to `corrupt-<step>` so the resumed run can save
@@ -218,8 +304,7 @@ class Checkpointer:
         if os.path.isdir(path):
           os.replace(path, aside)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      multihost_utils.sync_global_devices('gkt_jax_checkpoint_set_aside')
+      multihost_utils().sync_global_devices('gkt_jax_checkpoint_set_aside')
     self._manager.reload()
 
   def restore_raw(self, step: int) -> dict:
@@ -239,13 +324,16 @@ class Checkpointer:
     `adapt_init_weights`); the result must then match `like_*` leaf for leaf.
     """
     errors = []
+    self._quiet_failed_reads()
     for candidate in self.all_steps()[::-1]:
       try:
         tree = self.restore_raw(candidate)
       except Exception as e:  # pylint: disable=broad-except
         errors.append(_describe(candidate, e))
-        self._warn_unreadable(candidate, errors[-1])
         continue
+      if errors:
+        self._warn_unreadable(self.all_steps()[::-1][:len(errors)], errors,
+                              f'loading step {candidate}')
       params, batch_stats, notes = tree['params'], tree.get('batch_stats', {}), []
       if adapt is not None:
         params, batch_stats, notes = adapt(params, batch_stats, like_params, like_batch_stats)
@@ -271,6 +359,7 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+    self._unquiet()
 
 
 def fit_weights(loaded, like, what: str, source: str):
@@ -309,8 +398,7 @@ def _all_processes(ok: bool) -> bool:
   """True when `ok` holds in every process (a collective in multi-process runs)."""
   if jax.process_count() == 1:
     return ok
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return bool(np.all(multihost_utils.process_allgather(np.asarray([ok], np.int32))))
+  return bool(np.all(multihost_utils().process_allgather(np.asarray([ok], np.int32))))
 
 
 def tree_signature(tree) -> list[str]:

@@ -9,6 +9,7 @@ same seed, same run.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -26,6 +27,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from gkt_jax import data as data_lib
 from gkt_jax import evaluate, methods, models, utils
 from gkt_jax.train import checkpoint, optim, reporting, validate
+
+
+# The host dispatches at most this many steps ahead of the device (a signal's delay bound).
+MAX_STEPS_IN_FLIGHT = 2
 
 
 @struct.dataclass
@@ -199,6 +204,7 @@ def _restore_or_init(config, workdir, state, ckpt, log, method):
     source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(config.resume),
                                      read_only=True)
     restored, meta = source.restore(state, config=config)
+    source.close()
     if restored is None:
       raise FileNotFoundError(f'config.resume={config.resume!r} holds no checkpoint')
     log(f'resumed from config.resume={config.resume} at step {meta["step"]}')
@@ -208,6 +214,7 @@ def _restore_or_init(config, workdir, state, ckpt, log, method):
                                      read_only=True)
     params, batch_stats, step, notes = source.restore_weights(
         state.params, state.batch_stats, adapt=method.adapt_init_weights)
+    source.close()
     sharding = jax.tree.leaves(state.params)[0].sharding
     log(f'initialised params and batch stats from config.init={config.init} (step {step})'
         + (': ' + ', '.join(notes) if notes else ''))
@@ -244,7 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Writes to workdir: config.json, metrics.jsonl, checkpoints/, summary.json and plots/*.png
   (files by process 0 only). Resumes from workdir/checkpoints when present. On SIGTERM it
-  saves a checkpoint at the current step and returns {'preempted': True, 'step': ...}.
+  saves a checkpoint at the current step and returns {'preempted': True, 'step': ...,
+  'signal': 'SIGTERM'}; SIGINT (Ctrl-C) the same, a second SIGINT exits at once.
   """
   # SIGTERM is caught from the start (set-up, compile and training); handlers, checkpoint
   # threads and data threads are released however the run ends.
@@ -307,6 +315,8 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
         f'{workdir} was trained against other frozen networks ({meta.get("frozen")}) than '
         f'config.method names now ({frozen_id}): delete {workdir} to train it again')
   start_step = int(meta.get('step', 0))
+  # Every step this workdir was resumed from, oldest first (kept in the checkpoints' meta).
+  resumes = list(meta.get('resumes', [])) + ([start_step] if start_step else [])
   summary_path = os.path.join(workdir, 'summary.json')
   if start_step >= total_steps and os.path.exists(summary_path):
     log(f'{workdir} already finished its {total_steps} steps: summary.json is its result')
@@ -387,7 +397,7 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
   def checkpoint_meta(step):
     del step  # the checkpointer records it
     return {'identity': checkpoint.identity_fields(config), 'frozen': frozen_id,
-            'train_seconds': train_seconds_so_far()}
+            'train_seconds': train_seconds_so_far(), 'resumes': resumes}
 
   progress = reporting.Progress(total_steps, start_step, batch_size, enabled=verbose)
   prior_train_seconds = float(meta.get('train_seconds', 0.0))
@@ -407,17 +417,21 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
     else:
       log(f'{watcher.signal_name}: stopping at step {step} (config.checkpoints=False: '
           'nothing saved)')
-    result = {'preempted': True, 'step': step}
+    result = {'preempted': True, 'step': step, 'signal': watcher.signal_name}
     return (result, state) if return_state else result
 
-  # A multi-process run agrees on preemption through a collective: not every step.
-  preempt_check_every = 1 if jax.process_count() == 1 else 10
-  if watcher.requested():
+  # Steps dispatched but not finished: bounded, so that a signal is acted on within a few
+  # steps of the device's progress (an unbounded host ran 30+ steps ahead on CPU).
+  in_flight = collections.deque()
+  if watcher.requested(step):
     return preempted_result(step)
   while step < total_steps:
     images, labels = device_batch(step)
     state, pending = step_fn(state, images, labels, frozen)
     step += 1
+    in_flight.append(pending)
+    if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+      jax.block_until_ready(in_flight.popleft())
     if train_start is None:
       jax.block_until_ready(pending)
       compile_seconds = time.perf_counter() - compile_start
@@ -426,7 +440,7 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
       train_start = time.perf_counter()
     is_log = step % log_every == 0 or step == total_steps
     is_ckpt = ckpt is not None and (ckpt.should_save(step) or step == total_steps)
-    preempted = (step % preempt_check_every == 0 or is_log or is_ckpt) and watcher.requested()
+    preempted = watcher.requested(step)
     if is_log or is_ckpt or preempted:
       # Also before every save: a non-finite step must never reach a checkpoint.
       values = _scalars(jax.device_get(pending))
@@ -470,7 +484,8 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
       'num_devices': num_devices, 'num_processes': jax.process_count(),
       'parallel': config.get('parallel', 'jit'), 'backend': jax.default_backend(),
       'forwards_per_step': method.forwards_per_step(),
-      'resumed_from_step': start_step or None,
+      'resumed_from_step': start_step or None,  # the last resume; all of them:
+      'resumed_from_steps': resumes,
       **results,
       'best_full_accuracy': max(h['full_accuracy'] for h in history if 'full_accuracy' in h)
       if any('full_accuracy' in h for h in history) else None,
