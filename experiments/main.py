@@ -4,8 +4,14 @@ r"""Trains and evaluates one method, as a config file describes.
       --workdir /tmp/gkt_digits [--config.total_epochs=10 ...]
 
 The config file's `get_config(arg)` takes the text after a colon (`digits.py:smoke`).
-Running the same command again resumes from `workdir/checkpoints`; SIGTERM saves a checkpoint
-and exits cleanly.
+`--print_config` prints the resolved config (every field, overrides applied) and exits.
+A duration or cadence given on the command line replaces the other field of its pair
+(`--config.total_steps=30` on a config that sets total_epochs).
+
+Running the same command again resumes from `workdir/checkpoints`. SIGTERM or Ctrl-C saves a
+checkpoint after the current step and exits with status 128 + the signal's number (143,
+130); a second Ctrl-C exits at once. Mistakes on the command line, in the config or in the
+data give one `error: ...` line and exit status 2.
 
 Multi-host: `--jax_distributed` calls `jax.distributed.initialize()` before anything else,
 with `--coordinator_address`, `--num_processes` and `--process_id` when given (else the
@@ -14,9 +20,13 @@ JAX's own cluster detection: Cloud TPU, SLURM, ...). On CPU, processes talk thro
 """
 
 import os
+import signal
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes its outputs.')
@@ -26,7 +36,9 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0 (multi-host).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_PRINT_CONFIG = flags.DEFINE_bool('print_config', False,
+                                  'Print the resolved config (every field) and exit.')
+flags.mark_flag_as_required('config')
 
 
 def _env_int(name):
@@ -55,23 +67,40 @@ def initialize_distributed() -> None:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    cli.fail(f'unexpected arguments {argv[1:]}: every setting is a flag (--config.<field>=...)')
+  config = _CONFIG.value
+  if 'method' not in config:
+    cli.fail(f'--config={flags.FLAGS["config"].config_filename}: not a run config (no method '
+             'section); a ResKD chain config runs with python -m experiments.reskd_pipeline')
+  cli.resolve_duration_pairs(config, config_flags.get_override_values(flags.FLAGS['config']))
+  if _PRINT_CONFIG.value:
+    print(config)
+    return
+  cli.check_workdir(_WORKDIR.value)
   if not flags.FLAGS['verbosity'].present:
     # JAX logs its backend probing (libtpu, proxy) at INFO; progress is printed anyway.
     logging.set_verbosity(logging.WARNING)
   if _DISTRIBUTED.value:
     initialize_distributed()
   # pylint: disable=g-import-not-at-top
+  from gkt_jax import data
   from gkt_jax.train import checkpoint, train_and_evaluate, validate
   try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (FileNotFoundError, validate.ConfigError, checkpoint.ResumeMismatchError) as e:
-    # Missing data, a bad config, a resume with another model: the one-line message says why.
-    raise SystemExit(f'error: {e}') from None
+    result = train_and_evaluate(config, _WORKDIR.value)
+  except (FileNotFoundError, data.DataError, validate.ConfigError,
+          checkpoint.ResumeMismatchError) as e:
+    # Missing or corrupt data, a bad config, a resume with another model: the message says.
+    cli.fail(str(e))
+  except KeyboardInterrupt:  # the second Ctrl-C (the first one saves)
+    print('stopped at once by a second Ctrl-C: nothing saved since the last checkpoint',
+          file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
   if _DISTRIBUTED.value:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.shutdown()
+  if result.get('preempted'):  # saved; not finished (a shell `&&` or a scheduler must know)
+    sys.exit(128 + signal.Signals[result['signal']].value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -14,25 +14,40 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import cli
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'ResKD chain config file.',
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Root directory of the chain.', required=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Root directory of the chain.')
 _ANALYZE_ONLY = flags.DEFINE_bool('analyze_only', False, 'Only measure a trained chain.')
+_PRINT_CONFIG = flags.DEFINE_bool('print_config', False,
+                                  'Print the resolved config (every field) and exit.')
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    cli.fail(f'unexpected arguments {argv[1:]}: every setting is a flag (--config.<field>=...)')
+  config = _CONFIG.value
+  cli.resolve_duration_pairs(config, config_flags.get_override_values(flags.FLAGS['config']))
+  if _PRINT_CONFIG.value:
+    print(config)
+    return
+  cli.check_workdir(_WORKDIR.value)
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   # pylint: disable=g-import-not-at-top
-  from gkt_jax.train import reskd_chain
-  if _ANALYZE_ONLY.value:
-    reskd_chain.analyze_chain(_CONFIG.value, _WORKDIR.value)
-  else:
-    reskd_chain.run_chain(_CONFIG.value, _WORKDIR.value)
+  from gkt_jax import data
+  from gkt_jax.train import checkpoint, reskd_chain, validate
+  try:
+    if _ANALYZE_ONLY.value:
+      reskd_chain.analyze_chain(config, _WORKDIR.value)
+    else:
+      reskd_chain.run_chain(config, _WORKDIR.value)
+  except (FileNotFoundError, data.DataError, validate.ConfigError,
+          checkpoint.ResumeMismatchError) as e:
+    cli.fail(str(e))
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

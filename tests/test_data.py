@@ -496,9 +496,19 @@ class ArrayDatasetInterfaceTest(absltest.TestCase):
       np.testing.assert_array_equal(got[1], expected[1])
       self.assertEqual(got[2], expected[2])
 
-  def test_in_memory_datasets_take_no_options(self):
-    with self.assertRaisesRegex(ValueError, r"digits: takes no options, got \['image_size'\]"):
+  def test_in_memory_datasets_take_only_test_examples(self):
+    with self.assertRaisesRegex(ValueError, r"digits: unknown options \['image_size'\]; "
+                                r"allowed: \['test_examples'\]"):
       data.load_dataset('digits', image_size=3)
+    full = data.load_dataset('digits')
+    first = data.load_dataset('digits', test_examples=50)
+    self.assertEqual((first.num_test, first.num_train), (50, full.num_train))
+    np.testing.assert_array_equal(first.test_images, full.test_images[:50])
+    np.testing.assert_array_equal(first.test_labels, full.test_labels[:50])
+    np.testing.assert_array_equal(first.mean, full.mean)  # train statistics unchanged
+    for bad in (0, 2.5, True):
+      with self.assertRaisesRegex(ValueError, rf'test_examples={bad!r} must be an integer'):
+        data.load_dataset('digits', test_examples=bad)
 
 
 class EvalBatchesTest(parameterized.TestCase):

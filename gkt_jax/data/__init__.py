@@ -44,6 +44,7 @@ Host-side helpers: `normalize`, `pad_crop_flip`, `TrainBatches` (the in-memory b
 
 from gkt_jax.data.augment import normalize
 from gkt_jax.data.augment import pad_crop_flip
+from gkt_jax.data.idx import DataError
 from gkt_jax.data.idx import read_idx
 from gkt_jax.data.interface import Dataset
 from gkt_jax.data.interface import TrainBatchSource
@@ -57,7 +58,7 @@ from gkt_jax.data.sources import FASHION_MNIST_DIR
 from gkt_jax.data.sources import load_dataset
 
 __all__ = [
-    'ArrayDataset', 'DATASETS', 'Dataset', 'FASHION_MNIST_DIR', 'TrainBatchSource',
+    'ArrayDataset', 'DATASETS', 'DataError', 'Dataset', 'FASHION_MNIST_DIR', 'TrainBatchSource',
     'TrainBatches', 'digits_split_indices', 'eval_batches', 'load_dataset', 'normalize',
     'pad_crop_flip', 'process_rows', 'read_idx',
 ]

@@ -23,6 +23,10 @@ IDX_DTYPES = {
 _GZIP_MAGIC = b'\x1f\x8b'
 
 
+class DataError(ValueError):
+  """A data file that exists but cannot be used (corrupt, truncated, inconsistent)."""
+
+
 def _read_bytes(path: str) -> bytes:
   with open(path, 'rb') as f:
     raw = f.read()
@@ -30,7 +34,7 @@ def _read_bytes(path: str) -> bytes:
     try:
       raw = gzip.decompress(raw)
     except (OSError, EOFError, ValueError) as e:
-      raise ValueError(f'{path}: corrupt gzip data ({e})') from e
+      raise DataError(f'{path}: corrupt gzip data ({e})') from e
   return raw
 
 
@@ -46,32 +50,32 @@ def read_idx(path: str, *, expected_ndim: int | None = None) -> np.ndarray:
     An array of the declared shape, e.g. uint8[N, 28, 28] or uint8[N].
 
   Raises:
-    ValueError: the header is not a valid IDX header (bad magic number, unknown type byte,
+    DataError (a ValueError): the header is not a valid IDX header (bad magic number, unknown type byte,
       unexpected number of dimensions) or the payload size does not match the header.
   """
   raw = _read_bytes(path)
   name = os.path.basename(path)
   if len(raw) < 4:
-    raise ValueError(f'{path}: not an IDX file ({len(raw)} bytes, shorter than the 4-byte '
+    raise DataError(f'{path}: not an IDX file ({len(raw)} bytes, shorter than the 4-byte '
                      'magic number)')
   zero0, zero1, type_byte, ndim = raw[0], raw[1], raw[2], raw[3]
   magic = int.from_bytes(raw[:4], 'big')
   if zero0 or zero1 or type_byte not in IDX_DTYPES or ndim == 0:
-    raise ValueError(f'{path}: bad IDX magic number 0x{magic:08x} (expected 0x0000TTNN with '
+    raise DataError(f'{path}: bad IDX magic number 0x{magic:08x} (expected 0x0000TTNN with '
                      f'type TT in {{{", ".join(f"0x{t:02x}" for t in IDX_DTYPES)}}} and '
                      'NN >= 1 dimensions); the file is corrupt or not an IDX file')
   if expected_ndim is not None and ndim != expected_ndim:
-    raise ValueError(f'{path}: IDX header declares {ndim} dimensions (magic 0x{magic:08x}), '
+    raise DataError(f'{path}: IDX header declares {ndim} dimensions (magic 0x{magic:08x}), '
                      f'expected {expected_ndim} for {name}')
   header_len = 4 + 4 * ndim
   if len(raw) < header_len:
-    raise ValueError(f'{path}: truncated IDX header ({len(raw)} bytes, need {header_len})')
+    raise DataError(f'{path}: truncated IDX header ({len(raw)} bytes, need {header_len})')
   shape = struct.unpack(f'>{ndim}I', raw[4:header_len])
   dtype = IDX_DTYPES[type_byte]
   expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
   payload = len(raw) - header_len
   if payload != expected:
-    raise ValueError(f'{path}: IDX header declares shape {shape} of {dtype} ({expected} bytes) '
+    raise DataError(f'{path}: IDX header declares shape {shape} of {dtype} ({expected} bytes) '
                      f'but the file holds {payload} bytes of data; the file is corrupt or '
                      'truncated')
   array = np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(shape)

@@ -204,7 +204,7 @@ def load_idx_dataset(name: str, data_dir: str, num_classes: int = 10) -> ArrayDa
 
   Raises:
     FileNotFoundError: the directory or one of the files is missing (one-line message).
-    ValueError: a file is not valid IDX, or the files do not fit together.
+    DataError (a ValueError): a file is not valid IDX, or the files do not fit together.
   """
   paths = _find_idx_files(name, data_dir)
   arrays = {}
@@ -212,16 +212,16 @@ def load_idx_dataset(name: str, data_dir: str, num_classes: int = 10) -> ArrayDa
     ndim = 3 if key.endswith('images') else 1
     array = idx.read_idx(path, expected_ndim=ndim)
     if array.dtype != np.uint8:
-      raise ValueError(f'{path}: IDX data type is {array.dtype}, expected uint8 (0x08)')
+      raise idx.DataError(f'{path}: IDX data type is {array.dtype}, expected uint8 (0x08)')
     arrays[key] = array
   for split in ('train', 'test'):
     num_images = len(arrays[f'{split}_images'])
     num_labels = len(arrays[f'{split}_labels'])
     if num_images != num_labels:
-      raise ValueError(f'{name}: {paths[f"{split}_images"]} holds {num_images} images but '
+      raise idx.DataError(f'{name}: {paths[f"{split}_images"]} holds {num_images} images but '
                        f'{paths[f"{split}_labels"]} holds {num_labels} labels')
     if num_labels and arrays[f'{split}_labels'].max() >= num_classes:
-      raise ValueError(f'{name}: {paths[f"{split}_labels"]} has label '
+      raise idx.DataError(f'{name}: {paths[f"{split}_labels"]} has label '
                        f'{arrays[f"{split}_labels"].max()}, expected < {num_classes}')
   return make_array_dataset(name, arrays['train_images'][..., None], arrays['train_labels'],
                arrays['test_images'][..., None], arrays['test_labels'], num_classes)
@@ -245,7 +245,8 @@ def load_dataset(name: str, data_dir: str | None = None, **options):
     data_dir: where the files are.
     **options: dataset-specific options, passed on: for tiny_imagenet `num_threads`; for the
       tfds datasets `num_threads`, `train_split`, `test_split`, `cache`, and for
-      imagenet2012 `image_size`, `resize_size`. The in-memory IDX/digits datasets take none.
+      imagenet2012 `image_size`, `resize_size`; for the in-memory IDX/digits datasets
+      `test_examples` (evaluate on the first N test examples only; quick checks).
 
   Returns:
     An ArrayDataset (digits, fashion_mnist, mnist, tiny_imagenet) or a
@@ -262,8 +263,25 @@ def load_dataset(name: str, data_dir: str | None = None, **options):
   if name == 'tiny_imagenet':
     from gkt_jax.data import tiny_imagenet  # pylint: disable=g-import-not-at-top
     return tiny_imagenet.load_tiny_imagenet(data_dir, **options)
-  if name in IN_MEMORY_DATASETS and options:
-    raise ValueError(f'{name}: takes no options, got {sorted(options)}')
+  if name not in IN_MEMORY_DATASETS:
+    raise ValueError(f'unknown dataset name={name!r}; allowed: {DATASETS}')
+  unknown = sorted(set(options) - {'test_examples'})
+  if unknown:
+    raise ValueError(f'{name}: unknown options {unknown}; allowed: [\'test_examples\']')
+  return first_test_examples(_load_in_memory(name, data_dir), options.get('test_examples'))
+
+
+def first_test_examples(dataset: ArrayDataset, count: int | None) -> ArrayDataset:
+  """`dataset` evaluated on its first `count` test examples only (None: all of them)."""
+  if count is None:
+    return dataset
+  if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+    raise ValueError(f'{dataset.name}: test_examples={count!r} must be an integer >= 1')
+  return dataclasses.replace(dataset, test_images=dataset.test_images[:count],
+                             test_labels=dataset.test_labels[:count])
+
+
+def _load_in_memory(name: str, data_dir: str | None) -> ArrayDataset:
   if name == 'digits':
     return load_digits()
   if name == 'fashion_mnist':
@@ -276,4 +294,4 @@ def load_dataset(name: str, data_dir: str | None = None, **options):
                               '(`apt-get install dataset-fashion-mnist` gives Fashion-MNIST '
                               'only: use name fashion_mnist)')
     return load_idx_dataset(name, data_dir)
-  raise ValueError(f'unknown dataset name={name!r}; allowed: {DATASETS}')
+  raise AssertionError(name)

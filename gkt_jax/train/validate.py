@@ -285,7 +285,8 @@ def _check_durations(config: ml_collections.ConfigDict) -> None:
     steps, epochs = config.get(f'{prefix}_steps'), config.get(f'{prefix}_epochs')
     if steps is not None and epochs is not None:
       _fail(f'{prefix}_epochs', epochs, f'set only one of {prefix}_steps and {prefix}_epochs '
-            f'({prefix}_steps={steps!r} is also set)')
+            f'({prefix}_steps={steps!r} is also set); on the command line give one of them '
+            '(it replaces the other), in code set the other to None')
     if steps is not None:
       _integer(1)(f'{prefix}_steps', steps)
     elif epochs is not None:
