@@ -23,8 +23,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
 
   Args:
     logits: f32[B, C].
-    labels: int[B], class indices in [0, C).
+    labels: int[B], class indices in [0, C). Not checkable under jit: a label >= C gives
+      NaN (no label smoothing) or a wrong value, a negative one wraps around (-1 is C - 1).
     label_smoothing: ls in [0, 1]; the targets are (1 - ls) * one_hot(labels) + ls / C.
+      A Python number is checked; a traced value is not.
 
   Returns:
     f32[B], -sum_c target_c * log_softmax(logits)_c.
@@ -48,12 +50,14 @@ def distillation_kl(student_logits: jax.Array, teacher_logits: jax.Array,
   Args:
     student_logits: f32[B, C].
     teacher_logits: f32[B, C]; gradients flow into it too (no stop_gradient here).
-    temperature: T > 0.
+    temperature: T > 0 (a Python number is checked; a traced T <= 0 gives NaN or nonsense).
 
   Returns:
     f32[B], T^2 * sum_c p_c (log p_c - log q_c) with p = softmax(teacher / T) and
     q = softmax(student / T), computed from log_softmax.
   """
+  if isinstance(temperature, (int, float)) and not temperature > 0:
+    raise ValueError(f'temperature={temperature!r}: must be > 0')
   log_student = jax.nn.log_softmax(_as_float(student_logits) / temperature, axis=-1)
   log_teacher = jax.nn.log_softmax(_as_float(teacher_logits) / temperature, axis=-1)
   kl = optax.losses.kl_divergence_with_log_targets(log_student, log_teacher)

@@ -67,6 +67,11 @@ class CrossEntropyTest(chex.TestCase):
 
 class DistillationKLTest(chex.TestCase):
 
+  @parameterized.parameters(0, 0.0, -1)
+  def test_temperature_must_be_positive(self, temperature):
+    with self.assertRaisesRegex(ValueError, rf'temperature={temperature!r}: must be > 0'):
+      losses.distillation_kl(LOGITS, LOGITS, temperature)
+
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(1.0, 2.0, 4.0)
   def test_vs_numpy(self, temperature):

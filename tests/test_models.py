@@ -296,10 +296,25 @@ class BuildTest(parameterized.TestCase):
     self.assertEqual(model.stage_widths, (32, 64, 128))
 
   @parameterized.parameters(
-      (dict(arch='resnet21'), 'resnet21'), (dict(arch='resnet20', stem='imagenet'), 'stem'))
+      (dict(arch='resnet21'), 'resnet21'), (dict(arch='resnet20', stem='imagenet'), 'stem'),
+      (dict(arch='resnet18', stem='tiny'), r"stem='tiny' is not one of \('cifar', 'imagenet'\)"),
+      (dict(arch='resnet20', shortcut='bogus'), r"shortcut='bogus' is not one of"),
+      (dict(arch='resnet20', width_multiplier=0), r'width_multiplier=0: must be a number > 0'),
+      (dict(arch='resnet50', width_multiplier=-1.0), r'width_multiplier=-1.0'),
+      (dict(arch='resnet20', num_classes=0), r'num_classes=0: must be an integer >= 1'),
+      (dict(arch='resnet20', bn_momentum=1.0), r'bn_momentum=1.0: must be in \[0, 1\)'),
+      (dict(arch='resnet20', masked_saves='some'), r"masked_saves='some' is not one of"),
+      (dict(arch='resnet20', conv_impl='cudnn'), r"conv_impl='cudnn' is not one of"))
   def test_bad_config(self, kw, message):
-    with self.assertRaisesRegex(ValueError, message):
-      models.build_model(num_classes=10, **kw)
+    kw = dict(dict(num_classes=10), **kw)
+    with self.assertRaisesRegex(ValueError, message):  # where given, not at the first call
+      models.build_model(**kw)
+
+  def test_bad_fields_of_a_resnet_built_directly(self):
+    with self.assertRaisesRegex(ValueError, r'stage_widths=\(16,\) needs one width per stage'):
+      ResNet(stage_sizes=(1, 1), stage_widths=(16,), num_classes=3)
+    with self.assertRaisesRegex(ValueError, r'stage_sizes=\(1, 0\): must be integers >= 1'):
+      ResNet(stage_sizes=(1, 0), stage_widths=(4, 8), num_classes=3)
 
 
 if __name__ == '__main__':

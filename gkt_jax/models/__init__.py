@@ -19,7 +19,7 @@ def cifar_resnet(depth: int, num_classes: int, *, width_multiplier: float = 1.0,
   if depth < 8 or (depth - 2) % 6:
     raise ValueError(f'CIFAR ResNet depth={depth} is not of the form 6n+2 (e.g. {CIFAR_DEPTHS})')
   n = (depth - 2) // 6
-  widths = tuple(max(1, round(w * width_multiplier)) for w in (16, 32, 64))
+  widths = _widths((16, 32, 64), width_multiplier)
   return ResNet(stage_sizes=(n, n, n), stage_widths=widths, num_classes=num_classes,
                 block='basic', stem='cifar', stem_width=widths[0], shortcut=shortcut, **kwargs)
 
@@ -30,9 +30,16 @@ def imagenet_resnet(depth: int, num_classes: int, *, width_multiplier: float = 1
   if depth not in _IMAGENET_STAGES:
     raise ValueError(f'ImageNet ResNet depth={depth} is not one of {sorted(_IMAGENET_STAGES)}')
   stages, block = _IMAGENET_STAGES[depth]
-  widths = tuple(max(1, round(w * width_multiplier)) for w in (64, 128, 256, 512))
+  widths = _widths((64, 128, 256, 512), width_multiplier)
   return ResNet(stage_sizes=stages, stage_widths=widths, num_classes=num_classes, block=block,
                 stem=stem, stem_width=widths[0], shortcut=shortcut, **kwargs)
+
+
+def _widths(base: tuple[int, ...], width_multiplier: float) -> tuple[int, ...]:
+  """Stage widths `base` scaled by `width_multiplier` (> 0), rounded, at least 1."""
+  if not (isinstance(width_multiplier, (int, float)) and width_multiplier > 0):
+    raise ValueError(f'width_multiplier={width_multiplier!r}: must be a number > 0')
+  return tuple(max(1, round(w * width_multiplier)) for w in base)
 
 
 def with_side_input(model: ResNet, side_features_dim: int) -> SideInputResNet:
@@ -44,7 +51,24 @@ def with_side_input(model: ResNet, side_features_dim: int) -> SideInputResNet:
 def build_model(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
                 shortcut: str | None = None, stem: str | None = None,
                 conv_impl: str = 'auto', **kwargs) -> ResNet:
-  """Builds a model by name: 'resnet20/32/44/56/110' (CIFAR) or 'resnet18/34/50'."""
+  """Builds a model by name (one of `ARCHS`).
+
+  Args:
+    arch: 'resnet8/14/20/32/44/56/110' (CIFAR ResNets, depth 6n+2, three stages of basic
+      blocks, 16/32/64 channels; 8 and 14 are ResKD's small res-students) or
+      'resnet18/34/50' (torchvision's layout).
+    num_classes: classifier outputs (>= 1).
+    width_multiplier: scales every stage width (> 0; widths are rounded, at least 1).
+    shortcut: 'pad' (CIFAR default: parameter-free, option A) or 'projection' (1x1 conv +
+      BN; default of resnet18/34/50); None: the architecture's default.
+    stem: CIFAR ResNets: 'cifar' only; resnet18/34/50: 'imagenet' (default: 7x7 stride-2
+      conv + max pool) or 'cifar' (3x3 stride 1, for 32x32 inputs).
+    conv_impl: 'auto', 'xla' or 'canonical' (see `conv.py`).
+    **kwargs: further `ResNet` fields: bn_momentum, dtype, block_barriers, masked_saves,
+      pad_downsample (see `ResNet`).
+
+  Every value is checked here; a bad one raises ValueError naming it and what is allowed.
+  """
   if arch not in ARCHS:
     raise ValueError(f'model.arch={arch!r} is not one of {ARCHS}')
   depth = int(arch.removeprefix('resnet'))

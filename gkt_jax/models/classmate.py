@@ -75,7 +75,12 @@ class ClassmateResNet(ResNet):
 
 
 def with_classmates(model: ResNet, dropout_rate: float) -> ClassmateResNet:
-  """The ClassmateResNet whose trunk is `model` (same fields, same trunk parameter names)."""
+  """The ClassmateResNet whose trunk is `model` (same fields, same trunk parameter names).
+
+  It applies dropout at every branch point (`dropout_rate`), so a train-mode call needs a
+  dropout key: `apply(variables, x, train=True, rngs={'dropout': key},
+  mutable=['batch_stats'])`.
+  """
   return ClassmateResNet(**resnet_fields(model), dropout_rate=dropout_rate)
 
 

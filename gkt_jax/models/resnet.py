@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import dataclasses
+import numbers
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
-from gkt_jax.models.conv import conv2d, resolve_impl
+from gkt_jax.models.conv import IMPLS, conv2d, resolve_impl
 from gkt_jax.utils import with_variance_of
 
 SHORTCUTS = ('projection', 'pad')
@@ -212,24 +213,40 @@ class ResNet(nn.Module):
   masked_saves: str = 'conv_outputs'
   pad_downsample: str = 'subsample'
 
+  def __post_init__(self):
+    """The fields are checked where they are given (not at the first call)."""
+    super().__post_init__()
+    choices = {'block': BLOCKS, 'stem': STEMS, 'shortcut': SHORTCUTS, 'conv_impl': IMPLS,
+               'block_barriers': ('auto', True, False), 'masked_saves': MASKED_SAVES,
+               'pad_downsample': PAD_DOWNSAMPLES}
+    for name, allowed in choices.items():
+      if getattr(self, name) not in allowed:
+        raise ValueError(f'{name}={getattr(self, name)!r} is not one of {allowed}')
+    counts = {'stage_sizes': tuple(self.stage_sizes), 'stage_widths': tuple(self.stage_widths),
+              'num_classes': (self.num_classes,), 'stem_width': (self.stem_width,)}
+    for name, values in counts.items():
+      if not values or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                               and v >= 1 for v in values):
+        what = 'an integer' if name in ('num_classes', 'stem_width') else 'integers'
+        raise ValueError(f'{name}={getattr(self, name)!r}: must be {what} >= 1')
+    if len(self.stage_widths) != len(self.stage_sizes):
+      raise ValueError(f'stage_widths={tuple(self.stage_widths)} needs one width per stage '
+                       f'of stage_sizes={tuple(self.stage_sizes)}')
+    if not 0.0 <= self.bn_momentum < 1.0:
+      raise ValueError(f'bn_momentum={self.bn_momentum!r}: must be in [0, 1) (Flax convention: '
+                       "PyTorch's momentum 0.1 is 0.9 here)")
+
   @property
   def num_blocks(self) -> int:
     return int(sum(self.stage_sizes))
 
   def _checked_settings(self, keep_mask, residual_scale):
-    """Validates the inputs and fields; returns (conv impl, block barriers on/off)."""
+    """Validates the inputs; returns (conv impl, block barriers on/off)."""
     num_blocks = self.num_blocks
     for name, value in (('keep_mask', keep_mask), ('residual_scale', residual_scale)):
       if value is not None and tuple(value.shape) != (num_blocks,):
         raise ValueError(f'{name} has shape {tuple(value.shape)}; this network has '
                          f'{num_blocks} residual blocks, so it must be ({num_blocks},)')
-    if self.block_barriers not in ('auto', True, False):
-      raise ValueError(f'block_barriers={self.block_barriers!r} is not one of (auto, True, False)')
-    if self.masked_saves not in MASKED_SAVES:
-      raise ValueError(f'masked_saves={self.masked_saves!r} is not one of {MASKED_SAVES}')
-    if self.pad_downsample not in PAD_DOWNSAMPLES:
-      raise ValueError(f'pad_downsample={self.pad_downsample!r} is not one of '
-                       f'{PAD_DOWNSAMPLES}')
     barriers = (jax.default_backend() == 'cpu' if self.block_barriers == 'auto'
                 else bool(self.block_barriers))
     return resolve_impl(self.conv_impl), barriers
