@@ -24,10 +24,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# A fresh run each time (the same workdir would otherwise resume from its checkpoints).
+# A fresh run each time (the same workdir would otherwise resume from its checkpoints):
+# DEMO_DIR is removed first; `make demo DEMO_DIR=runs/demo` puts it elsewhere.
+DEMO_DIR ?= /tmp/gkt_jax_demo
 demo: venv
-	rm -rf /tmp/gkt_jax_demo
-	$(PY) -m experiments.main --config experiments/configs/gkt/digits.py --workdir /tmp/gkt_jax_demo
+	@[ -n "$(DEMO_DIR)" ] && [ "$(DEMO_DIR)" != / ] || { echo "DEMO_DIR must name a directory" >&2; exit 2; }
+	@echo "make demo: a fresh run in $(DEMO_DIR) (removed first; make demo DEMO_DIR=... to choose)"
+	rm -rf "$(DEMO_DIR)"
+	$(PY) -m experiments.main --config experiments/configs/gkt/digits.py --workdir "$(DEMO_DIR)"
 
 test: venv
 	$(PY) -m pytest -q -n 2 -m "not slow"

@@ -248,6 +248,53 @@ def aggregate(name: str, root: str, seeds, labels) -> dict:
   return out
 
 
+def bn_ablation_lines(stats: dict) -> list[str]:
+  """The BatchNorm ablation table (X beside X_every_pass), every column over the seeds both
+  finished."""
+  ablation = [(label, f'{label}_every_pass') for label in stats
+              if f'{label}_every_pass' in stats]
+  lines = []
+  if ablation:
+    lines += ['', 'BatchNorm running statistics (`method.bn_stats`): updated by the full '
+              'network\'s pass only (default) or by every pass in order (the authors\' '
+              'loops); every column over the seeds both settings finished:', '',
+              '| method | full_network: full | every_pass: full | every_pass - full_network '
+              '(paired) | level-3, full_network | level-3, every_pass | seeds |',
+              '|---|---|---|---|---|---|---|']
+    for label, other in ablation:
+      a, b = (_by_seed(stats[label]), _by_seed(stats[other]))
+      common = sorted(set(a['full']) & set(b['full']))
+      if not common:
+        continue
+      paired = [b['full'][s] - a['full'][s] for s in common]
+      lines.append(' | '.join([
+          f'| {label}', _mean_std([a['full'][s] for s in common]),
+          _mean_std([b['full'][s] for s in common]), _mean_std(paired),
+          _mean_std([a['level3'][s] for s in common if s in a['level3']]),
+          _mean_std([b['level3'][s] for s in common if s in b['level3']]),
+          ', '.join(map(str, common))]) + ' |')
+  return lines
+
+
+def _by_seed(stat: dict) -> dict:
+  """{'full': {seed: accuracy}, 'level3': {seed: level-3 accuracy}} of one `aggregate` row."""
+  level3 = stat['levels'][3]
+  return {'full': dict(zip(stat['seeds'], stat['full_accuracy'])),
+          'level3': dict(zip(stat['seeds'], level3)) if len(level3) == len(stat['seeds'])
+                    else {}}
+
+
+def suite_command(name: str) -> str:
+  """The reproduce command of suite `name`, with the given flags that change its numbers or
+  where they are (--total_steps, --seeds, --root); --only, --report_only etc. do not."""
+  parts = ['python -m experiments.reproduce', f'--suite {name}']
+  for flag in (_STEPS, _SEEDS, _ROOT):
+    if flags.FLAGS[flag.name].present:
+      value = flag.value
+      parts.append(f'--{flag.name}={",".join(value) if isinstance(value, list) else value}')
+  return ' '.join(parts)
+
+
 def report(name: str, root: str, docs: str, seeds, labels) -> str:
   from gkt_jax.train import reporting  # pylint: disable=g-import-not-at-top
   suite = SUITES[name]
@@ -260,7 +307,7 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
   lines = [f'### Suite `{name}`: {suite["dataset"]}, ResNet-20 x{width:g}, '
            f'{"/".join(f"{e:g}" for e in epochs)} epochs ({"/".join(map(str, steps))} '
            f'steps), seeds {list(seeds)}', '',
-           f'Command: `python -m experiments.reproduce --suite {name}`. Machine: '
+           f'Command: `{suite_command(name)}`. Machine: '
            f'{reporting.machine()}. Accuracy: the final evaluation (not the best epoch) on the '
            'whole test set; "vs baseline" pairs each seed with the baseline of the same seed '
            'and length (same data order); mean +- std (ddof 1) over the seeds that finished.',
@@ -292,21 +339,7 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
                    f'{_mean_std(s["deletion_mean_minus_full"])} | '
                    f'{_mean_std(s["deletion_max_minus_full"])} | '
                    f'{helps} of {len(s["deletion_max_minus_full"])} |')
-  ablation = [(label, f'{label}_every_pass') for label in stats
-              if f'{label}_every_pass' in stats]
-  if ablation:
-    lines += ['', 'BatchNorm running statistics (`method.bn_stats`): updated by the full '
-              'network\'s pass only (default) or by every pass in order (the authors\' '
-              'loops); same seeds:', '',
-              '| method | full_network: full | every_pass: full | every_pass - full_network '
-              '(paired) | level-3, full_network | level-3, every_pass |', '|---|---|---|---|---|---|']
-    for label, other in ablation:
-      a, b = stats[label], stats[other]
-      paired = [y - x for sa, x in zip(a['seeds'], a['full_accuracy'])
-                for sb, y in zip(b['seeds'], b['full_accuracy']) if sa == sb]
-      lines.append(f'| {label} | {_mean_std(a["full_accuracy"])} | '
-                   f'{_mean_std(b["full_accuracy"])} | {_mean_std(paired)} | '
-                   f'{_mean_std(a["levels"][3])} | {_mean_std(b["levels"][3])} |')
+  lines += bn_ablation_lines(stats)
   os.makedirs(docs, exist_ok=True)
   plot_path = os.path.join(docs, f'{name}_depth.png')
   _plot_depth(stats, plot_path, f'{suite["dataset"]}: accuracy vs kept blocks (mean over seeds)')

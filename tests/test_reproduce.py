@@ -3,7 +3,8 @@
 import json
 import os
 
-from absl.testing import absltest
+from absl import flags
+from absl.testing import absltest, flagsaver
 import pytest
 
 from experiments import reproduce
@@ -11,6 +12,36 @@ from gkt_jax import evaluate, models
 
 
 class ReproduceTest(absltest.TestCase):
+
+  def test_bn_ablation_compares_the_seeds_both_settings_finished(self):
+    def row(seeds, full, level3):
+      return {'seeds': seeds, 'full_accuracy': full, 'levels': {3: level3}}
+
+    stats = {'gkt': row([0, 1, 2], [0.80, 0.90, 0.70], [0.5, 0.6, 0.4]),
+             'gkt_every_pass': row([1, 2], [0.85, 0.60], [0.3, 0.2]),
+             'stimulative': row([0], [0.8], [0.5])}
+    lines = reproduce.bn_ablation_lines(stats)
+    rows = [l for l in lines if l.startswith('| gkt')]
+    self.assertLen(rows, 1)
+    cells = [c.strip() for c in rows[0].strip('|').split('|')]
+    # seed 0 of gkt (0.80) is left out: means over seeds 1 and 2 only.
+    self.assertEqual(cells[0], 'gkt')
+    self.assertTrue(cells[1].startswith('0.8000 +-'), cells)  # (0.90 + 0.70) / 2
+    self.assertTrue(cells[2].startswith('0.7250 +-'), cells)
+    self.assertTrue(cells[3].startswith('-0.0750 +-'), cells)  # (-0.05 - 0.10) / 2
+    self.assertTrue(cells[4].startswith('0.5000 +-'), cells)
+    self.assertEqual(cells[6], '1, 2')
+    self.assertEqual(reproduce.bn_ablation_lines({'gkt': stats['gkt']}), [])
+
+  def test_report_command_names_the_flags_that_change_the_numbers(self):
+    self.assertEqual(reproduce.suite_command('fmnist'),
+                     'python -m experiments.reproduce --suite fmnist')
+    with flagsaver.flagsaver():
+      flags.FLAGS(['reproduce', '--suite=digits', '--total_steps=2', '--seeds=0,1',
+                   '--root=/tmp/r', '--noreport'])
+      self.assertEqual(reproduce.suite_command('digits'),
+                       'python -m experiments.reproduce --suite digits --total_steps=2 '
+                       '--seeds=0,1 --root=/tmp/r')
 
   def _run(self, labels, seeds, reskd=False):
     root = self.create_tempdir().full_path

@@ -165,7 +165,12 @@ def plot_run(workdir: str, summary: dict) -> list[str]:
     terms = [k for k in train[-1]
              if k in ('loss', 'kd', 'att') or k.startswith(('ce/', 'kl/'))]
     for term in terms:
-      axes[0].plot(steps, [r.get(term, np.nan) for r in train], label=term)
+      # A log axis cannot show 0 (e.g. a KL term of a step that drew the full network):
+      # such points are left out, not drawn as drops off the axis.
+      values = np.asarray([r.get(term, np.nan) for r in train], np.float64)
+      values[values <= 0] = np.nan
+      if np.isfinite(values).any():
+        axes[0].plot(steps, values, label=term)
     axes[0].set_yscale('log')
     axes[0].set_xlabel('step')
     axes[0].set_title('training loss terms')
