@@ -124,7 +124,8 @@ def reskd_config(suite: dict, seed: int, total_steps: int | None = None):
 def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True) -> None:
   """Trains every missing (label, seed) cell, seed by seed; the ResKD chain after the suite's
   first seed (its seed), also when `seeds` (--seeds) names only some of the suite's seeds."""
-  from gkt_jax.train import reskd_chain, train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from gkt_jax.pipelines import reskd_chain  # pylint: disable=g-import-not-at-top
+  from gkt_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
   suite = SUITES[name]
   total = len(seeds) * len(labels)
   done = 0
@@ -347,7 +348,7 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
   reskd_seed = suite['seeds'][0]  # the chain runs on the suite's first seed only
   reskd_summary = os.path.join(root, name, 'reskd', f'seed{reskd_seed}', 'summary.json')
   if os.path.exists(reskd_summary):
-    from gkt_jax.train import reskd_chain  # pylint: disable=g-import-not-at-top
+    from gkt_jax.pipelines import reskd_chain  # pylint: disable=g-import-not-at-top
     with open(reskd_summary) as f:
       chain = json.load(f)
     reskd_plot = os.path.join(docs, f'{name}_reskd.png')
@@ -377,11 +378,9 @@ def train_flops(suite: dict, cell: str, steps: int, batch_size: int, draws: int 
   key = (suite['dataset'], json.dumps(suite['model'], sort_keys=True), label)
   if key not in _FLOPS_CACHE:
     config = run_config(suite, cell, 0)
-    model_cfg = dict(config.model)
-    arch = model_cfg.pop('arch')
     dataset = data.load_dataset(config.data.name, data_dir=config.data.get('dir'))
-    method = methods.get_method(config.method, models.build_model(arch, dataset.num_classes,
-                                                                  **model_cfg))
+    method = methods.get_method(config.method,
+                                models.from_config(config.model, dataset.num_classes))
     shape = tuple(dataset.image_shape)
     images = jnp.zeros((2,) + shape)
     variables = method.model.init(jax.random.key(0), images, train=False)

@@ -6,7 +6,7 @@ r"""Trains a ResKD chain (teacher, student, res-students) and measures its accur
 Each stage is a run of the trainer in WORKDIR/<stage> (teacher, student, res1, ...); running
 the command again skips finished stages and resumes an interrupted one. At the end it writes
 WORKDIR/summary.json, WORKDIR/accuracy_vs_cost.md and WORKDIR/plots/accuracy_vs_cost.png
-(see gkt_jax/train/reskd_chain.py). --analyze_only re-measures a trained chain.
+(see gkt_jax/pipelines/reskd_chain.py). --analyze_only re-measures a trained chain.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   # pylint: disable=g-import-not-at-top
   from gkt_jax import data
-  from gkt_jax.train import checkpoint, reskd_chain, validate
+  from gkt_jax.pipelines import reskd_chain
+  from gkt_jax.train import checkpoint, validate
   try:
     if _ANALYZE_ONLY.value:
       reskd_chain.analyze_chain(config, _WORKDIR.value)

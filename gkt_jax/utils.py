@@ -44,3 +44,17 @@ def with_variance_of(x: jax.Array, like: jax.Array) -> jax.Array:
   axis_type = getattr(jax.typeof(like), 'manual_axis_type', None)
   axes = tuple(sorted(getattr(axis_type, 'varying', ()) or ()))
   return jax.lax.pcast(x, axes, to='varying') if axes else x
+
+
+def multihost_utils():
+  """`jax.experimental.multihost_utils`, imported when first needed."""
+  from jax.experimental import multihost_utils as module  # pylint: disable=g-import-not-at-top
+  return module
+
+
+def all_processes(ok: bool) -> bool:
+  """True when `ok` holds in every process (a collective in multi-process runs)."""
+  if jax.process_count() == 1:
+    return ok
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return bool(np.all(multihost_utils().process_allgather(np.asarray([ok], np.int32))))

@@ -12,7 +12,7 @@ from absl.testing import absltest
 import jax
 import numpy as np
 
-from gkt_jax.train import checkpoint, train_and_evaluate, trainer
+from gkt_jax.train import checkpoint, preemption, train_and_evaluate, trainer
 import workers
 
 STEPS = 16
@@ -83,7 +83,7 @@ class ResumeTest(absltest.TestCase):
                                              read_only=True).latest_step(), step)
 
   def test_second_sigint_exits_at_once(self):
-    watcher = checkpoint.PreemptionWatcher()
+    watcher = preemption.PreemptionWatcher()
     try:
       os.kill(os.getpid(), signal.SIGINT)
       self.assertTrue(watcher.requested(0))

@@ -14,7 +14,7 @@ from experiments.configs import common
 from gkt_jax import evaluate, methods, models
 from gkt_jax.evaluate import adaptive
 from gkt_jax.methods import reskd
-from gkt_jax.train import reskd_chain
+from gkt_jax.pipelines import reskd_chain
 
 NUM_CLASSES = 4
 

@@ -26,7 +26,7 @@ METHODS = {
     'ekd_fws': dict(name='ekd_fws', temperature=3.0, kd_weight=1.5, att_weight=1.0,
                     dropout_rate=None, detach_teacher=False),
     # reskd.md, our reading: the KD student (alpha, T our choices) and the res-students; the
-    # workdirs of frozen stages are set by the chain (gkt_jax.train.reskd_chain).
+    # workdirs of frozen stages are set by the chain (gkt_jax.pipelines.reskd_chain).
     'kd': dict(name='kd', teacher=None, alpha=1.0, temperature=4.0),
     'reskd': dict(name='reskd', teacher=None, student=None, res_students=(),
                   residual_target='logits', alpha=1.0, temperature=4.0,
@@ -374,7 +374,7 @@ RESKD_THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 
 
 
 def reskd_chain_config(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """The ResKD chain on a small dataset (see gkt_jax.train.reskd_chain).
+  """The ResKD chain on a small dataset (see gkt_jax.pipelines.reskd_chain).
 
   Teacher: ResNet-20 (the baseline config); student: ResNet-8 x0.5 (KD); res-students:
   ResNet-8 x0.25, learning the logit residual. arg: comma-separated 'smoke' (4 steps per

@@ -42,6 +42,7 @@ Host-side helpers: `normalize`, `pad_crop_flip`, `TrainBatches` (the in-memory b
 `eval_batches` (the in-memory eval batches).
 """
 
+from gkt_jax.data.arrays import ArrayDataset
 from gkt_jax.data.augment import normalize
 from gkt_jax.data.augment import pad_crop_flip
 from gkt_jax.data.idx import DataError
@@ -51,7 +52,6 @@ from gkt_jax.data.interface import TrainBatchSource
 from gkt_jax.data.pipeline import eval_batches
 from gkt_jax.data.pipeline import process_rows
 from gkt_jax.data.pipeline import TrainBatches
-from gkt_jax.data.sources import ArrayDataset
 from gkt_jax.data.sources import DATASETS
 from gkt_jax.data.sources import digits_split_indices
 from gkt_jax.data.sources import FASHION_MNIST_DIR

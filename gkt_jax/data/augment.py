@@ -1,4 +1,4 @@
-"""Normalisation and per-example augmentation in numpy and PIL (host side).
+"""Normalisation (host or device) and per-example augmentation in numpy and PIL (host side).
 
 pad-crop-flip (CIFAR-style), and ImageNet's random-resized-crop and resize + center crop.
 """
@@ -9,20 +9,23 @@ import numpy as np
 from PIL import Image
 
 
-def normalize(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-  """(images / 255 - mean) / std as float32.
+def normalize(images, mean, std):
+  """(images / 255 - mean) / std as float32: the model input, everywhere it is made.
 
   Args:
-    images: uint8[..., C] (any leading shape).
+    images: uint8[..., C] (any leading shape): a numpy array (result: numpy) or a jax array,
+      traced or not (result: jax, e.g. inside the jitted step).
     mean: float[C], per-channel mean in [0, 1] units.
     std: float[C], per-channel standard deviation in [0, 1] units.
 
   Returns:
     float32[..., C].
   """
+  if not hasattr(images, 'astype'):
+    images = np.asarray(images)
   mean = np.asarray(mean, np.float32)
   std = np.asarray(std, np.float32)
-  return (np.asarray(images).astype(np.float32) / np.float32(255) - mean) / std
+  return (images.astype(np.float32) / np.float32(255) - mean) / std
 
 
 def pad_crop_flip_params(rng: np.random.Generator, batch: int, *, pad: int,

@@ -14,7 +14,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from gkt_jax.data import sources
+from gkt_jax.data import arrays
 
 IMAGE_SHAPE = (64, 64, 3)
 URL = 'http://cs231n.stanford.edu/tiny-imagenet-200.zip'
@@ -105,7 +105,7 @@ def file_lists(data_dir: str) -> tuple[list[str], list[str], np.ndarray, list[st
 
 
 def load_tiny_imagenet(data_dir: str | None, *,
-                       num_threads: int | None = None) -> sources.ArrayDataset:
+                       num_threads: int | None = None) -> arrays.ArrayDataset:
   """Tiny-ImageNet as an ArrayDataset (name 'tiny_imagenet').
 
   Reads every image (100,000 train, 10,000 validation = test; 1.4 GB as uint8) with PIL,
@@ -122,6 +122,6 @@ def load_tiny_imagenet(data_dir: str | None, *,
   wnids, train_paths, train_labels, test_paths, test_labels = file_lists(data_dir)
   if num_threads is None:
     num_threads = min(16, os.cpu_count() or 1)
-  return sources.make_array_dataset(
+  return arrays.make_array_dataset(
       'tiny_imagenet', _read_images(train_paths, num_threads), train_labels,
       _read_images(test_paths, num_threads), test_labels, len(wnids))

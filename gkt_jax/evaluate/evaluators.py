@@ -44,13 +44,13 @@ class EvalRunner:
     self.eval_source = eval_source
     self.num_examples = int(num_examples)
     self.batch_size = batch_size
-    self.mean = jnp.asarray(mean, jnp.float32)
-    self.std = jnp.asarray(std, jnp.float32)
+    self.mean = np.asarray(mean, np.float32)
+    self.std = np.asarray(std, np.float32)
     self.data_sharding = data_sharding
     self.variables = None
 
     def normalise(images):
-      return (images.astype(jnp.float32) / 255.0 - self.mean) / self.std
+      return data_lib.normalize(images, self.mean, self.std)
 
     def correct(variables, images, labels, valid, keep_mask):
       logits = method.subnet_logits(variables, normalise(images), keep_mask)

@@ -28,8 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from gkt_jax import losses
-from gkt_jax.evaluate import cost
-from gkt_jax.models import ResNet
+from gkt_jax.models import ResNet, cost
 
 Measurements = dict[str, jax.Array]
 

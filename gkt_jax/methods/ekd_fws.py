@@ -18,9 +18,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from gkt_jax import losses, models
-from gkt_jax.evaluate import cost
 from gkt_jax.methods.base import Method, full_mask, loss_gradients
-from gkt_jax.models import classmate
+from gkt_jax.models import classmate, cost
 
 
 def default_dropout_rate(stage_sizes) -> float:

@@ -138,8 +138,7 @@ def student_feature_dim(student_workdir: str) -> int:
   if not os.path.exists(path):
     raise FileNotFoundError(f'method.student={student_workdir!r}: {path} not found')
   with open(path) as f:
-    model_cfg = dict(json.load(f)['model'])
-  model = models.build_model(model_cfg.pop('arch'), 1, **model_cfg)
+    model = models.from_config(json.load(f)['model'], 1)
   return int(model.stage_widths[-1] * (4 if model.block == 'bottleneck' else 1))
 
 

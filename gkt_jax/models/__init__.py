@@ -35,6 +35,13 @@ def imagenet_resnet(depth: int, num_classes: int, *, width_multiplier: float = 1
                 stem=stem, stem_width=widths[0], shortcut=shortcut, **kwargs)
 
 
+def from_config(model_config, num_classes: int) -> ResNet:
+  """`build_model` from a config's model section (a ConfigDict or dict with 'arch' and the
+  keyword arguments of `build_model`)."""
+  fields = dict(model_config)
+  return build_model(fields.pop('arch'), num_classes, **fields)
+
+
 def _widths(base: tuple[int, ...], width_multiplier: float) -> tuple[int, ...]:
   """Stage widths `base` scaled by `width_multiplier` (> 0), rounded, at least 1."""
   if not (isinstance(width_multiplier, (int, float)) and width_multiplier > 0):
@@ -82,5 +89,5 @@ def build_model(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
   return imagenet_resnet(depth, num_classes, stem=stem or 'imagenet', **extra)
 
 
-__all__ = ['ARCHS', 'ClassmateResNet', 'ResNet', 'SideInputResNet', 'build_model',
+__all__ = ['ARCHS', 'ClassmateResNet', 'ResNet', 'SideInputResNet', 'build_model', 'from_config',
            'cifar_resnet', 'conv2d', 'imagenet_resnet', 'with_classmates', 'with_side_input']

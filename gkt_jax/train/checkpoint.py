@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
-import signal
 import sys
-import threading
 import warnings
 from typing import Any
 
@@ -28,6 +26,8 @@ from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from gkt_jax import utils
 
 STATE = 'state'
 META = 'meta'
@@ -84,79 +84,6 @@ def abstract_tree(tree):
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)),
       tree)
-
-
-class PreemptionWatcher:
-  """Turns SIGTERM and SIGINT (Ctrl-C) into a request to save a checkpoint and stop.
-
-  The loop asks `requested(step)` after dispatching every step. A second SIGINT exits at
-  once (KeyboardInterrupt), for a user who does not want to wait for the save.
-
-  Multi-process runs must stop at the same step everywhere. With JAX's preemption service
-  (on by default under `jax.distributed`), SIGTERM is left to it: any process's notice
-  spreads to all, and `multihost_utils.reached_preemption_sync_point` names one common step
-  without a host sync per step; a SIGINT is forwarded to the service as a SIGTERM. Without
-  the service, the processes OR their flags through a tiny all-gather every
-  `ALLGATHER_EVERY` steps.
-  """
-
-  ALLGATHER_EVERY = 10
-
-  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
-    self._flag = threading.Event()
-    self._previous = {}
-    self.signal_name = None
-    self._sync_manager = _preemption_sync_manager()
-    if threading.current_thread() is threading.main_thread():
-      for sig in signals:
-        if sig == signal.SIGTERM and self._sync_manager is not None:
-          continue  # the preemption service's own handler receives it
-        self._previous[sig] = signal.signal(sig, self._handle)
-
-  def _handle(self, signum, frame):
-    del frame
-    name = signal.Signals(signum).name
-    if signum == signal.SIGINT and self._flag.is_set():
-      raise KeyboardInterrupt(f'second {name}: exiting without saving')
-    self.signal_name = self.signal_name or name
-    self._flag.set()
-    if signum == signal.SIGINT:
-      print(f'{name}: saving a checkpoint after the current step (again to exit at once)',
-            file=sys.stderr, flush=True)
-      if self._sync_manager is not None:  # let every process know, as for a preemption
-        os.kill(os.getpid(), signal.SIGTERM)
-
-  def requested(self, step: int) -> bool:
-    """Whether to save at `step` and stop; the same answer in every process."""
-    if jax.process_count() == 1:
-      return self._flag.is_set()
-    if self._sync_manager is not None:
-      if multihost_utils().reached_preemption_sync_point(step):
-        self.signal_name = self.signal_name or 'SIGTERM'
-        return True
-      return False
-    if step % self.ALLGATHER_EVERY:
-      return False
-    return not _all_processes(not self._flag.is_set())  # any process signalled
-
-  def restore_handlers(self) -> None:
-    for sig, handler in self._previous.items():
-      if handler is not None:  # None: a handler not installed from Python; leave ours
-        signal.signal(sig, handler)
-    self._previous = {}
-
-
-def multihost_utils():
-  from jax.experimental import multihost_utils as utils  # pylint: disable=g-import-not-at-top
-  return utils
-
-
-def _preemption_sync_manager():
-  """JAX's preemption sync manager of a multi-process run, or None."""
-  if jax.process_count() == 1:
-    return None
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  return getattr(distributed.global_state, 'preemption_sync_manager', None)
 
 
 class Checkpointer:
@@ -238,7 +165,7 @@ class Checkpointer:
         except Exception as e:  # pylint: disable=broad-except
           error = _describe(candidate, e)
       # Every process must take the same step (or all skip it), else they would diverge.
-      if not _all_processes(error is None):
+      if not utils.all_processes(error is None):
         errors.append(error or f'step {candidate}: unreadable in another process')
         continue
       unreadable = [s for s in steps if s > candidate]
@@ -304,7 +231,7 @@ class Checkpointer:
         if os.path.isdir(path):
           os.replace(path, aside)
     if jax.process_count() > 1:
-      multihost_utils().sync_global_devices('gkt_jax_checkpoint_set_aside')
+      utils.multihost_utils().sync_global_devices('gkt_jax_checkpoint_set_aside')
     self._manager.reload()
 
   def restore_raw(self, step: int) -> dict:
@@ -394,11 +321,6 @@ def _describe(step: int, error: Exception) -> str:
   return f'step {step}: {type(error).__name__}: {first_line[:200]}'
 
 
-def _all_processes(ok: bool) -> bool:
-  """True when `ok` holds in every process (a collective in multi-process runs)."""
-  if jax.process_count() == 1:
-    return ok
-  return bool(np.all(multihost_utils().process_allgather(np.asarray([ok], np.int32))))
 
 
 def tree_signature(tree) -> list[str]:

@@ -98,9 +98,7 @@ def load_run(workdir: str, *, step: int | None = None):
     raise FileNotFoundError(f'{workdir} holds no checkpoint (has its run been trained?)')
   tree = source.restore_raw(steps[-1] if step is None else step)
   source.close()
-  model_cfg = dict(config.model)
-  plain = models.build_model(model_cfg.pop('arch'),
-                             int(np.shape(tree['params']['head']['kernel'])[-1]), **model_cfg)
+  plain = models.from_config(config.model, int(np.shape(tree['params']['head']['kernel'])[-1]))
   model = methods.get_method(config.method, plain).model
   return model, _fitted(model, tree, workdir), config
 

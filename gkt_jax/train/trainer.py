@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gkt_jax import data as data_lib
 from gkt_jax import evaluate, methods, models, utils
-from gkt_jax.train import checkpoint, optim, reporting, validate
+from gkt_jax.train import checkpoint, optim, preemption, reporting, validate
 
 
 # The host dispatches at most this many steps ahead of the device (a signal's delay bound).
@@ -49,10 +49,8 @@ def make_mesh() -> Mesh:
 
 def build(config: ml_collections.ConfigDict, dataset: data_lib.ArrayDataset):
   """The model a method trains (`method.model`, built around config.model) and the method."""
-  model_cfg = dict(config.model)
-  arch = model_cfg.pop('arch')
   method = methods.get_method(config.method,
-                              models.build_model(arch, dataset.num_classes, **model_cfg))
+                              models.from_config(config.model, dataset.num_classes))
   sources = method.frozen_sources()
   if sources:  # frozen networks (ResKD's teacher and earlier stages), from their runs
     from gkt_jax.train import export  # pylint: disable=g-import-not-at-top
@@ -114,11 +112,9 @@ def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = Non
   (PyTorch DDP broadcasts rank 0's buffers before every forward). `per_device_keys` then gives
   every device its own subnet draw (the step key folded with the device index).
   """
-  mean = jnp.asarray(mean, jnp.float32)
-  std = jnp.asarray(std, jnp.float32)
 
   def train_step(state: TrainState, images, labels, frozen=None):
-    batch = {'images': (images.astype(jnp.float32) / 255.0 - mean) / std, 'labels': labels,
+    batch = {'images': data_lib.normalize(images, mean, std), 'labels': labels,
              'frozen': frozen}
     key = jax.random.fold_in(state.key, state.step)
     if axis_name is not None and per_device_keys:
@@ -167,9 +163,14 @@ def _pmean_or_first(x, axis_name):
   return _device_zero(x, axis_name)
 
 
+def parallel_mode(config) -> str:
+  """config.parallel, default 'jit' (validate.PARALLEL_MODES)."""
+  return config.get('parallel', validate.PARALLEL_MODES[0])
+
+
 def compile_train_step(config, mesh, method, tx, schedule, mean, std):
   """The jitted step for `config.parallel` ('jit' or 'pmap') over `mesh`."""
-  parallel = config.get('parallel', 'jit')
+  parallel = parallel_mode(config)
   replicated = NamedSharding(mesh, P())
   sharded = NamedSharding(mesh, P('data'))
   if parallel == 'jit':
@@ -256,7 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   # SIGTERM is caught from the start (set-up, compile and training); handlers, checkpoint
   # threads and data threads are released however the run ends.
-  watcher = checkpoint.PreemptionWatcher()
+  watcher = preemption.PreemptionWatcher()
   with contextlib.ExitStack() as cleanup:
     cleanup.callback(watcher.restore_handlers)
     return _train_and_evaluate(config, workdir, return_state, watcher, cleanup)
@@ -384,7 +385,7 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
       f'({model.num_blocks} blocks), {total_steps} steps of batch {batch_size} '
       f'({total_steps / batches.steps_per_epoch:.1f} epochs) on {num_devices} '
       f'{jax.default_backend()} device(s) in {jax.process_count()} process(es), '
-      f'parallel={config.get("parallel", "jit")}, {method.forwards_per_step()} forwards/step')
+      f'parallel={parallel_mode(config)}, {method.forwards_per_step()} forwards/step')
 
   def train_seconds_so_far():
     """Training time of this workdir: earlier (preempted) runs, plus this run's steps after
@@ -482,7 +483,7 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
       'seed': config.seed, 'steps': total_steps,
       'epochs': total_steps / batches.steps_per_epoch, 'batch_size': batch_size,
       'num_devices': num_devices, 'num_processes': jax.process_count(),
-      'parallel': config.get('parallel', 'jit'), 'backend': jax.default_backend(),
+      'parallel': parallel_mode(config), 'backend': jax.default_backend(),
       'forwards_per_step': method.forwards_per_step(),
       'resumed_from_step': start_step or None,  # the last resume; all of them:
       'resumed_from_steps': resumes,

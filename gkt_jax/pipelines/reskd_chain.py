@@ -107,11 +107,10 @@ def analyze_chain(config: ml_collections.ConfigDict, root: str, *, log=print) ->
   dataset = data_lib.load_dataset(data_cfg.name, data_dir=data_cfg.get('dir'),
                                   **dict(data_cfg.get('options', None) or {}))
   analysis = config.analysis
-  mean, std = jnp.asarray(dataset.mean, jnp.float32), jnp.asarray(dataset.std, jnp.float32)
 
   @jax.jit
   def all_logits(images):
-    x = (images.astype(jnp.float32) / 255.0 - mean) / std
+    x = data_lib.normalize(images, dataset.mean, dataset.std)
     return (teacher[0].apply(teacher[1], x, train=False)[0],
             reskd.chain_logits(student, residuals, x))
 
@@ -144,8 +143,7 @@ def analyze_chain(config: ml_collections.ConfigDict, root: str, *, log=print) ->
   preds, stops = [], []
   start = time.perf_counter()
   for images, _, num_valid in dataset.eval_batches(int(analysis.eval_batch_size)):
-    x = np.asarray((images.astype(np.float32) / 255.0 - dataset.mean) / dataset.std,
-                   np.float32)
+    x = data_lib.normalize(images, dataset.mean, dataset.std)
     p, s = predictor(x)
     preds.append(p[:num_valid])
     stops.append(s[:num_valid])
