@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -244,6 +245,100 @@ def _recalibration(config, dataset, model, batch_size: int, log):
           images.reshape((num_batches, size) + images.shape[1:]))
 
 
+@dataclasses.dataclass
+class Run:
+  """What a training run is made of, built from its config by `setup_run`."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Mesh
+  dataset: Any
+  model: Any
+  method: Any
+  batches: Any  # the train split's batch source (`data.TrainBatches` or a tfds pipeline)
+  total_steps: int
+  log_every: int
+  eval_every: int
+  ckpt_every: int
+  tx: optax.GradientTransformation
+  schedule: Any
+  labels_checked: bool  # in-memory labels checked once; streamed ones batch by batch
+  verbose: bool  # progress on stdout (the writing process, unless config.verbose=False)
+
+  def log(self, message: str) -> None:
+    if self.verbose:
+      print(message, flush=True)
+
+  @property
+  def batch_size(self) -> int:
+    return int(self.config.data.batch_size)
+
+  @property
+  def num_devices(self) -> int:
+    return self.mesh.devices.size
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def sharded(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P('data'))
+
+
+def setup_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Validates the config and builds the run: mesh, data, model, method, durations and
+  optimizer (nothing is compiled or written but the workdir itself)."""
+  mesh = make_mesh()
+  validate.validate_config(config, num_devices=mesh.devices.size)
+  os.makedirs(workdir, exist_ok=True)
+  dataset = data_lib.load_dataset(config.data.name, data_dir=config.data.get('dir'),
+                                  **dict(config.data.get('options', None) or {}))
+  labels_checked = isinstance(dataset, data_lib.ArrayDataset)
+  if labels_checked:
+    validate.validate_labels(dataset.train_labels, dataset.num_classes, 'train')
+    validate.validate_labels(dataset.test_labels, dataset.num_classes, 'test')
+  model, method = build(config, dataset)
+  augment = dict(config.data.get('augment', {}) or {})
+  batches = dataset.train_batches(int(config.data.batch_size), seed=config.seed,
+                                  augment=augment or None)
+  per_epoch = batches.steps_per_epoch
+  total_steps = utils.steps('total', config, per_epoch)
+  if total_steps is None:
+    raise ValueError('set total_steps or total_epochs in the config')
+  eval_every = utils.steps('eval_every', config, per_epoch, default=total_steps)
+  tx, schedule = optim.make_optimizer(config.optim, total_steps)
+  return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, model=model,
+             method=method, batches=batches, total_steps=total_steps,
+             log_every=utils.steps('log_every', config, per_epoch, default=50),
+             eval_every=eval_every,
+             # Checkpoints every ckpt_steps/ckpt_epochs (default: at each evaluation), at the
+             # end and on a signal.
+             ckpt_every=utils.steps('ckpt_every', config, per_epoch, default=eval_every),
+             tx=tx, schedule=schedule, labels_checked=labels_checked,
+             verbose=jax.process_index() == 0 and config.get('verbose', True))
+
+
+class RunClock:
+  """The training seconds of a workdir: earlier (preempted) runs, plus this run's steps
+  after the first (compiled) one, evaluations excluded."""
+
+  def __init__(self, prior_train_seconds: float):
+    self.prior = prior_train_seconds
+    self.compile_start = time.perf_counter()
+    self.compile_seconds = 0.0
+    self.train_start = None
+    self.eval_seconds = 0.0  # intermediate evaluations
+
+  def first_step_done(self) -> None:
+    self.compile_seconds = time.perf_counter() - self.compile_start
+    self.train_start = time.perf_counter()
+
+  def train_seconds(self) -> float:
+    if self.train_start is None:
+      return self.prior
+    return self.prior + time.perf_counter() - self.train_start - self.eval_seconds
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        return_state: bool = False):
   """Trains `config.method` on `config.data` and evaluates it; returns the summary dict.
@@ -260,98 +355,122 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   watcher = preemption.PreemptionWatcher()
   with contextlib.ExitStack() as cleanup:
     cleanup.callback(watcher.restore_handlers)
-    return _train_and_evaluate(config, workdir, return_state, watcher, cleanup)
+    summary, state = _train(setup_run(config, workdir), watcher, cleanup)
+    return (summary, state) if return_state else summary
 
 
-def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
-  is_writer = jax.process_index() == 0
-  verbose = is_writer and config.get('verbose', True)
-
-  def log(message):
-    if verbose:
-      print(message, flush=True)
-
-  mesh = make_mesh()
-  num_devices = mesh.devices.size
-  validate.validate_config(config, num_devices=num_devices)
-  os.makedirs(workdir, exist_ok=True)
-
-  dataset = data_lib.load_dataset(config.data.name, data_dir=config.data.get('dir'),
-                                  **dict(config.data.get('options', None) or {}))
-  # Labels: checked once here for data held in memory, else batch by batch as it streams.
-  labels_checked = isinstance(dataset, data_lib.ArrayDataset)
-  if labels_checked:
-    validate.validate_labels(dataset.train_labels, dataset.num_classes, 'train')
-    validate.validate_labels(dataset.test_labels, dataset.num_classes, 'test')
-  model, method = build(config, dataset)
-  batch_size = int(config.data.batch_size)
-  replicated = NamedSharding(mesh, P())
-  sharded = NamedSharding(mesh, P('data'))
-
-  augment = dict(config.data.get('augment', {}) or {})
-  batches = dataset.train_batches(batch_size, seed=config.seed, augment=augment or None)
-  total_steps = utils.steps('total', config, batches.steps_per_epoch)
-  if total_steps is None:
-    raise ValueError('set total_steps or total_epochs in the config')
-  log_every = utils.steps('log_every', config, batches.steps_per_epoch, default=50)
-  eval_every = utils.steps('eval_every', config, batches.steps_per_epoch, default=total_steps)
-  # Checkpoints every ckpt_steps/ckpt_epochs (default: at each evaluation), at the end and
-  # on SIGTERM.
-  ckpt_every = utils.steps('ckpt_every', config, batches.steps_per_epoch, default=eval_every)
-
-  tx, schedule = optim.make_optimizer(config.optim, total_steps)
-  # Initialised eagerly (op by op: cheap, and cached across runs in one process), then
-  # placed replicated: every process computes the same values from the seed and supplies its
-  # own devices' copies, so no host array has to reach another process's devices.
-  state = replicate(init_state(config, model, method, tx, dataset.image_shape), replicated)
+def _train(run: Run, watcher, cleanup) -> tuple[dict, TrainState]:
+  """Restores or initialises the state, trains, evaluates; (summary, final state)."""
+  config, workdir = run.config, run.workdir
+  state = replicate(init_state(config, run.model, run.method, run.tx,
+                               run.dataset.image_shape), run.replicated)
   ckpt = None
   if config.get('checkpoints', True):
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), every_steps=ckpt_every,
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                   every_steps=run.ckpt_every,
                                    max_to_keep=config.get('max_checkpoints', 3))
     cleanup.callback(ckpt.close)
-  state, meta = _restore_or_init(config, workdir, state, ckpt, log, method)
-  frozen_id = frozen_identity(method)
+  state, meta = _restore_or_init(config, workdir, state, ckpt, run.log, run.method)
+  frozen_id = frozen_identity(run.method)
   if meta.get('frozen', frozen_id) != frozen_id:  # (checkpoints before this check: no key)
     raise checkpoint.ResumeMismatchError(
         f'{workdir} was trained against other frozen networks ({meta.get("frozen")}) than '
         f'config.method names now ({frozen_id}): delete {workdir} to train it again')
   start_step = int(meta.get('step', 0))
-  # Every step this workdir was resumed from, oldest first (kept in the checkpoints' meta).
-  resumes = list(meta.get('resumes', [])) + ([start_step] if start_step else [])
   summary_path = os.path.join(workdir, 'summary.json')
-  if start_step >= total_steps and os.path.exists(summary_path):
-    log(f'{workdir} already finished its {total_steps} steps: summary.json is its result')
+  if start_step >= run.total_steps and os.path.exists(summary_path):
+    run.log(f'{workdir} already finished its {run.total_steps} steps: summary.json is its '
+            'result')
     with open(summary_path) as f:
-      summary = json.load(f)
-    return (summary, state) if return_state else summary
-  if is_writer:
+      return json.load(f), state
+  if jax.process_index() == 0:
     # Written once the data loaded and the workdir's checkpoints accepted this config; a
     # summary.json there is an earlier run's (this one trains), so it goes.
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     if os.path.exists(summary_path):
       os.remove(summary_path)
-  step_fn = compile_train_step(config, mesh, method, tx, schedule, dataset.mean, dataset.std)
-  # Frozen networks: a step input and an eval variable, never train state.
-  frozen = method.frozen_inputs()
-  frozen = replicate(frozen, replicated) if frozen is not None else {}
+  # Every step this workdir was resumed from, oldest first (kept in the checkpoints' meta).
+  resumes = list(meta.get('resumes', [])) + ([start_step] if start_step else [])
+  clock = RunClock(float(meta.get('train_seconds', 0.0)))
+  saver = _Saver(ckpt, lambda: {'identity': checkpoint.identity_fields(config),
+                                'frozen': frozen_id, 'train_seconds': clock.train_seconds(),
+                                'resumes': resumes})
+  return _train_from(run, state, start_step, resumes, clock, saver, watcher, cleanup)
 
-  eval_batch = int(config.data.get('eval_batch_size', 500))
-  eval_batch -= eval_batch % num_devices
+
+@dataclasses.dataclass
+class _Saver:
+  """The run's checkpointer (or None: config.checkpoints=False) and the meta it saves."""
+  ckpt: checkpoint.Checkpointer | None
+  meta: Any  # () -> dict
+
+  def due(self, step: int, total_steps: int) -> bool:
+    return self.ckpt is not None and (self.ckpt.should_save(step) or step == total_steps)
+
+  def save(self, step: int, state) -> None:
+    self.ckpt.save(step, state, self.meta())
+
+
+def _train_from(run, state, start_step, resumes, clock, saver, watcher, cleanup):
+  """Compiles the step, trains from `start_step` and evaluates at the end."""
+  step_fn = compile_train_step(run.config, run.mesh, run.method, run.tx, run.schedule,
+                               run.dataset.mean, run.dataset.std)
+  # Frozen networks: a step input and an eval variable, never train state.
+  frozen = run.method.frozen_inputs()
+  frozen = replicate(frozen, run.replicated) if frozen is not None else {}
+  evaluate_state = _evaluator(run, frozen)
+  writer = reporting.MetricWriter(run.workdir, enabled=jax.process_index() == 0)
+  # Rows of the metrics file after the restored step are written again by this run.
+  writer.truncate_after(start_step)
+  history = [{'step': r['step'], **{k.removeprefix('eval/'): v for k, v in r.items()
+                                    if k.startswith('eval/')}}
+             for r in reporting.read_metrics(run.workdir) if 'eval/full_accuracy' in r]
+  batch_iterator = run.batches.iterate(start_step, rows=data_lib.process_rows(
+      run.batch_size, jax.process_index(), jax.process_count()))  # may read ahead
+  cleanup.callback(batch_iterator.close)
+  _log_header(run)
+  loop = _Loop(run, step_fn, frozen, batch_iterator, evaluate_state, writer, history, clock,
+               saver, watcher)
+  state, step, preempted = loop.train(state, start_step)
+  if preempted:
+    return _preempted(run, state, step, saver, watcher), state
+  jax.block_until_ready(state)
+  if saver.ckpt is not None:
+    saver.ckpt.wait_until_finished()
+  train_seconds = clock.train_seconds()
+  run.log('final evaluation ...')
+  eval_start = time.perf_counter()
+  results = evaluate_state(state, final=True)
+  history = [h for h in history if h['step'] != step] + [{'step': step, **results}]
+  writer.write(step, {f'eval/{k}': v for k, v in results.items()})
+  summary = _summary(run, results, history, clock, train_seconds, start_step, resumes)
+  summary['eval_seconds'] = time.perf_counter() - eval_start
+  _write_summary(run, summary)
+  return summary, state
+
+
+def _evaluator(run: Run, frozen) -> Any:
+  """(state, final) -> evaluation results of config.evals (recalibrated BatchNorm
+  statistics, when the method asks for them, serve the evaluation only)."""
+  eval_batch = int(run.config.data.get('eval_batch_size', 500))
+  eval_batch -= eval_batch % run.num_devices
+  dataset = run.dataset
+
   def checked_eval_batches(size):
     for images, labels, num_valid in dataset.eval_batches(size):
       validate.validate_labels(labels[:num_valid], dataset.num_classes, 'test')
       yield images, labels, num_valid
 
   runner = evaluate.EvalRunner(
-      model, method, None, None, mean=dataset.mean, std=dataset.std, batch_size=eval_batch,
-      data_sharding=sharded, replicated_sharding=replicated,
-      eval_source=dataset.eval_batches if labels_checked else checked_eval_batches,
+      run.model, run.method, None, None, mean=dataset.mean, std=dataset.std,
+      batch_size=eval_batch, data_sharding=run.sharded, replicated_sharding=run.replicated,
+      eval_source=dataset.eval_batches if run.labels_checked else checked_eval_batches,
       num_examples=dataset.num_test)
-  recalibration = _recalibration(config, dataset, model, batch_size, log)
-  evals_config = config.get('evals', {'full': {'type': 'full'}})
+  recalibration = _recalibration(run.config, dataset, run.model, run.batch_size, run.log)
+  evals_config = run.config.get('evals', {'full': {'type': 'full'}})
 
-  def run_evals(final: bool) -> dict:
+  def evaluate_state(state, final: bool) -> dict:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     if frozen:
       variables['frozen'] = frozen
@@ -361,146 +480,141 @@ def _train_and_evaluate(config, workdir, return_state, watcher, cleanup):
     runner.variables = variables
     return evaluate.run_evaluators(runner, evals_config, final=final)
 
-  writer = reporting.MetricWriter(workdir, enabled=is_writer)
-  # Rows of the metrics file after the restored step are written again by this run.
-  writer.truncate_after(start_step)
-  history = [{'step': r['step'], **{k.removeprefix('eval/'): v for k, v in r.items()
-                                    if k.startswith('eval/')}}
-             for r in reporting.read_metrics(workdir) if 'eval/full_accuracy' in r]
-  process_rows = data_lib.process_rows(batch_size, jax.process_index(), jax.process_count())
+  return evaluate_state
 
-  batch_iterator = batches.iterate(start_step, rows=process_rows)  # may read ahead
-  cleanup.callback(batch_iterator.close)
 
-  def device_batch(step):
-    batch_step, images, labels = next(batch_iterator)
+def _log_header(run: Run) -> None:
+  config = run.config
+  run.log(f'gkt_jax: {config.method.name} on {config.data.name} ({run.dataset.num_train} '
+          f'train / {run.dataset.num_test} test images), {config.model.arch} '
+          f'({run.model.num_blocks} blocks), {run.total_steps} steps of batch '
+          f'{run.batch_size} ({run.total_steps / run.batches.steps_per_epoch:.1f} epochs) on '
+          f'{run.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
+          f'process(es), parallel={parallel_mode(config)}, '
+          f'{run.method.forwards_per_step()} forwards/step')
+
+
+class _Loop:
+  """The training loop: steps, logs, intermediate evaluations, checkpoints, signals."""
+
+  def __init__(self, run, step_fn, frozen, batch_iterator, evaluate_state, writer, history,
+               clock, saver, watcher):
+    self.run, self.step_fn, self.frozen = run, step_fn, frozen
+    self.batch_iterator, self.evaluate_state = batch_iterator, evaluate_state
+    self.writer, self.history, self.clock = writer, history, clock
+    self.saver, self.watcher = saver, watcher
+
+  def device_batch(self, step):
+    run = self.run
+    batch_step, images, labels = next(self.batch_iterator)
     assert batch_step == step, (batch_step, step)
-    if not labels_checked:
-      validate.validate_labels(labels, dataset.num_classes, f'train (step {step})')
-    return (jax.make_array_from_process_local_data(sharded, images),
-            jax.make_array_from_process_local_data(sharded, labels))
+    if not run.labels_checked:
+      validate.validate_labels(labels, run.dataset.num_classes, f'train (step {step})')
+    return (jax.make_array_from_process_local_data(run.sharded, images),
+            jax.make_array_from_process_local_data(run.sharded, labels))
 
-  log(f'gkt_jax: {config.method.name} on {config.data.name} ({dataset.num_train} '
-      f'train / {dataset.num_test} test images), {config.model.arch} '
-      f'({model.num_blocks} blocks), {total_steps} steps of batch {batch_size} '
-      f'({total_steps / batches.steps_per_epoch:.1f} epochs) on {num_devices} '
-      f'{jax.default_backend()} device(s) in {jax.process_count()} process(es), '
-      f'parallel={parallel_mode(config)}, {method.forwards_per_step()} forwards/step')
+  def train(self, state, step: int):
+    """Trains from `step` to the end or to a signal; returns (state, step, preempted)."""
+    run = self.run
+    progress = reporting.Progress(run.total_steps, step, run.batch_size, enabled=run.verbose)
+    self.progress = progress
+    # Steps dispatched but not finished: bounded, so that a signal is acted on within a few
+    # steps of the device's progress (an unbounded host ran 30+ steps ahead on CPU).
+    in_flight = collections.deque()
+    if self.watcher.requested(step):
+      return state, step, True
+    while step < run.total_steps:
+      state, pending = self.step_fn(state, *self.device_batch(step), self.frozen)
+      step += 1
+      in_flight.append(pending)
+      if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+        jax.block_until_ready(in_flight.popleft())
+      if self.clock.train_start is None:
+        jax.block_until_ready(pending)
+        self.clock.first_step_done()
+        run.log(f'first step (compile + run) took {self.clock.compile_seconds:.1f}s')
+        progress.start(step)
+      is_ckpt = self.saver.due(step, run.total_steps)
+      preempted = self.watcher.requested(step)
+      self.report(step, pending, check=is_ckpt or preempted)
+      if preempted:
+        return state, step, True
+      # Evaluate before saving: a run resumed from this checkpoint starts after the eval.
+      if step % run.eval_every == 0 and step != run.total_steps:
+        self.evaluate(state, step)
+      if is_ckpt:
+        self.saver.save(step, state)
+    return state, step, False
 
-  def train_seconds_so_far():
-    """Training time of this workdir: earlier (preempted) runs, plus this run's steps after
-    the first (compiled) one, evaluations excluded."""
-    if train_start is None:
-      return prior_train_seconds
-    return (prior_train_seconds + time.perf_counter() - train_start
-            - intermediate_eval_seconds)
-
-  def checkpoint_meta(step):
-    del step  # the checkpointer records it
-    return {'identity': checkpoint.identity_fields(config), 'frozen': frozen_id,
-            'train_seconds': train_seconds_so_far(), 'resumes': resumes}
-
-  progress = reporting.Progress(total_steps, start_step, batch_size, enabled=verbose)
-  prior_train_seconds = float(meta.get('train_seconds', 0.0))
-  compile_start = time.perf_counter()
-  compile_seconds = 0.0
-  train_start = None
-  intermediate_eval_seconds = 0.0
-  pending = None  # measurements of the last step, pulled to the host only when needed
-  step = start_step
-
-  def preempted_result(step):
-    if ckpt is not None:
-      ckpt.save(step, state, checkpoint_meta(step))
-      ckpt.wait_until_finished()
-      log(f'{watcher.signal_name}: saved a checkpoint at step {step} in {ckpt.directory}; '
-          'run the same command again to resume')
-    else:
-      log(f'{watcher.signal_name}: stopping at step {step} (config.checkpoints=False: '
-          'nothing saved)')
-    result = {'preempted': True, 'step': step, 'signal': watcher.signal_name}
-    return (result, state) if return_state else result
-
-  # Steps dispatched but not finished: bounded, so that a signal is acted on within a few
-  # steps of the device's progress (an unbounded host ran 30+ steps ahead on CPU).
-  in_flight = collections.deque()
-  if watcher.requested(step):
-    return preempted_result(step)
-  while step < total_steps:
-    images, labels = device_batch(step)
-    state, pending = step_fn(state, images, labels, frozen)
-    step += 1
-    in_flight.append(pending)
-    if len(in_flight) > MAX_STEPS_IN_FLIGHT:
-      jax.block_until_ready(in_flight.popleft())
-    if train_start is None:
-      jax.block_until_ready(pending)
-      compile_seconds = time.perf_counter() - compile_start
-      log(f'first step (compile + run) took {compile_seconds:.1f}s')
-      progress.start(step)
-      train_start = time.perf_counter()
-    is_log = step % log_every == 0 or step == total_steps
-    is_ckpt = ckpt is not None and (ckpt.should_save(step) or step == total_steps)
-    preempted = watcher.requested(step)
-    if is_log or is_ckpt or preempted:
-      # Also before every save: a non-finite step must never reach a checkpoint.
-      values = _scalars(jax.device_get(pending))
-      reporting.check_finite(step, values)
+  def report(self, step: int, pending, check: bool) -> None:
+    """At log steps, and before every save (a non-finite step must never reach a
+    checkpoint): pulls the step's measurements, checks them, logs them."""
+    run = self.run
+    is_log = step % run.log_every == 0 or step == run.total_steps
+    if not (is_log or check):
+      return
+    values = _scalars(jax.device_get(pending))
+    reporting.check_finite(step, values)
     if is_log:
-      values['img_per_sec'] = progress.rate(step)
-      values['epoch'] = step / batches.steps_per_epoch
-      writer.write(step, values)
-      progress.line(step, {k: values[k] for k in ('loss', 'ce/full', 'ce/sampled', 'lr')
-                           if k in values}, values['img_per_sec'])
-    if preempted:
-      return preempted_result(step)
-    # Evaluate before saving: a run resumed from this checkpoint starts after the eval.
-    if step % eval_every == 0 and step != total_steps:
-      eval_start = time.perf_counter()
-      results = run_evals(final=False)
-      eval_seconds = time.perf_counter() - eval_start
-      progress.exclude(eval_seconds)
-      intermediate_eval_seconds += eval_seconds
-      history.append({'step': step, **results})
-      writer.write(step, {f'eval/{k}': v for k, v in results.items()})
-      log(f'eval at step {step}: ' + ', '.join(
-          f'{k} {v:.4f}' for k, v in results.items() if isinstance(v, float)))
-    if is_ckpt:
-      ckpt.save(step, state, checkpoint_meta(step))
-  jax.block_until_ready(state)
-  if ckpt is not None:
-    ckpt.wait_until_finished()
-  train_seconds = train_seconds_so_far()
+      values['img_per_sec'] = self.progress.rate(step)
+      values['epoch'] = step / run.batches.steps_per_epoch
+      self.writer.write(step, values)
+      self.progress.line(step, {k: values[k] for k in ('loss', 'ce/full', 'ce/sampled', 'lr')
+                                if k in values}, values['img_per_sec'])
 
-  log('final evaluation ...')
-  eval_start = time.perf_counter()
-  results = run_evals(final=True)
-  history = [h for h in history if h['step'] != step] + [{'step': step, **results}]
-  writer.write(step, {f'eval/{k}': v for k, v in results.items()})
-  steps_timed = max(total_steps - start_step - 1, 1)
-  summary = {
+  def evaluate(self, state, step: int) -> None:
+    eval_start = time.perf_counter()
+    results = self.evaluate_state(state, final=False)
+    eval_seconds = time.perf_counter() - eval_start
+    self.progress.exclude(eval_seconds)
+    self.clock.eval_seconds += eval_seconds
+    self.history.append({'step': step, **results})
+    self.writer.write(step, {f'eval/{k}': v for k, v in results.items()})
+    self.run.log(f'eval at step {step}: ' + ', '.join(
+        f'{k} {v:.4f}' for k, v in results.items() if isinstance(v, float)))
+
+
+def _preempted(run: Run, state, step: int, saver: _Saver, watcher) -> dict:
+  """Saves at `step` (a signal asked for it) and says how to resume."""
+  if saver.ckpt is not None:
+    saver.save(step, state)
+    saver.ckpt.wait_until_finished()
+    run.log(f'{watcher.signal_name}: saved a checkpoint at step {step} in '
+            f'{saver.ckpt.directory}; run the same command again to resume')
+  else:
+    run.log(f'{watcher.signal_name}: stopping at step {step} (config.checkpoints=False: '
+            'nothing saved)')
+  return {'preempted': True, 'step': step, 'signal': watcher.signal_name}
+
+
+def _summary(run: Run, results, history, clock: RunClock, train_seconds: float,
+             start_step: int, resumes: list[int]) -> dict:
+  config, total_steps = run.config, run.total_steps
+  full = [h['full_accuracy'] for h in history if 'full_accuracy' in h]
+  return {
       'method': config.method.name, 'dataset': config.data.name, 'arch': config.model.arch,
       'seed': config.seed, 'steps': total_steps,
-      'epochs': total_steps / batches.steps_per_epoch, 'batch_size': batch_size,
-      'num_devices': num_devices, 'num_processes': jax.process_count(),
+      'epochs': total_steps / run.batches.steps_per_epoch, 'batch_size': run.batch_size,
+      'num_devices': run.num_devices, 'num_processes': jax.process_count(),
       'parallel': parallel_mode(config), 'backend': jax.default_backend(),
-      'forwards_per_step': method.forwards_per_step(),
+      'forwards_per_step': run.method.forwards_per_step(),
       'resumed_from_step': start_step or None,  # the last resume; all of them:
       'resumed_from_steps': resumes,
       **results,
-      'best_full_accuracy': max(h['full_accuracy'] for h in history if 'full_accuracy' in h)
-      if any('full_accuracy' in h for h in history) else None,
-      'compile_seconds': compile_seconds,
+      'best_full_accuracy': max(full) if full else None,
+      'compile_seconds': clock.compile_seconds,
       'train_seconds': train_seconds,
-      'seconds_per_step': (train_seconds - prior_train_seconds) / steps_timed,
-      'eval_seconds': time.perf_counter() - eval_start,
+      'seconds_per_step': ((train_seconds - clock.prior)
+                           / max(total_steps - start_step - 1, 1)),
   }
-  if is_writer:
-    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+
+
+def _write_summary(run: Run, summary: dict) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(run.workdir, 'summary.json'), 'w') as f:
       json.dump(reporting._jsonable(summary), f, indent=2)
-    if config.get('plots', True):
-      reporting.plot_run(workdir, summary)
-  if verbose:
+    if run.config.get('plots', True):
+      reporting.plot_run(run.workdir, summary)
+  if run.verbose:
     print(reporting.final_table(summary), flush=True)
-    print(f'wrote {workdir}/summary.json, metrics.jsonl, checkpoints/, plots/', flush=True)
-  return (summary, state) if return_state else summary
+    print(f'wrote {run.workdir}/summary.json, metrics.jsonl, checkpoints/, plots/', flush=True)
