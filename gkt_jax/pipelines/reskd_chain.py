@@ -107,24 +107,8 @@ def analyze_chain(config: ml_collections.ConfigDict, root: str, *, log=print) ->
   dataset = data_lib.load_dataset(data_cfg.name, data_dir=data_cfg.get('dir'),
                                   **dict(data_cfg.get('options', None) or {}))
   analysis = config.analysis
-
-  @jax.jit
-  def all_logits(images):
-    x = data_lib.normalize(images, dataset.mean, dataset.std)
-    return (teacher[0].apply(teacher[1], x, train=False)[0],
-            reskd.chain_logits(student, residuals, x))
-
-  teacher_logits, stage_logits, labels = [], [], []
-  batches = dataset.eval_batches(int(analysis.eval_batch_size))
-  for images, batch_labels, num_valid in batches:
-    t, s = all_logits(images)
-    teacher_logits.append(np.asarray(t)[:num_valid])
-    stage_logits.append(np.asarray(s)[:, :num_valid])
-    labels.append(np.asarray(batch_labels)[:num_valid])
-  teacher_logits = np.concatenate(teacher_logits)
-  stage_logits = np.concatenate(stage_logits, axis=1)
-  labels = np.concatenate(labels)
-
+  teacher_logits, stage_logits, labels = _test_logits(dataset, teacher, student, residuals,
+                                                      int(analysis.eval_batch_size))
   shape = tuple(dataset.image_shape)
   teacher_flops = network_flops(*teacher, shape)
   stage_flops = [network_flops(*student, shape)] + [network_flops(*r, shape)
@@ -135,26 +119,6 @@ def analyze_chain(config: ml_collections.ConfigDict, root: str, *, log=print) ->
   rows = adaptive.sweep(stage_logits, labels, stage_flops, teacher_flops,
                         analysis.thresholds, rule=analysis.rule)
   cumulative = np.cumsum(stage_flops)
-
-  # The adaptive predictor itself (stage k only on undecided samples) at one threshold: it
-  # must take the decisions of the sweep, which ran every stage on every sample.
-  predictor = adaptive.AdaptivePredictor(_stage_fns(student, residuals), analysis.rule,
-                                         analysis.predictor_threshold)
-  preds, stops = [], []
-  start = time.perf_counter()
-  for images, _, num_valid in dataset.eval_batches(int(analysis.eval_batch_size)):
-    x = data_lib.normalize(images, dataset.mean, dataset.std)
-    p, s = predictor(x)
-    preds.append(p[:num_valid])
-    stops.append(s[:num_valid])
-  predictor_seconds = time.perf_counter() - start
-  preds, stops = np.concatenate(preds), np.concatenate(stops)
-  want_preds, want_stops = adaptive.adaptive_predictions(stage_logits, analysis.rule,
-                                                         analysis.predictor_threshold)
-  # Two compiled programs (whole batches vs gathered subsets) may round a confidence that
-  # sits on the threshold differently: allow one sample in a thousand.
-  agree = bool(np.mean(stops == np.asarray(want_stops)) > 0.999
-               and np.mean(preds == np.asarray(want_preds)) > 0.999)
 
   summary = {
       'method': 'reskd (our reading)', 'dataset': data_cfg.name, 'root': os.path.abspath(root),
@@ -173,15 +137,66 @@ def analyze_chain(config: ml_collections.ConfigDict, root: str, *, log=print) ->
       'full_chain': {'accuracy': stage_acc[-1], 'cost_pct': 100.0 * cumulative[-1]
                      / teacher_flops},
       'sweep': rows,
-      'adaptive_predictor': {
-          'threshold': float(analysis.predictor_threshold),
+      'adaptive_predictor': _adaptive_predictor(dataset, student, residuals, analysis,
+                                                stage_logits, labels, stage_flops,
+                                                teacher_flops),
+      'flops_source': f'XLA cost analysis ({jax.default_backend()}), batch 1',
+  }
+  _write_analysis(root, summary, log)
+  if not summary['adaptive_predictor']['agrees_with_sweep']:
+    raise RuntimeError('the adaptive predictor disagreed with the all-stages computation')
+  return summary
+
+
+def _test_logits(dataset, teacher, student, residuals, batch_size: int):
+  """(teacher logits [N, C], every stage's logits [K, N, C], labels [N]) on the test set."""
+
+  @jax.jit
+  def all_logits(images):
+    x = data_lib.normalize(images, dataset.mean, dataset.std)
+    return (teacher[0].apply(teacher[1], x, train=False)[0],
+            reskd.chain_logits(student, residuals, x))
+
+  teacher_logits, stage_logits, labels = [], [], []
+  for images, batch_labels, num_valid in dataset.eval_batches(batch_size):
+    t, s = all_logits(images)
+    teacher_logits.append(np.asarray(t)[:num_valid])
+    stage_logits.append(np.asarray(s)[:, :num_valid])
+    labels.append(np.asarray(batch_labels)[:num_valid])
+  return (np.concatenate(teacher_logits), np.concatenate(stage_logits, axis=1),
+          np.concatenate(labels))
+
+
+def _adaptive_predictor(dataset, student, residuals, analysis, stage_logits, labels,
+                        stage_flops, teacher_flops) -> dict:
+  """The adaptive predictor itself (stage k only on undecided samples) at one threshold: it
+  must take the decisions of the sweep, which ran every stage on every sample."""
+  predictor = adaptive.AdaptivePredictor(_stage_fns(student, residuals), analysis.rule,
+                                         analysis.predictor_threshold)
+  preds, stops = [], []
+  start = time.perf_counter()
+  for images, _, num_valid in dataset.eval_batches(int(analysis.eval_batch_size)):
+    p, s = predictor(data_lib.normalize(images, dataset.mean, dataset.std))
+    preds.append(p[:num_valid])
+    stops.append(s[:num_valid])
+  seconds = time.perf_counter() - start
+  preds, stops = np.concatenate(preds), np.concatenate(stops)
+  want_preds, want_stops = adaptive.adaptive_predictions(stage_logits, analysis.rule,
+                                                         analysis.predictor_threshold)
+  # Two compiled programs (whole batches vs gathered subsets) may round a confidence that
+  # sits on the threshold differently: allow one sample in a thousand.
+  agree = bool(np.mean(stops == np.asarray(want_stops)) > 0.999
+               and np.mean(preds == np.asarray(want_preds)) > 0.999)
+  return {'threshold': float(analysis.predictor_threshold),
           'accuracy': float((preds == labels).mean()),
           'expected_cost_pct': adaptive.expected_cost(stops, stage_flops,
                                                       teacher_flops)['expected_cost_pct'],
           'samples_run_per_stage': [int(n) for n in predictor.samples_run],
-          'seconds': predictor_seconds, 'agrees_with_sweep': agree},
-      'flops_source': f'XLA cost analysis ({jax.default_backend()}), batch 1',
-  }
+          'seconds': seconds, 'agrees_with_sweep': agree}
+
+
+def _write_analysis(root: str, summary: dict, log) -> None:
+  """summary.json, accuracy_vs_cost.md and its plot in root; the table on the log."""
   with open(os.path.join(root, 'summary.json'), 'w') as f:
     json.dump(reporting._jsonable(summary), f, indent=2)
   table = results_table(summary)
@@ -191,9 +206,6 @@ def analyze_chain(config: ml_collections.ConfigDict, root: str, *, log=print) ->
                                                           'accuracy_vs_cost.png'))
   log(table)
   log(f'wrote {root}/summary.json, accuracy_vs_cost.md, {plot_path}')
-  if not agree:
-    raise RuntimeError('the adaptive predictor disagreed with the all-stages computation')
-  return summary
 
 
 def results_table(summary: dict) -> str:
