@@ -164,5 +164,18 @@ class RecipesTest(parameterized.TestCase):
     validate.validate_config(config, num_devices=8)
 
 
+
+class TiedFieldsTest(parameterized.TestCase):
+
+  @parameterized.parameters(('gkt', 'digits', None), ('gkt', 'fashion_mnist', None),
+                            ('gkt', 'cifar100', None), ('gkt', 'imagenet2012', 'smoke'),
+                            ('gkt', 'digits', 'smoke'))
+  def test_method_levels_reach_the_subnet_evaluators(self, method, dataset, arg):
+    config = common.get_config(method, dataset, arg)
+    config.lock()
+    config.method.levels = 4  # as --config.method.levels=4 does
+    for name in ('subnet_chains', 'nested_depth_curve'):
+      self.assertEqual(config.evals[name].levels, 4, name)
+
 if __name__ == '__main__':
   absltest.main()

@@ -50,6 +50,12 @@ def method_fields(method: str) -> dict:
       fields[name] = placeholder(kind)
   return fields
 
+def _levels(config: ml_collections.ConfigDict):
+  """The subnet evaluators' levels: method.levels itself (a FieldReference, so that
+  --config.method.levels=4 reaches the evaluators too), else 3."""
+  return config.method.get_ref('levels') if 'levels' in config.method else 3
+
+
 def evals(levels: int = 3, num_chains: int = 8, depth_subnets: int = 16,
           deletion: bool = True) -> dict:
   """The standard evaluators: full network every eval; subnets at the end only (nested
@@ -249,7 +255,7 @@ def _cifar_config(method: str, dataset: str, options: dict) -> ml_collections.Co
   recipe = RECIPES[options['recipe']]
   config = ml_collections.ConfigDict()
   _common(config, method, recipe)
-  levels = config.method.get('levels', 3)
+  levels = _levels(config)
   # cache: 60,000 32x32 images decoded into memory once (180 MB, a few seconds).
   config.data = dict(name=dataset, dir=placeholder(str), batch_size=recipe['batch_size'],
                      eval_batch_size=500, augment=dict(recipe['augment']),
@@ -294,7 +300,7 @@ def _imagenet_config(method: str, options: dict) -> ml_collections.ConfigDict:
   recipe = RECIPES['imagenet']
   config = ml_collections.ConfigDict()
   _common(config, method, recipe)
-  levels = config.method.get('levels', 3)
+  levels = _levels(config)
   config.data = dict(name='imagenet2012', dir=placeholder(str),
                      batch_size=recipe['batch_size'], eval_batch_size=500,
                      augment=dict(recipe['augment']),
@@ -345,11 +351,11 @@ def _small_config(method: str, dataset: str, arg: str | None) -> ml_collections.
   else:
     raise ValueError(f'dataset={dataset!r} is not one of (\'digits\', \'fashion_mnist\')')
   if dataset == 'fashion_mnist':  # 10k test images per subnet pass: fewer subnets.
-    config.evals = evals(levels=config.method.get('levels', 3), num_chains=4, depth_subnets=8)
+    config.evals = evals(levels=_levels(config), num_chains=4, depth_subnets=8)
   else:
-    config.evals = evals(levels=config.method.get('levels', 3))
+    config.evals = evals(levels=_levels(config))
   if arg == 'smoke':
-    _smoke_durations(config, config.method.get('levels', 3))
+    _smoke_durations(config, _levels(config))
     if dataset == 'fashion_mnist':  # the whole test set took 258 s of a 4-step check
       config.data.options = dict(test_examples=500)
   elif arg:
