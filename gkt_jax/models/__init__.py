@@ -84,7 +84,8 @@ def build_model(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
     extra['shortcut'] = shortcut
   if depth in CIFAR_DEPTHS:
     if stem not in (None, 'cifar'):
-      raise ValueError(f'model.stem={stem!r}: CIFAR ResNets ({arch}) only have the cifar stem')
+      raise ValueError(f'model.stem={stem!r}: CIFAR ResNets ({arch}) only have the cifar stem '
+                       "(use 'cifar' or None)")
     return cifar_resnet(depth, num_classes, **extra)
   return imagenet_resnet(depth, num_classes, stem=stem or 'imagenet', **extra)
 

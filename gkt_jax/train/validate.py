@@ -228,13 +228,12 @@ def _check_model(model_cfg: Fields) -> tuple[int, ...]:
     _fail('model.arch', None, f'required; allowed: {models.ARCHS}')
   _check_known(model_cfg, 'model', _model_fields(), 'the model')
   _check_fields(model_cfg, 'model', _MODEL_CHECKS)
-  arch = model_cfg['arch']
-  stem = model_cfg.get('stem')
-  if int(arch.removeprefix('resnet')) in models.CIFAR_DEPTHS and stem not in (None, 'cifar'):
-    _fail('model.stem', stem, f'CIFAR ResNets ({arch}) only have the cifar stem; use cifar '
-          'or None')
-  kwargs = {k: v for k, v in model_cfg.items() if k != 'arch'}
-  return tuple(models.build_model(arch, 1, **kwargs).stage_sizes)
+  try:  # what the field checks above cannot see (e.g. a CIFAR ResNet with another stem)
+    return tuple(models.from_config(model_cfg, 1).stage_sizes)
+  except ValueError as e:  # the builders name the field as 'model.<field>=...' where they can
+    message = str(e)
+    raise ConfigError(f'config.{message}' if message.startswith('model.')
+                      else f'config.model: {message}') from None
 
 
 def _check_max_shortening(field: str, value: Any, stage_sizes: tuple[int, ...]) -> None:
