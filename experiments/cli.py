@@ -11,6 +11,7 @@ import difflib
 import glob
 import importlib.util
 import os
+import signal
 import sys
 import tempfile
 from typing import Any, NoReturn
@@ -110,17 +111,29 @@ def resolve_duration_pairs(config: ml_collections.ConfigDict, given: dict[str, A
             section[partner] = None
 
 
+def exit_if_preempted(result: dict) -> None:
+  """A run stopped by a signal saved its state but did not finish: exit 128 + the signal's
+  number (a shell `&&` or a scheduler must know)."""
+  if result.get('preempted'):
+    sys.exit(128 + getattr(signal.Signals, result.get('signal') or 'SIGTERM').value)
+
+
 def check_workdir(workdir: str | None) -> None:
-  """The workdir exists or can be created, and is writable (found before any work)."""
+  """The workdir exists or can be created, and is writable (found before any work; nothing
+  is created here)."""
   if not workdir:
     fail('--workdir is required: the directory the run writes to (created when missing; '
          'running the same command again resumes from it)')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     fail(f'--workdir={workdir}: is a file, not a directory; give a directory (created when '
          'missing)')
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=workdir):
+  existing = os.path.abspath(workdir)  # the directory itself, or where it would be created
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  try:  # nothing is created: a rejected run leaves no trace
+    if not os.path.isdir(existing):
+      raise NotADirectoryError(f'{existing} is a file')
+    with tempfile.TemporaryFile(dir=existing):
       pass
   except OSError as e:
     fail(f'--workdir={workdir}: cannot write there ({e.strerror or e}); give a writable '

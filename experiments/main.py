@@ -91,15 +91,14 @@ def main(argv):
           checkpoint.ResumeMismatchError) as e:
     # Missing or corrupt data, a bad config, a resume with another model: the message says.
     cli.fail(str(e))
-  except KeyboardInterrupt:  # the second Ctrl-C (the first one saves)
-    print('stopped at once by a second Ctrl-C: nothing saved since the last checkpoint',
-          file=sys.stderr)
+  except KeyboardInterrupt:  # a second Ctrl-C, or one after training (the first one saves)
+    print('stopped at once by Ctrl-C: the last checkpoint is kept; run the same command '
+          'again to resume', file=sys.stderr)
     sys.exit(128 + signal.SIGINT)
   if _DISTRIBUTED.value:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.shutdown()
-  if result.get('preempted'):  # saved; not finished (a shell `&&` or a scheduler must know)
-    sys.exit(128 + signal.Signals[result['signal']].value)
+  cli.exit_if_preempted(result)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,8 @@ WORKDIR/summary.json, WORKDIR/accuracy_vs_cost.md and WORKDIR/plots/accuracy_vs_
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -28,6 +30,9 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}: every setting is a flag (--config.<field>=...)')
   config = _CONFIG.value
+  if 'res_student' not in config:
+    cli.fail(f'--config={flags.FLAGS["config"].config_filename}: not a ResKD chain config (no '
+             'res_student section); a run config runs with python -m experiments.main')
   cli.resolve_duration_pairs(config, config_flags.get_override_values(flags.FLAGS['config']))
   if _PRINT_CONFIG.value:
     print(config)
@@ -43,10 +48,14 @@ def main(argv):
     if _ANALYZE_ONLY.value:
       reskd_chain.analyze_chain(config, _WORKDIR.value)
     else:
-      reskd_chain.run_chain(config, _WORKDIR.value)
+      cli.exit_if_preempted(reskd_chain.run_chain(config, _WORKDIR.value))
   except (FileNotFoundError, data.DataError, validate.ConfigError,
           checkpoint.ResumeMismatchError) as e:
     cli.fail(str(e))
+  except KeyboardInterrupt:
+    print('stopped at once by Ctrl-C: finished stages and the last checkpoint are kept; run '
+          'the same command again to continue', file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == '__main__':

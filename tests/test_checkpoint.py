@@ -85,8 +85,10 @@ class ResumeTest(absltest.TestCase):
   def test_second_sigint_exits_at_once(self):
     watcher = preemption.PreemptionWatcher()
     try:
-      os.kill(os.getpid(), signal.SIGINT)
+      os.kill(os.getpid(), signal.SIGTERM)
       self.assertTrue(watcher.requested(0))
+      os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C after SIGTERM: still saves
+      self.assertEqual(watcher.signal_name, 'SIGTERM')
       with self.assertRaisesRegex(KeyboardInterrupt, 'second SIGINT'):
         os.kill(os.getpid(), signal.SIGINT)
     finally:

@@ -61,7 +61,17 @@ class OneLineErrorTest(parameterized.TestCase):
   def test_bad_command_line(self, args, fragments):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     self.assert_one_line(_main('--workdir', workdir, *args), *fragments)
-    self.assertFalse(os.path.exists(os.path.join(workdir, 'config.json')))
+    self.assertFalse(os.path.exists(workdir))  # a rejected run leaves nothing behind
+
+  @parameterized.named_parameters(
+      ('run_config', ['--config', DIGITS], ['not a ResKD chain config', 'experiments.main']),
+      ('no_res_students', ['--config', 'experiments/configs/reskd/digits.py:smoke',
+                           '--config.num_res_students=0'],
+       ['config.num_res_students=0: must be an integer >= 1']))
+  def test_bad_chain_command_line(self, args, fragments):
+    workdir = os.path.join(self.create_tempdir().full_path, 'chain')
+    self.assert_one_line(_main('--workdir', workdir, *args, module='experiments.reskd_pipeline'),
+                         *fragments)
 
   def test_workdir_that_is_a_file(self):
     path = self.create_tempfile().full_path

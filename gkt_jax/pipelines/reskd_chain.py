@@ -28,7 +28,7 @@ from gkt_jax import data as data_lib
 from gkt_jax import evaluate
 from gkt_jax.evaluate import adaptive
 from gkt_jax.methods import reskd
-from gkt_jax.train import export, reporting
+from gkt_jax.train import export, reporting, validate
 from gkt_jax.train.trainer import train_and_evaluate
 
 
@@ -54,7 +54,8 @@ def stage_configs(config: ml_collections.ConfigDict, root: str) -> list[tuple[st
 def run_chain(config: ml_collections.ConfigDict, root: str, *, log=print) -> dict:
   """Trains every stage not yet finished, then analyses the chain; returns the summary."""
   if int(config.num_res_students) < 1:
-    raise ValueError(f'num_res_students={config.num_res_students} must be >= 1')
+    raise validate.ConfigError(
+        f'config.num_res_students={config.num_res_students!r}: must be an integer >= 1')
   os.makedirs(root, exist_ok=True)
   for name, stage in stage_configs(config, root):
     log(f'=== ResKD stage {name} ({stage.method.name}, {stage.model.arch} x'

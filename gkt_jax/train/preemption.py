@@ -31,11 +31,16 @@ class PreemptionWatcher:
   """
 
   ALLGATHER_EVERY = 10
+  # The preemption service's step ids: one count per `requested` call for the whole process
+  # (every process makes the same calls). Training steps would not do: they restart with
+  # each run in a process, and a resumed run starts far above the service's first id.
+  _sync_calls = 0
 
   def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
     self._flag = threading.Event()
     self._previous = {}
     self.signal_name = None
+    self._sigint_seen = False  # a second Ctrl-C (not a Ctrl-C after SIGTERM) exits at once
     self._sync_manager = _preemption_sync_manager()
     if threading.current_thread() is threading.main_thread():
       for sig in signals:
@@ -46,8 +51,9 @@ class PreemptionWatcher:
   def _handle(self, signum, frame):
     del frame
     name = signal.Signals(signum).name
-    if signum == signal.SIGINT and self._flag.is_set():
+    if signum == signal.SIGINT and self._sigint_seen:
       raise KeyboardInterrupt(f'second {name}: exiting without saving')
+    self._sigint_seen = self._sigint_seen or signum == signal.SIGINT
     self.signal_name = self.signal_name or name
     self._flag.set()
     if signum == signal.SIGINT:
@@ -61,13 +67,16 @@ class PreemptionWatcher:
     if jax.process_count() == 1:
       return self._flag.is_set()
     if self._sync_manager is not None:
-      if utils.multihost_utils().reached_preemption_sync_point(step):
-        self.signal_name = self.signal_name or 'SIGTERM'
-        return True
+      PreemptionWatcher._sync_calls += 1
+      stop = utils.multihost_utils().reached_preemption_sync_point(
+          PreemptionWatcher._sync_calls)
+    elif step % self.ALLGATHER_EVERY:
       return False
-    if step % self.ALLGATHER_EVERY:
-      return False
-    return not utils.all_processes(not self._flag.is_set())  # any process signalled
+    else:
+      stop = not utils.all_processes(not self._flag.is_set())  # any process signalled
+    if stop:  # another process's signal: its name is not known here
+      self.signal_name = self.signal_name or 'SIGTERM'
+    return stop
 
   def restore_handlers(self) -> None:
     for sig, handler in self._previous.items():

@@ -205,8 +205,10 @@ def _restore_or_init(config, workdir, state, ckpt, log, method):
   if config.get('resume'):
     source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(config.resume),
                                      read_only=True)
-    restored, meta = source.restore(state, config=config)
-    source.close()
+    try:
+      restored, meta = source.restore(state, config=config)
+    finally:
+      source.close()
     if restored is None:
       raise FileNotFoundError(f'config.resume={config.resume!r} holds no checkpoint')
     log(f'resumed from config.resume={config.resume} at step {meta["step"]}')
@@ -214,9 +216,11 @@ def _restore_or_init(config, workdir, state, ckpt, log, method):
   if config.get('init'):
     source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(config.init),
                                      read_only=True)
-    params, batch_stats, step, notes = source.restore_weights(
-        state.params, state.batch_stats, adapt=method.adapt_init_weights)
-    source.close()
+    try:
+      params, batch_stats, step, notes = source.restore_weights(
+          state.params, state.batch_stats, adapt=method.adapt_init_weights)
+    finally:
+      source.close()
     sharding = jax.tree.leaves(state.params)[0].sharding
     log(f'initialised params and batch stats from config.init={config.init} (step {step})'
         + (': ' + ', '.join(notes) if notes else ''))
@@ -435,6 +439,9 @@ def _train_from(run, state, start_step, resumes, clock, saver, watcher, cleanup)
   state, step, preempted = loop.train(state, start_step)
   if preempted:
     return _preempted(run, state, step, saver, watcher), state
+  # Training is saved: from here a Ctrl-C stops at once (KeyboardInterrupt); a rerun resumes
+  # from the last step and evaluates.
+  watcher.restore_handlers()
   jax.block_until_ready(state)
   if saver.ckpt is not None:
     saver.ckpt.wait_until_finished()
@@ -518,6 +525,7 @@ class _Loop:
     run = self.run
     progress = reporting.Progress(run.total_steps, step, run.batch_size, enabled=run.verbose)
     self.progress = progress
+    self.clock.compile_start = time.perf_counter()
     # Steps dispatched but not finished: bounded, so that a signal is acted on within a few
     # steps of the device's progress (an unbounded host ran 30+ steps ahead on CPU).
     in_flight = collections.deque()
