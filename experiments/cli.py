@@ -16,8 +16,9 @@ import sys
 import tempfile
 from typing import Any, NoReturn
 
-from absl import flags
+from absl import flags, logging
 import ml_collections
+from ml_collections import config_flags
 
 EXIT_USAGE = 2
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
@@ -109,6 +110,29 @@ def resolve_duration_pairs(config: ml_collections.ConfigDict, given: dict[str, A
         if partner in section:
           with section.unlocked():
             section[partner] = None
+
+
+def start(argv, config_holder, *, section: str, kind: str, other: str, print_config: bool,
+          workdir: str | None):
+  """The shared start of the entry points: no stray arguments, a config of the right kind
+  (it has `section`; `other` is the module for the other kind), paired durations resolved,
+  --print_config, the workdir checked, JAX's INFO logging off unless --verbosity is given.
+  Returns the config, or None after printing it."""
+  if len(argv) > 1:
+    fail(f'unexpected arguments {argv[1:]}: every setting is a flag (--config.<field>=...)')
+  config = config_holder.value
+  if section not in config:
+    fail(f'--config={flags.FLAGS["config"].config_filename}: not a {kind} config (no {section} '
+         f'section); the other kind runs with python -m {other}')
+  resolve_duration_pairs(config, config_flags.get_override_values(flags.FLAGS['config']))
+  if print_config:
+    print(config)
+    return None
+  check_workdir(workdir)
+  if not flags.FLAGS['verbosity'].present:
+    # JAX logs its backend probing (libtpu, proxy) at INFO; progress is printed anyway.
+    logging.set_verbosity(logging.WARNING)
+  return config
 
 
 def exit_if_preempted(result: dict) -> None:

@@ -66,20 +66,11 @@ def initialize_distributed() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f'unexpected arguments {argv[1:]}: every setting is a flag (--config.<field>=...)')
-  config = _CONFIG.value
-  if 'method' not in config:
-    cli.fail(f'--config={flags.FLAGS["config"].config_filename}: not a run config (no method '
-             'section); a ResKD chain config runs with python -m experiments.reskd_pipeline')
-  cli.resolve_duration_pairs(config, config_flags.get_override_values(flags.FLAGS['config']))
-  if _PRINT_CONFIG.value:
-    print(config)
+  config = cli.start(argv, _CONFIG, section='method', kind='run',
+                     other='experiments.reskd_pipeline (a ResKD chain)',
+                     print_config=_PRINT_CONFIG.value, workdir=_WORKDIR.value)
+  if config is None:
     return
-  cli.check_workdir(_WORKDIR.value)
-  if not flags.FLAGS['verbosity'].present:
-    # JAX logs its backend probing (libtpu, proxy) at INFO; progress is printed anyway.
-    logging.set_verbosity(logging.WARNING)
   if _DISTRIBUTED.value:
     initialize_distributed()
   # pylint: disable=g-import-not-at-top

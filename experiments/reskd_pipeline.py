@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
@@ -27,19 +27,11 @@ _PRINT_CONFIG = flags.DEFINE_bool('print_config', False,
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f'unexpected arguments {argv[1:]}: every setting is a flag (--config.<field>=...)')
-  config = _CONFIG.value
-  if 'res_student' not in config:
-    cli.fail(f'--config={flags.FLAGS["config"].config_filename}: not a ResKD chain config (no '
-             'res_student section); a run config runs with python -m experiments.main')
-  cli.resolve_duration_pairs(config, config_flags.get_override_values(flags.FLAGS['config']))
-  if _PRINT_CONFIG.value:
-    print(config)
+  config = cli.start(argv, _CONFIG, section='res_student', kind='ResKD chain',
+                     other='experiments.main (a run)', print_config=_PRINT_CONFIG.value,
+                     workdir=_WORKDIR.value)
+  if config is None:
     return
-  cli.check_workdir(_WORKDIR.value)
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
   # pylint: disable=g-import-not-at-top
   from gkt_jax import data
   from gkt_jax.pipelines import reskd_chain
