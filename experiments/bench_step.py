@@ -32,6 +32,7 @@ XLA cannot fold them away. Methods use their config defaults (`experiments/confi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -98,15 +99,17 @@ def build_step(name: str, arch: str, batch: int, side: int, conv_impl: str = 'au
   args) with step_impl(state, *args) -> (state, measurements); args are random uint8 images
   and labels (and the frozen networks' variables for kd)."""
   method, extra = common.VARIANTS.get(name, (name, {}))
-  method_config = dict(common.METHODS[method], **extra)
-  if name == 'kd':
-    method_config['teacher'] = '(random weights of the same architecture)'
-  config = ml_collections.ConfigDict({'seed': 0, 'method': method_config,
+  config = ml_collections.ConfigDict({'seed': 0,
+                                      'method': dict(common.method_fields(method), **extra),
                                       'optim': dict(lr=0.1, momentum=0.9, nesterov=True,
                                                     weight_decay=5e-4, schedule='cosine')})
   plain = models.build_model(arch, 10, conv_impl=conv_impl, width_multiplier=width,
                              dtype=jnp.dtype(dtype))
-  method = methods.get_method(config.method, plain)
+  method_cls = methods.REGISTRY[method]
+  settings = method_cls.read_settings(config.method)
+  if name == 'kd':  # no trained run to name: frozen_networks gives the teacher random weights
+    settings = dataclasses.replace(settings, teacher='(random weights of the same architecture)')
+  method = method_cls.build(settings, plain)
   input_shape = (side, side, channels)
   frozen = frozen_networks(method, plain, input_shape)
   tx, schedule = optim.make_optimizer(config.optim, 1000)

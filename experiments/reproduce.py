@@ -25,6 +25,7 @@ from absl import app, flags, logging
 import numpy as np
 
 from experiments.configs import common
+from gkt_jax import methods
 
 VARIANTS = common.VARIANTS  # label: (method, extra config fields); every row of a suite
 
@@ -171,6 +172,20 @@ def _finished(workdir: str, suite: dict, label: str, seed: int, total_steps) -> 
 _RESULT_SECTIONS = ('method', 'model', 'evals', 'data', 'optim', 'seed')
 
 
+def _same_method(stored: dict | None, current: dict) -> bool:
+  """Whether two `config.method` sections configure the same training: equal, or equal once
+  read into the method's settings (a field added since a cell ran takes its default)."""
+  if stored == current:
+    return True
+  if not stored or stored.get('name') != current['name']:
+    return False
+  method_cls = methods.REGISTRY[current['name']]
+  try:
+    return method_cls.read_settings(stored) == method_cls.read_settings(current)
+  except ValueError:  # a field or value the method no longer accepts
+    return False
+
+
 def _summary_if_current(workdir: str, suite: dict, label: str, seed: int, total_steps=None):
   """The cell's summary, or None when it has none or its config.json differs from the
   config the suite would run now in any of _RESULT_SECTIONS."""
@@ -180,7 +195,8 @@ def _summary_if_current(workdir: str, suite: dict, label: str, seed: int, total_
   with open(paths[1]) as f:
     stored = json.load(f)
   current = json.loads(run_config(suite, label, seed, total_steps).to_json_best_effort())
-  if any(stored.get(k) != current.get(k) for k in _RESULT_SECTIONS):
+  if (any(stored.get(k) != current.get(k) for k in _RESULT_SECTIONS if k != 'method')
+      or not _same_method(stored.get('method'), current['method'])):
     return None
   with open(paths[0]) as f:
     return json.load(f)

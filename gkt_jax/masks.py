@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gkt_jax import settings
 from gkt_jax.utils import with_variance_of
 
 SURVIVAL_RULES = ('linear', 'uniform')
@@ -32,6 +33,13 @@ SAMPLER_KWARGS = {
     'prefix': ('max_shortening',),
     'bernoulli': ('drop_prob',),
     'geometric': ('gamma',),
+}
+# Their checks, for the settings and evaluator configs that hold them. gamma is the ratio
+# of P(k) ∝ gamma^k, not a probability.
+SAMPLER_CHECKS = {
+    'max_shortening': settings.optional(settings.positive_ints),
+    'drop_prob': settings.probability,
+    'gamma': settings.positive,
 }
 
 

@@ -47,7 +47,7 @@ class OneLineErrorTest(parameterized.TestCase):
        ['--config=experiments/configs/gkt/nope.py: no such file', 'methods: baseline',
         'datasets: cifar10']),
       ('bad_config_argument', ['--config', f'{DIGITS}:smok'],
-       [f'--config={DIGITS}:smok', "'smok' is not one of (None, 'smoke')"]),
+       [f'--config={DIGITS}:smok', "unknown key 'smok'; allowed: ['arch', 'smoke']"]),
       ('value_of_the_wrong_type', ['--config', DIGITS, '--config.total_steps=abc'],
        ['--config.total_steps=abc', "invalid literal for int()"]),
       ('unknown_flag', ['--config', DIGITS, '--bogus'], ["'bogus'", '--helpfull']),

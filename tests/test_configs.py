@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from experiments import configs
 from experiments.configs import common
 from gkt_jax import data as data_lib
-from gkt_jax import models
+from gkt_jax import methods, models
 from gkt_jax.train import validate
 
 
@@ -31,12 +31,29 @@ class ConfigFilesTest(parameterized.TestCase):
 
   def test_expected_files_exist(self):
     names = set(_config_modules())
-    for method in set(common.METHODS) - set(common.CHAIN_METHODS):
+    for method in set(methods.REGISTRY) - set(common.CHAIN_METHODS):
       for dataset in ('cifar10', 'cifar100'):
         self.assertIn(f'experiments.configs.{method}.{dataset}', names)
     self.assertIn('experiments.configs.stimulative.imagenet', names)
     self.assertIn('experiments.configs.gkt.imagenet', names)
     self.assertIn('experiments.configs.reskd.fashion_mnist', names)
+
+  def test_each_file_runs_the_method_it_is_filed_under(self):
+    for name in _config_modules():
+      method = name.split('.')[-2]
+      with self.subTest(name):
+        config = importlib.import_module(name).get_config()
+        if method == 'reskd':  # a chain: its last stage is the res-student
+          config = common.run_configs(config)[-1]
+        self.assertEqual(config.method.name, method)
+        self.assertEqual(set(config.method), set(methods.REGISTRY[method].default_config()))
+
+  def test_get_config_names_the_missing_file(self):
+    with self.assertRaisesRegex(ValueError, r"dataset='imagenet2012': no config file "
+                                r"experiments\.configs\.ekd_fws\.imagenet for method 'ekd_fws'"):
+      common.get_config('ekd_fws', 'imagenet2012')
+    with self.assertRaisesRegex(ValueError, r"method='gtk' is not one of \('baseline'"):
+      common.get_config('gtk', 'digits')
 
   @parameterized.parameters(*_config_modules())
   def test_builds_and_validates(self, name):
@@ -143,8 +160,17 @@ class RecipesTest(parameterized.TestCase):
       common.get_config('gkt', 'cifar10', 'stpp')
     with self.assertRaisesRegex(ValueError, "recipe='imagenet' is not one of"):
       common.get_config('gkt', 'cifar10', 'recipe=imagenet')
-    with self.assertRaisesRegex(ValueError, "is not one of \\(None, 'smoke'\\)"):
-      common.get_config('gkt', 'digits', 'arch=resnet56')
+    with self.assertRaisesRegex(ValueError, r"arch='resnet57' is not one of \('resnet8'"):
+      common.get_config('gkt', 'digits', 'arch=resnet57')
+    with self.assertRaisesRegex(ValueError, r"unknown key 'recipe'; allowed: \['arch', 'smoke'\]"):
+      common.get_config('gkt', 'fashion_mnist', 'recipe=ekd_fws')
+
+  @parameterized.parameters('vit_ti', 'wrn16_4', 'resnet56')
+  def test_small_configs_take_any_registered_network(self, arch):
+    for method in ('baseline', 'gkt'):
+      config = common.get_config(method, 'fashion_mnist', f'arch={arch},smoke')
+      self.assertEqual((config.model.arch, config.total_steps), (arch, 4))
+      validate.validate_config(config, num_devices=1)
 
   @parameterized.parameters('stimulative', 'gkt')
   def test_imagenet_recipe(self, method):

@@ -49,6 +49,18 @@ class ReproduceTest(absltest.TestCase):
     reproduce.run_suite('digits', root, seeds, labels, total_steps=2, reskd=reskd)
     return root, docs, reproduce.report('digits', root, docs, seeds, labels)
 
+  def test_a_cell_is_current_while_its_method_settings_are(self):
+    current = reproduce.run_config(reproduce.SUITES['fmnist'], 'gkt', 0).method.to_dict()
+    # A cell run before bn_recalibration_images was written into every config: same run.
+    older = {k: v for k, v in current.items() if k != 'bn_recalibration_images'}
+    self.assertTrue(reproduce._same_method(older, current))
+    self.assertTrue(reproduce._same_method(dict(current, levels=3), current))
+    self.assertFalse(reproduce._same_method(dict(current, levels=4), current))
+    self.assertFalse(reproduce._same_method(dict(older, bn_recalibration_images=500), current))
+    self.assertFalse(reproduce._same_method(dict(current, retired_field=1), current))
+    self.assertFalse(reproduce._same_method(dict(current, name='stimulative'), current))
+    self.assertFalse(reproduce._same_method(None, current))
+
   def test_suite_cells_report_and_rerun(self):
     root, docs, text = self._run(['baseline', 'ekd_fws'], (0, 1))
     self.assertIn('| baseline | ', text)

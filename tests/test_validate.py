@@ -1,5 +1,6 @@
 """Config and label validation: every shipped config passes; each bad field gives one line."""
 
+import dataclasses
 import importlib
 import pathlib
 
@@ -39,7 +40,7 @@ def _with(config, path, value):
 
 class DefaultConfigsTest(parameterized.TestCase):
 
-  @parameterized.product(method=tuple(common.METHODS), dataset=_DATASETS,
+  @parameterized.product(method=tuple(methods.REGISTRY), dataset=_DATASETS,
                          arg=(None, 'smoke'))
   def test_common_config_passes(self, method, dataset, arg):
     validate.validate_config(common.get_config(method, dataset, arg), num_devices=1)
@@ -47,7 +48,7 @@ class DefaultConfigsTest(parameterized.TestCase):
 
   def test_every_config_file_passes(self):
     modules = _config_modules()
-    self.assertGreaterEqual(len(modules), 2 * len(common.METHODS))
+    self.assertGreaterEqual(len(modules), 2 * len(methods.REGISTRY))
     for name in modules:
       with self.subTest(name):
         for config in common.run_configs(importlib.import_module(name).get_config()):
@@ -73,37 +74,28 @@ class DefaultConfigsTest(parameterized.TestCase):
     values.update(teacher=run.full_path, student=run.full_path, res_students=(run.full_path,))
     for name, method_cls in methods.REGISTRY.items():
       with self.subTest(name):
-        fields = dict(values, name=name)
-        self.assertContainsSubset(method_cls.config_fields, fields)
+        names = method_cls.Settings.names()
+        self.assertContainsSubset(names, values)
         config = _with(common.get_config(name, 'digits'), 'method',
-                       {k: fields[k] for k in method_cls.config_fields})
+                       {'name': name, **{k: values[k] for k in names}})
         validate.validate_config(config)
 
 
-class _RecordingConfig(dict):
-  """A method config that records the field names a method reads."""
-
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
-    self.read = set()
-
-  def get(self, key, default=None):
-    self.read.add(key)
-    return super().get(key, default)
-
-
-class ConfigFieldsTest(parameterized.TestCase):
-  """`config_fields` lists every field a method reads: the validator refuses the rest."""
+class MethodSettingsTest(parameterized.TestCase):
+  """Each method reads its settings class only: defaults, checks and reads agree."""
 
   @parameterized.parameters(
       ('baseline', {}), ('stochastic_depth', {}), ('stochastic_depth', {'test_scaling': False}),
       ('stimulative', {'subnet_resize': True}), ('gkt', {'sampler': 'bernoulli'}),
       ('gkt', {'sampler': 'geometric', 'subnet_resize': True}), ('ekd_fws', {}))
-  def test_reads_only_declared_fields(self, name, overrides):
+  def test_step_runs_on_its_settings(self, name, overrides):
     model = ResNet(stage_sizes=(2, 2), stage_widths=(4, 8), num_classes=3, stem_width=4,
                    shortcut='pad')
-    config = _RecordingConfig(common.get_config(name, 'digits').method.to_dict(), **overrides)
+    config = dict(common.get_config(name, 'digits').method.to_dict(), **overrides)
     method = methods.get_method(config, model)
+    for field, value in overrides.items():
+      self.assertEqual(getattr(method.settings, field), value)
+    self.assertFalse(hasattr(method, 'config'))  # nothing read around the settings
     images = jnp.zeros((4, 8, 8, 3))
     batch = {'images': images, 'labels': jnp.zeros((4,), jnp.int32)}
     # Shapes only: traces every read of the step and the predictor, compiles nothing.
@@ -113,13 +105,26 @@ class ConfigFieldsTest(parameterized.TestCase):
                    jax.random.key(1), method.init_state())
     jax.eval_shape(method.predict, variables, images)
     method.forwards_per_step()
-    self.assertIn('name', config.read)
-    self.assertContainsSubset(config.read, type(method).config_fields)
 
-  def test_every_declared_field_has_a_check(self):
-    for method_cls in methods.REGISTRY.values():
-      self.assertContainsSubset(set(method_cls.config_fields) - {'name'},
-                                validate._SUBNET_CHECKS)
+  def test_defaults_pass_their_checks_and_read_back(self):
+    for name, method_cls in methods.REGISTRY.items():
+      with self.subTest(name):
+        for field in dataclasses.fields(method_cls.Settings):
+          self.assertTrue(callable(field.metadata.get('check')), field.name)
+        config = ml_collections.ConfigDict(method_cls.default_config())
+        self.assertEqual(config.name, name)
+        self.assertEqual(method_cls.read_settings(config), method_cls.Settings())
+
+  def test_a_bad_value_is_refused_by_the_method_itself(self):
+    model = ResNet(stage_sizes=(2, 2), stage_widths=(4, 8), num_classes=3, stem_width=4,
+                   shortcut='pad')
+    with self.assertRaisesRegex(validate.ConfigError,
+                                r'^config\.method\.levels=0: must be an integer >= 1$'):
+      methods.get_method({'name': 'gkt', 'levels': 0}, model)
+    with self.assertRaisesRegex(validate.ConfigError, r"config\.method\.levles=2: not a field"):
+      methods.get_method({'name': 'gkt', 'levles': 2}, model)
+
+  def test_every_optimizer_field_has_a_check(self):
     self.assertContainsSubset(set(optim.CONFIG_FIELDS) - {'step_boundaries'},
                               validate._OPTIM_CHECKS)
 
@@ -202,7 +207,7 @@ _ERRORS = [
     ('gkt', 'method.tempreature', 1.0, "not a field of method 'gkt'; accepted: (", {}),
     ('ekd_fws', 'method.levels', 3, "not a field of method 'ekd_fws'; accepted: (", {}),
     ('baseline', 'optim.weight_decy', 1e-4, "not a field of the optimizer; accepted: (", {}),
-    ('baseline', 'model.shorcut', 'pad', "not a field of the model; accepted: (", {}),
+    ('baseline', 'model.shorcut', 'pad', "not a field of the model 'resnet20'; accepted: (", {}),
     ('gkt', 'evals.subnet_chains.gamma', 0.5,
      "not a field of evaluator 'subnet_chains' with sampler='bernoulli'; accepted: (", {}),
     ('gkt', 'evals.block_deletion.seed', 0,

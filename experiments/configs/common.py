@@ -1,56 +1,29 @@
-"""Shared pieces of the experiment configs: datasets, optimiser recipes, method defaults."""
+"""Shared pieces of the experiment configs: recipes, data and model sections, evaluator sets.
+
+Each file experiments/configs/<method>/<dataset>.py says what it runs (data, model, recipe,
+method overrides) from these pieces; a method's defaults come from its settings class
+(gkt_jax/methods/). `get_config(method, dataset, arg)` returns a file's config by name.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from gkt_jax import models
-
-# Method defaults (the specs in shared/methods/); every guessed GKT choice is a field.
-METHODS = {
-    'baseline': dict(name='baseline'),
-    'stochastic_depth': dict(name='stochastic_depth', final_survival=0.5, rule='linear',
-                             test_scaling=True),
-    'stimulative': dict(name='stimulative', n_sub=1, temperature=1.0, kl_weight=1.0,
-                        max_shortening=None,  # a fresh placeholder per config: method_fields
-                        normalize_logits=False, subnet_resize=False,
-                        resize_min_scale=0.43, resize_buckets=4, subnet_label_weight=0.0,
-                        bn_recalibration_images=0, bn_stats='full_network'),
-    'gkt': dict(name='gkt', levels=3, loops=2, sampler='bernoulli', drop_prob=0.2, gamma=0.5,
-                aggregate='ema', momentum=0.5, temperature=1.0, kl_weight=1.0,
-                subnet_label_weight=0.0, normalize_logits=False, bn_stats='full_network'),
-    # ekd_fwsnet.md: T = 3; kd_weight is the batch-mean weight (CIFAR-10 ResNet-20/32/44's
-    # 1.5 here; the dataset configs set the spec's value); dropout_rate None: 0.2 for
-    # 3-stage nets, 0.1 for 4-stage ones; the teacher is not detached, as in the authors' code.
-    'ekd_fws': dict(name='ekd_fws', temperature=3.0, kd_weight=1.5, att_weight=1.0,
-                    dropout_rate=None, detach_teacher=False),
-    # reskd.md, our reading: the KD student (alpha, T our choices) and the res-students; the
-    # workdirs of frozen stages are set by the chain (gkt_jax.pipelines.reskd_chain).
-    'kd': dict(name='kd', teacher=None, alpha=1.0, temperature=4.0),
-    'reskd': dict(name='reskd', teacher=None, student=None, res_students=(),
-                  residual_target='logits', alpha=1.0, temperature=4.0,
-                  student_features=False),
-}
-
+from gkt_jax import methods, models
 
 
 def method_fields(method: str) -> dict:
-  """METHODS[method] plus label smoothing, with fresh placeholders for unset tuple fields.
+  """The `config.method` defaults of a method: its settings class's (gkt_jax/methods/, the
+  specs in shared/methods/), with fresh placeholders for fields whose default is None."""
+  if method not in methods.REGISTRY:
+    raise ValueError(f'method={method!r} is not one of {tuple(methods.REGISTRY)}')
+  return methods.REGISTRY[method].default_config()
 
-  (A placeholder is a shared reference: one kept in METHODS itself would carry a value set
-  on one config, e.g. ImageNet's max_shortening, into every config built after it.)
-  """
-  if method not in METHODS:
-    raise ValueError(f'method={method!r} is not one of {tuple(METHODS)}')
-  fields = dict(METHODS[method], label_smoothing=0.0)
-  for name, kind in (('max_shortening', tuple), ('dropout_rate', float), ('teacher', str),
-                     ('student', str)):
-    if name in fields and fields[name] is None:
-      fields[name] = placeholder(kind)
-  return fields
 
-def _levels(config: ml_collections.ConfigDict):
+def levels(config: ml_collections.ConfigDict):
   """The subnet evaluators' levels: method.levels itself (a FieldReference, so that
   --config.method.levels=4 reaches the evaluators too), else 3."""
   return config.method.get_ref('levels') if 'levels' in config.method else 3
@@ -77,9 +50,8 @@ def evals(levels: int = 3, num_chains: int = 8, depth_subnets: int = 16,
 
 
 FOUR_STAGE_ARCHS = ('resnet18', 'resnet34', 'resnet50')
-SMALL_DATASETS = ('digits', 'fashion_mnist')
-CIFAR_DATASETS = ('cifar10', 'cifar100')
-DATASETS = SMALL_DATASETS + CIFAR_DATASETS + ('imagenet2012',)
+# The datasets of the config files (not every method has a file for each).
+DATASETS = ('digits', 'fashion_mnist', 'cifar10', 'cifar100', 'imagenet2012')
 
 _OPTIM_BASE = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule='cosine',
                    warmup_steps=0, step_boundaries=(0.5, 0.75), step_factor=0.1)
@@ -167,45 +139,27 @@ def parse_arg(arg: str | None, **defaults) -> dict:
   return out
 
 
+# Config files by dataset name, where the file is named otherwise.
+_CONFIG_FILES = {'imagenet2012': 'imagenet'}
+
+
 def get_config(method: str, dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """A full config for `method` on `dataset` (one of DATASETS).
-
-  arg, a comma-separated list (`--config file.py:arg`):
-    digits, fashion_mnist: None, or 'smoke' for a few steps (tests, quick checks).
-    cifar10, cifar100: 'smoke' (4 steps of ResNet-20 at batch 32, evaluated on 200 test
-      images), 'arch=resnet56|resnet110|...' (default resnet110 for stochastic_depth, as in
-      its paper, else resnet56; resnet18/34/50 get the CIFAR stem),
-      'recipe=stimulative|stochastic_depth|ekd_fws' (default: the method's own spec recipe,
-      'stimulative' for baseline, stimulative and gkt; see RECIPES), and for stimulative
-      'stpp' (the ST++ switches).
-    imagenet2012: 'smoke' (4 steps at batch 8 on 64x64 crops, 64 validation images), and
-      for stimulative 'stpp' (ST++ switches and the ResNet-50 inter-stage rule M=(1,2,4,1)).
-  """
-  config = _dataset_config(method, dataset, arg)
-  if method == 'ekd_fws':  # main, classmate and ensemble accuracy at every evaluation
-    config.evals.paths = dict(type='classmate_paths')
-  return config
-
-
-def _dataset_config(method: str, dataset: str, arg: str | None) -> ml_collections.ConfigDict:
-  if method not in METHODS:
-    raise ValueError(f'method={method!r} is not one of {tuple(METHODS)}')
-  if dataset in SMALL_DATASETS:
-    return _small_config(method, dataset, arg)
-  if dataset in CIFAR_DATASETS:
-    own_recipe = method if method in ('stochastic_depth', 'ekd_fws') else 'stimulative'
-    defaults = dict(smoke=False, arch='resnet110' if method == 'stochastic_depth' else
-                    'resnet56', recipe=own_recipe)
-  elif dataset == 'imagenet2012':
-    defaults = dict(smoke=False)
-  else:
-    raise ValueError(f'dataset={dataset!r} is not one of {DATASETS}')
-  if method == 'stimulative':
-    defaults['stpp'] = False
-  options = parse_arg(arg, **defaults)
-  if dataset == 'imagenet2012':
-    return _imagenet_config(method, options)
-  return _cifar_config(method, dataset, options)
+  """The config of experiments/configs/<method>/<dataset>.py ('imagenet2012': imagenet.py)
+  with its argument `arg` (see each file's docstring). A ResKD chain stage ('kd', 'reskd')
+  runs on the baseline's config with its own method section."""
+  if method in CHAIN_METHODS:
+    config = get_config('baseline', dataset, arg)
+    config.method = method_fields(method)
+    return config
+  if method not in methods.REGISTRY:
+    raise ValueError(f'method={method!r} is not one of {tuple(methods.REGISTRY)}')
+  module = f'experiments.configs.{method}.{_CONFIG_FILES.get(dataset, dataset)}'
+  try:
+    file = importlib.import_module(module)
+  except ModuleNotFoundError:
+    raise ValueError(f'dataset={dataset!r}: no config file {module} for method {method!r}; '
+                     f'datasets with config files: {DATASETS}') from None
+  return file.get_config(arg)
 
 
 def _run_fields(config: ml_collections.ConfigDict) -> None:
@@ -225,142 +179,141 @@ def _run_fields(config: ml_collections.ConfigDict) -> None:
   config.verbose = True
 
 
-def _common(config: ml_collections.ConfigDict, method: str, recipe: dict) -> None:
-  """Seed, method, optimiser, duration placeholders and flags shared by every config."""
+def base(method: str, recipe: dict | None = None) -> ml_collections.ConfigDict:
+  """Seed 0, the method's defaults, the optimiser (the base one, or the recipe's with its
+  length) and the run fields; the file adds data, model, cadence and evaluators."""
+  config = ml_collections.ConfigDict()
   config.seed = 0
   config.method = method_fields(method)
-  config.optim = dict(_OPTIM_BASE, **recipe['optim'])
+  config.optim = dict(_OPTIM_BASE, **(recipe or {}).get('optim', {}))
   _run_fields(config)
-  config.total_epochs = float(recipe['epochs'])
+  if recipe is not None:
+    config.total_epochs = float(recipe['epochs'])
+  return config
 
 
-def _smoke_durations(config: ml_collections.ConfigDict, levels: int) -> None:
+def _smoke_durations(config: ml_collections.ConfigDict) -> None:
   config.total_epochs = None
   config.log_every_epochs = None
   config.eval_every_epochs = None
   config.total_steps = 4
   config.log_every_steps = 2
   config.eval_every_steps = 2
-  config.evals = evals(levels=levels, num_chains=2, depth_subnets=3, deletion=False)
+  config.evals = evals(levels=levels(config), num_chains=2, depth_subnets=3, deletion=False)
 
 
-def _cifar_config(method: str, dataset: str, options: dict) -> ml_collections.ConfigDict:
-  """CIFAR-10/100 with a CIFAR ResNet and one of RECIPES (see get_config)."""
+def resnet(arch: str, **fields) -> dict:
+  """A model section: `arch` at width 1 with the XLA convolution chosen per backend."""
+  return dict(dict(arch=arch, width_multiplier=1.0, shortcut='pad', conv_impl='auto'), **fields)
+
+
+# ----- digits and Fashion-MNIST: in-memory, a short cosine schedule on 2 CPU cores -----
+
+def digits_data() -> dict:
+  """8x8 images: ResNet-20 runs its stages at 8x8, 4x4 and 2x2."""
+  return dict(name='digits', dir=placeholder(str), batch_size=64, eval_batch_size=400,
+              augment=dict(pad=1, flip=False))
+
+
+def fashion_mnist_data() -> dict:
+  return dict(name='fashion_mnist', dir=placeholder(str), batch_size=128, eval_batch_size=500,
+              augment=dict(pad=2, flip=True))
+
+
+def small_options(arg: str | None) -> dict:
+  """A digits / Fashion-MNIST file's arguments: 'smoke' (4 steps) and 'arch=NAME' (any
+  registered network, default resnet20, e.g. vit_ti or wrn16_4)."""
+  options = parse_arg(arg, smoke=False, arch='resnet20')
+  if options['arch'] not in models.ARCHS:
+    raise ValueError(f"config argument arch={options['arch']!r} is not one of "
+                     f"{models.ARCHS}")
+  return options
+
+
+def model(arch: str) -> dict:
+  """The model section of `arch`: a ResNet's as `resnet`; another network's defaults."""
+  if arch.startswith('resnet'):
+    return resnet(arch)
+  return dict(arch=arch, conv_impl='auto')
+
+
+def small_smoke(config: ml_collections.ConfigDict) -> None:
+  """4 steps; 500 Fashion-MNIST test images (the whole test set took 258 s of a 4-step
+  check)."""
+  _smoke_durations(config)
+  if config.data.name == 'fashion_mnist':
+    config.data.options = dict(test_examples=500)
+
+
+# ----- CIFAR-10/100 (tfds) -----
+
+def cifar_options(arg: str | None, **defaults) -> dict:
+  """A CIFAR file's arguments: smoke, arch (resnet56), recipe ('stimulative'), and the
+  file's own `defaults` (e.g. stpp=False, or another arch or recipe)."""
+  options = parse_arg(arg, **dict(dict(smoke=False, arch='resnet56', recipe='stimulative'),
+                                  **defaults))
   if options['recipe'] not in CIFAR_RECIPES:
     raise ValueError(f"config argument recipe={options['recipe']!r} is not one of "
                      f"{CIFAR_RECIPES}")
   if options['arch'] not in models.ARCHS:
     raise ValueError(f"config argument arch={options['arch']!r} is not one of "
                      f"{models.ARCHS}")
-  recipe = RECIPES[options['recipe']]
-  config = ml_collections.ConfigDict()
-  _common(config, method, recipe)
-  levels = _levels(config)
-  # cache: 60,000 32x32 images decoded into memory once (180 MB, a few seconds).
-  config.data = dict(name=dataset, dir=placeholder(str), batch_size=recipe['batch_size'],
-                     eval_batch_size=500, augment=dict(recipe['augment']),
-                     options=dict(cache=True))
-  config.model = dict(arch=options['arch'], width_multiplier=1.0, shortcut='pad',
-                      conv_impl='auto')
-  if options['arch'] in FOUR_STAGE_ARCHS:  # 32x32 inputs: the CIFAR stem
-    config.model.update(stem='cifar', shortcut='projection')
-  _ekd_cifar(config, method, dataset, options['arch'], options['recipe'])
-  config.log_every_steps = 100
-  config.eval_every_epochs = 10.0
-  config.evals = evals(levels=levels)
-  if options.get('stpp'):
-    config.method.update(STPP)
-  if options['smoke']:
-    config.model.arch = 'resnet20'
-    config.data.batch_size = 32
-    config.data.eval_batch_size = 100
-    config.data.options = dict(cache=False, test_split='test[:200]')
-    _smoke_durations(config, levels)
-  return config
+  return options
 
 
-def _ekd_cifar(config, method: str, dataset: str, arch: str, recipe: str) -> None:
-  """EKD_CIFAR's learning rate (recipe 'ekd_fws', any method: its baseline is comparable)
-  and weights (method ekd_fws) for dataset and arch."""
-  if method != 'ekd_fws' and recipe != 'ekd_fws':
-    return
+def cifar_recipe(name: str, dataset: str, arch: str) -> dict:
+  """RECIPES[name]; 'ekd_fws' takes the spec's learning rate for (dataset, arch), for any
+  method (so that its baseline is comparable)."""
+  recipe = RECIPES[name]
+  if name == 'ekd_fws':
+    recipe = dict(recipe, optim=dict(recipe['optim'], lr=ekd_cifar(dataset, arch)[0]))
+  return recipe
+
+
+def ekd_cifar(dataset: str, arch: str) -> tuple[float, float, float, float]:
+  """EKD_CIFAR[dataset, arch]: lr, kd_weight, att_weight, label_smoothing."""
   if (dataset, arch) not in EKD_CIFAR:
     raise ValueError(f'recipe ekd_fws on {dataset}: arch={arch!r} has no values in the spec; '
                      f'allowed: {sorted(a for d, a in EKD_CIFAR if d == dataset)}')
-  lr, kd_weight, att_weight, label_smoothing = EKD_CIFAR[dataset, arch]
-  if method == 'ekd_fws':
-    config.method.update(kd_weight=kd_weight, att_weight=att_weight,
-                         label_smoothing=label_smoothing)
-  if recipe == 'ekd_fws':
-    config.optim.lr = lr
+  return EKD_CIFAR[dataset, arch]
 
 
-def _imagenet_config(method: str, options: dict) -> ml_collections.ConfigDict:
-  """ImageNet-1k (imagenet2012) with ResNet-50 and the authors' ImageNet recipe."""
-  recipe = RECIPES['imagenet']
-  config = ml_collections.ConfigDict()
-  _common(config, method, recipe)
-  levels = _levels(config)
-  config.data = dict(name='imagenet2012', dir=placeholder(str),
-                     batch_size=recipe['batch_size'], eval_batch_size=500,
-                     augment=dict(recipe['augment']),
-                     options=dict(image_size=224, resize_size=256))
-  config.model = dict(arch='resnet50', width_multiplier=1.0, shortcut='projection',
-                      conv_impl='auto')
-  config.log_every_steps = 200
-  config.eval_every_epochs = 10.0
-  # 50,000 validation images per subnet pass: fewer subnets than on CIFAR.
-  config.evals = evals(levels=levels, num_chains=4, depth_subnets=8)
-  if options.get('stpp'):
-    config.method.update(STPP, max_shortening=STPP_RESNET50_MAX_SHORTENING)
-  if options['smoke']:
-    config.data.batch_size = 8
-    config.data.eval_batch_size = 32
-    config.data.options = dict(image_size=64, resize_size=73, test_split='validation[:64]')
-    _smoke_durations(config, levels)
-  return config
+def cifar_data(dataset: str, recipe: dict) -> dict:
+  """cache: 60,000 32x32 images decoded into memory once (180 MB, a few seconds)."""
+  return dict(name=dataset, dir=placeholder(str), batch_size=recipe['batch_size'],
+              eval_batch_size=500, augment=dict(recipe['augment']), options=dict(cache=True))
 
 
-def _small_config(method: str, dataset: str, arg: str | None) -> ml_collections.ConfigDict:
-  """digits / fashion_mnist; arg None or 'smoke'."""
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.method = method_fields(method)
-  config.optim = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                      schedule='cosine', warmup_steps=0, step_boundaries=(0.5, 0.75),
-                      step_factor=0.1)
-  _run_fields(config)
-  if dataset == 'digits':
-    # 8x8 images: ResNet-20 runs its stages at 8x8, 4x4 and 2x2.
-    config.data = dict(name='digits', dir=placeholder(str), batch_size=64, eval_batch_size=400,
-                       augment=dict(pad=1, flip=False))
-    config.model = dict(arch='resnet20', width_multiplier=1.0, shortcut='pad',
-                        conv_impl='auto')
-    config.total_epochs = 30
-    config.log_every_epochs = 3
-    config.eval_every_epochs = 10
-  elif dataset == 'fashion_mnist':
-    config.data = dict(name='fashion_mnist', dir=placeholder(str), batch_size=128, eval_batch_size=500,
-                       augment=dict(pad=2, flip=True))
-    config.model = dict(arch='resnet20', width_multiplier=1.0, shortcut='pad',
-                        conv_impl='auto')
-    # A short schedule that fits 2 CPU cores (see README); longer: --config.total_epochs=N.
-    config.total_epochs = 3
-    config.log_every_steps = 100
-    config.eval_every_epochs = 1
-  else:
-    raise ValueError(f'dataset={dataset!r} is not one of (\'digits\', \'fashion_mnist\')')
-  if dataset == 'fashion_mnist':  # 10k test images per subnet pass: fewer subnets.
-    config.evals = evals(levels=_levels(config), num_chains=4, depth_subnets=8)
-  else:
-    config.evals = evals(levels=_levels(config))
-  if arg == 'smoke':
-    _smoke_durations(config, _levels(config))
-    if dataset == 'fashion_mnist':  # the whole test set took 258 s of a 4-step check
-      config.data.options = dict(test_examples=500)
-  elif arg:
-    raise ValueError(f'config argument {arg!r} is not one of (None, \'smoke\')')
-  return config
+def cifar_resnet(arch: str) -> dict:
+  """A CIFAR ResNet; ResNet-18/34/50 on 32x32 inputs get the CIFAR stem."""
+  if arch in FOUR_STAGE_ARCHS:
+    return resnet(arch, stem='cifar', shortcut='projection')
+  return resnet(arch)
+
+
+def cifar_smoke(config: ml_collections.ConfigDict) -> None:
+  """4 steps of ResNet-20 at batch 32, evaluated on 200 test images."""
+  config.model.arch = 'resnet20'
+  config.data.batch_size = 32
+  config.data.eval_batch_size = 100
+  config.data.options = dict(cache=False, test_split='test[:200]')
+  _smoke_durations(config)
+
+
+# ----- ImageNet-1k (tfds imagenet2012) -----
+
+def imagenet_data(recipe: dict) -> dict:
+  return dict(name='imagenet2012', dir=placeholder(str), batch_size=recipe['batch_size'],
+              eval_batch_size=500, augment=dict(recipe['augment']),
+              options=dict(image_size=224, resize_size=256))
+
+
+def imagenet_smoke(config: ml_collections.ConfigDict) -> None:
+  """4 steps at batch 8 on 64x64 crops, 64 validation images."""
+  config.data.batch_size = 8
+  config.data.eval_batch_size = 32
+  config.data.options = dict(image_size=64, resize_size=73, test_split='validation[:64]')
+  _smoke_durations(config)
 
 
 # Methods that run as stages of a ResKD chain (reskd/<dataset>.py), not on their own.

@@ -1,6 +1,9 @@
-"""In-memory image classification datasets (digits, IDX files) and `load_dataset`, which also
-dispatches to Tiny-ImageNet (in memory) and the tfds datasets (random access from disk)."""
+"""In-memory image classification datasets (digits, IDX files) and `load_dataset`, which finds
+every dataset by name in `DATASETS`: these, Tiny-ImageNet (in memory) and the tfds datasets
+(random access from disk). A new dataset is a loader and one `register_dataset` call."""
 
+from collections.abc import Callable
+import functools
 import os
 
 import numpy as np
@@ -16,12 +19,18 @@ IDX_FILES = {
     'test_images': 't10k-images-idx3-ubyte',
     'test_labels': 't10k-labels-idx1-ubyte',
 }
-IN_MEMORY_DATASETS = ('digits', 'fashion_mnist', 'mnist', 'tiny_imagenet')
 # The names `tfds_data.TFDS_DATASETS` knows, repeated here so that listing them does not
 # import tensorflow_datasets and grain (a test checks the two agree).
 TFDS_DATASET_NAMES = ('cifar10', 'cifar100', 'imagenet2012', 'imagenet_resized/32x32',
                       'imagenet_resized/64x64')
-DATASETS = IN_MEMORY_DATASETS + TFDS_DATASET_NAMES
+# name -> load(data_dir, **options) -> a dataset (the interface of gkt_jax.data's docstring);
+# filled by `register_dataset` at the end of this module.
+DATASETS: dict[str, Callable] = {}
+
+
+def register_dataset(name: str, load: Callable) -> None:
+  """Makes `load_dataset(name, data_dir, **options)` call `load(data_dir, **options)`."""
+  DATASETS[name] = load
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_NUM_TRAIN = 1438
 DIGITS_NUM_TEST = 359
@@ -155,14 +164,13 @@ def load_dataset(name: str, data_dir: str | None = None, **options):
     FileNotFoundError: the files are missing, or the tfds dataset is not prepared (one line
       saying how to get or prepare them).
   """
-  if name in TFDS_DATASET_NAMES:
-    from gkt_jax.data import tfds_data  # pylint: disable=g-import-not-at-top
-    return tfds_data.load_tfds_dataset(name, data_dir, **options)
-  if name == 'tiny_imagenet':
-    from gkt_jax.data import tiny_imagenet  # pylint: disable=g-import-not-at-top
-    return tiny_imagenet.load_tiny_imagenet(data_dir, **options)
-  if name not in IN_MEMORY_DATASETS:
-    raise ValueError(f'unknown dataset name={name!r}; allowed: {DATASETS}')
+  if name not in DATASETS:
+    raise ValueError(f'unknown dataset name={name!r}; allowed: {tuple(DATASETS)}')
+  return DATASETS[name](data_dir, **options)
+
+
+def _in_memory(name: str, data_dir: str | None, **options) -> ArrayDataset:
+  """digits, fashion_mnist or mnist; option `test_examples`."""
   unknown = sorted(set(options) - {'test_examples'})
   if unknown:
     raise ValueError(f'{name}: unknown options {unknown}; allowed: [\'test_examples\']')
@@ -174,12 +182,28 @@ def _load_in_memory(name: str, data_dir: str | None) -> ArrayDataset:
     return load_digits()
   if name == 'fashion_mnist':
     return load_idx_dataset(name, data_dir or FASHION_MNIST_DIR)
-  if name == 'mnist':
-    if not data_dir:
-      wanted = ', '.join(b + '[.gz]' for b in IDX_FILES.values())
-      raise FileNotFoundError(f'mnist: no default directory to look for {wanted} in; '
-                              'download them and set --config.data.dir=DIR to their directory '
-                              '(`apt-get install dataset-fashion-mnist` gives Fashion-MNIST '
-                              'only: use name fashion_mnist)')
-    return load_idx_dataset(name, data_dir)
-  raise AssertionError(name)
+  if not data_dir:  # mnist
+    wanted = ', '.join(b + '[.gz]' for b in IDX_FILES.values())
+    raise FileNotFoundError(f'mnist: no default directory to look for {wanted} in; '
+                            'download them and set --config.data.dir=DIR to their directory '
+                            '(`apt-get install dataset-fashion-mnist` gives Fashion-MNIST '
+                            'only: use name fashion_mnist)')
+  return load_idx_dataset(name, data_dir)
+
+
+def _tiny_imagenet(data_dir, **options):
+  from gkt_jax.data import tiny_imagenet  # pylint: disable=g-import-not-at-top
+  return tiny_imagenet.load_tiny_imagenet(data_dir, **options)
+
+
+def _tfds(name, data_dir, **options):
+  """Imported when first loaded: tensorflow_datasets and grain are slow to import."""
+  from gkt_jax.data import tfds_data  # pylint: disable=g-import-not-at-top
+  return tfds_data.load_tfds_dataset(name, data_dir, **options)
+
+
+for _name in ('digits', 'fashion_mnist', 'mnist'):
+  register_dataset(_name, functools.partial(_in_memory, _name))
+register_dataset('tiny_imagenet', _tiny_imagenet)
+for _name in TFDS_DATASET_NAMES:
+  register_dataset(_name, functools.partial(_tfds, _name))

@@ -6,7 +6,7 @@ trains is `method.model` (a method may build it around the configured one).
 
 from __future__ import annotations
 
-from gkt_jax.methods.base import Method, run_model
+from gkt_jax.methods.base import Method, MethodSettings, run_model
 from gkt_jax.methods.baseline import Baseline
 from gkt_jax.methods.ekd_fws import EKDFWS
 from gkt_jax.methods.gkt import GKT
@@ -24,9 +24,8 @@ def get_method(config, model) -> Method:
   name = config.get('name', None)
   if name not in REGISTRY:
     raise ValueError(f'method.name={name!r} is not one of {tuple(REGISTRY)}')
-  cls = REGISTRY[name]
-  return cls(config, cls.training_model(config, model))
+  return REGISTRY[name].build(config, model)
 
 
-__all__ = ['EKDFWS', 'GKT', 'Baseline', 'KDStudent', 'Method', 'REGISTRY', 'ResStudent',
-           'Stimulative', 'StochasticDepth', 'get_method', 'run_model']
+__all__ = ['EKDFWS', 'GKT', 'Baseline', 'KDStudent', 'Method', 'MethodSettings', 'REGISTRY',
+           'ResStudent', 'Stimulative', 'StochasticDepth', 'get_method', 'run_model']

@@ -16,11 +16,17 @@ subnet pass instead of 1 + loops x levels unrolled ones). `loss_gradients` adapt
 loss function.
 
 `predict(variables, images)` gives the logits of the deployed (full) network at test time.
+
+Each method's settings are a frozen dataclass (`Method.Settings`, see gkt_jax/settings.py):
+every `config.method` field with its default and its check, read once in `__init__` into
+`self.settings`; the experiment configs take their method defaults from it
+(`default_config`) and the validator its checks (`read_settings`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+import dataclasses
 from typing import Any
 
 import jax
@@ -28,7 +34,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from gkt_jax import losses
+from gkt_jax import settings as settings_lib
 from gkt_jax.models import ResNet, cost
+from gkt_jax.settings import integer, probability, setting
 
 Measurements = dict[str, jax.Array]
 
@@ -51,26 +59,61 @@ def mean_accuracy(logits, labels):
   return jnp.mean(losses.accuracy(logits, labels))
 
 
+def label_smoothing_setting() -> Any:
+  """Label smoothing of every cross-entropy term (a fresh field per settings class)."""
+  return setting(0.0, probability)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSettings(settings_lib.Settings):
+  """The fields of every method but ResKD's stages."""
+  label_smoothing: float = label_smoothing_setting()
+  # Training images whose train-mode passes recompute the deployed network's BatchNorm
+  # running statistics before every evaluation (0: off; ST++ uses 2000).
+  bn_recalibration_images: int = setting(0, integer(0))
+
+
+SettingsLike = Mapping[str, Any] | ml_collections.ConfigDict | settings_lib.Settings
+
+
 class Method:
   """Base class: the full network trained with cross-entropy (the baseline)."""
 
   name = 'baseline'
-  # The `config.method` fields this method reads (the trainer reads bn_recalibration_images);
-  # `train.validate_config` refuses any other.
-  config_fields: tuple[str, ...] = ('name', 'label_smoothing', 'bn_recalibration_images')
+  Settings: type[settings_lib.Settings] = MethodSettings
   # In 'pmap' mode on several devices, fold the device index into the step key whatever
   # `per_device_subnets` says (per-example randomness such as dropout must differ by shard).
   per_device_randomness = False
 
   @classmethod
-  def training_model(cls, config: ml_collections.ConfigDict, model: ResNet) -> ResNet:
+  def default_config(cls) -> dict[str, Any]:
+    """The `config.method` section of this method's defaults."""
+    return {'name': cls.name, **cls.Settings.defaults()}
+
+  @classmethod
+  def read_settings(cls, config: SettingsLike) -> settings_lib.Settings:
+    """Checked settings from a `config.method` section (its 'name' aside), or `config`
+    itself when it already is this method's settings."""
+    if isinstance(config, cls.Settings):
+      return config
+    return cls.Settings.read(config, 'method', owner=f'method {cls.name!r}', ignore=('name',))
+
+  @classmethod
+  def build(cls, config: SettingsLike, model: ResNet) -> 'Method':
+    """The method around the configured network (`training_model` builds what it trains)."""
+    settings = cls.read_settings(config)
+    return cls(settings, cls.training_model(settings, model))
+
+  @classmethod
+  def training_model(cls, settings: settings_lib.Settings, model: ResNet) -> ResNet:
     """The network this method trains, built around the configured one (e.g. EKD adds a
     classmate branch); its main path is the deployed network."""
-    del config
+    del settings
     return model
 
-  def __init__(self, config: ml_collections.ConfigDict, model: ResNet):
-    self.config = config
+  def __init__(self, config: SettingsLike, model: ResNet):
+    """`config`: the `config.method` section or this method's settings."""
+    self.settings = self.read_settings(config)
     self.model = model
     self.num_blocks = model.num_blocks
     self.stage_sizes = tuple(model.stage_sizes)
@@ -80,7 +123,11 @@ class Method:
     return {}
 
   def label_smoothing(self) -> float:
-    return float(self.config.get('label_smoothing', 0.0))
+    return float(self.settings.label_smoothing)
+
+  def bn_recalibration_images(self) -> int:
+    """Training images to recompute BatchNorm statistics from before every evaluation."""
+    return int(self.settings.bn_recalibration_images)
 
   def gradients(self, params, batch_stats, batch, key, method_state):
     raise NotImplementedError

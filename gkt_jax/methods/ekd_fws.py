@@ -15,11 +15,14 @@ per path in path order, as the authors' code does.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 
 from gkt_jax import losses, models
-from gkt_jax.methods.base import Method, full_mask, loss_gradients
+from gkt_jax.methods.base import Method, MethodSettings, full_mask, loss_gradients
 from gkt_jax.models import classmate, cost
+from gkt_jax.settings import boolean, interval, non_negative, optional, positive, setting
 
 
 def default_dropout_rate(stage_sizes) -> float:
@@ -27,29 +30,49 @@ def default_dropout_rate(stage_sizes) -> float:
   return 0.2 if len(stage_sizes) == 3 else 0.1
 
 
+@dataclasses.dataclass(frozen=True)
+class EKDFWSSettings(MethodSettings):
+  """EKD-FWSNet's fields (methods/ekd_fwsnet.md)."""
+  temperature: float = setting(3.0, positive)
+  # The batch-mean weight of the ensemble KD term (CIFAR-10 ResNet-20/32/44's 1.5; the
+  # dataset configs set the spec's value) and of the attention-map term.
+  kd_weight: float = setting(1.5, non_negative)
+  att_weight: float = setting(1.0, non_negative)
+  # Dropout at the branch points; None: 0.2 for 3-stage nets, 0.1 for 4-stage ones.
+  dropout_rate: float | None = setting(
+      None, optional(interval(0.0, 1.0, high_open=True, what='a probability')), unset=float)
+  # False, as in the authors' code: the ensemble teacher is not detached.
+  detach_teacher: bool = setting(False, boolean)
+
+
 class EKDFWS(Method):
   name = 'ekd_fws'
-  config_fields = Method.config_fields + ('temperature', 'kd_weight', 'att_weight',
-                                          'dropout_rate', 'detach_teacher')
+  Settings = EKDFWSSettings
   per_device_randomness = True  # the step key only draws dropout masks
 
   @classmethod
-  def training_model(cls, config, model):
-    rate = config.get('dropout_rate', None)
+  def training_model(cls, settings, model):
+    if not isinstance(model, models.ResNet) or len(model.stage_sizes) < 2:
+      raise ValueError(
+          f'ekd_fws needs a ResNet of >= 2 stages (its classmate branch re-enters the '
+          f'ResNet stages after each branch point); got {type(model).__name__} with '
+          f'stage_sizes={tuple(model.stage_sizes)}: use model.arch=resnet*')
+    rate = settings.dropout_rate
     if rate is None:
       rate = default_dropout_rate(model.stage_sizes)
     return models.with_classmates(model, float(rate))
 
   def __init__(self, config, model):
+    settings = self.read_settings(config)
     if not isinstance(model, models.ClassmateResNet):
-      model = self.training_model(config, model)
-    super().__init__(config, model)
+      model = self.training_model(settings, model)
+    super().__init__(settings, model)
     if len(self.stage_sizes) < 2:
       raise ValueError(f'ekd_fws needs a network of >= 2 stages; stage_sizes={self.stage_sizes}')
-    self.temperature = float(config.get('temperature', 3.0))
-    self.kd_weight = float(config.get('kd_weight', 1.0))
-    self.att_weight = float(config.get('att_weight', 1.0))
-    self.detach_teacher = bool(config.get('detach_teacher', False))
+    self.temperature = float(settings.temperature)
+    self.kd_weight = float(settings.kd_weight)
+    self.att_weight = float(settings.att_weight)
+    self.detach_teacher = settings.detach_teacher
     self.path_names = self.model.path_names
 
   def loss_terms(self, path_logits, path_features, labels):

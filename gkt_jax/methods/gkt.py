@@ -12,42 +12,48 @@ the authors' PyTorch loops do), see subnet_distillation.py.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 
 from gkt_jax import groups, masks
 from gkt_jax.methods.base import Method
-from gkt_jax.methods.subnet_distillation import SelfDistillation
+from gkt_jax.methods.subnet_distillation import DistillationSettings, SelfDistillation
+from gkt_jax.settings import integer, one_of, probability, setting
 
 SAMPLERS = masks.SAMPLERS
 AGGREGATES = groups.AGGREGATES
 
 
+@dataclasses.dataclass(frozen=True)
+class GKTSettings(DistillationSettings):
+  """GKT's fields (methods/gkt.md; every guessed choice is one)."""
+  levels: int = setting(3, integer(1))  # G nested subnets per loop
+  loops: int = setting(2, integer(1))   # chains per step, each from the full network
+  # The child sampler (masks.sample_subnet) and its parameter: 'bernoulli' drops each
+  # remaining block with drop_prob; 'geometric' draws the number kept with P(k) ∝ gamma^k.
+  sampler: str = setting('bernoulli', one_of(SAMPLERS, 'sampler'))
+  drop_prob: float = setting(0.2, masks.SAMPLER_CHECKS['drop_prob'])
+  gamma: float = setting(0.5, masks.SAMPLER_CHECKS['gamma'])
+  # How a level's knowledge aggregates over loops: an EMA keeping `momentum` of the old
+  # knowledge, or a running mean (groups.update_group_knowledge).
+  aggregate: str = setting('ema', one_of(AGGREGATES, 'aggregate'))
+  momentum: float = setting(0.5, probability)
+
+
 class GKT(SelfDistillation, Method):
   name = 'gkt'
-  config_fields = (Method.config_fields + SelfDistillation.config_fields
-                   + ('levels', 'loops', 'sampler', 'drop_prob', 'gamma', 'aggregate',
-                      'momentum'))
+  Settings = GKTSettings
 
   def __init__(self, config, model):
     super().__init__(config, model)
-    self.levels = int(config.get('levels', 3))
-    self.loops = int(config.get('loops', 2))
-    for field, value in (('levels', self.levels), ('loops', self.loops)):
-      if value < 1:
-        raise ValueError(f'method.{field}={value} must be >= 1')
-    self.sampler = config.get('sampler', 'bernoulli')
-    if self.sampler not in SAMPLERS:
-      raise ValueError(f'method.sampler={self.sampler!r} is not one of {SAMPLERS}')
-    self.aggregate = config.get('aggregate', 'ema')
-    if self.aggregate not in AGGREGATES:
-      raise ValueError(f'method.aggregate={self.aggregate!r} is not one of {AGGREGATES}')
-    self.momentum = float(config.get('momentum', 0.5))
-    if self.sampler == 'bernoulli':
-      self.sampler_kw = {'drop_prob': float(config.get('drop_prob', 0.2))}
-    elif self.sampler == 'geometric':
-      self.sampler_kw = {'gamma': float(config.get('gamma', 0.5))}
-    else:
-      self.sampler_kw = {}
+    settings = self.settings
+    self.levels, self.loops = settings.levels, settings.loops
+    self.sampler, self.aggregate, self.momentum = (settings.sampler, settings.aggregate,
+                                                   settings.momentum)
+    # (GKT's 'prefix' sampler takes no max_shortening: not a GKT field.)
+    self.sampler_kw = {name: float(getattr(settings, name))
+                       for name in masks.SAMPLER_KWARGS[self.sampler] if hasattr(settings, name)}
 
   def sample_masks(self, key) -> jax.Array:
     """bool[loops * levels, L]: `loops` nested chains, each starting from the full net."""

@@ -18,6 +18,7 @@ student's pre-logits (`models.SideInputResNet`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -25,7 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from gkt_jax import losses, models
-from gkt_jax.methods.base import Method, full_mask, loss_gradients, mean_accuracy, run_model
+from gkt_jax import settings as settings_lib
+from gkt_jax.methods.base import (Method, full_mask, label_smoothing_setting, loss_gradients,
+                                  mean_accuracy, run_model)
+from gkt_jax.settings import boolean, non_negative, one_of, optional, positive, run_dir, setting
 
 RESIDUAL_TARGETS = ('logits', 'kd')
 
@@ -60,8 +64,32 @@ def _frozen_apply(model, variables, images):
   return jax.lax.stop_gradient(model.apply(variables, images, train=False)[0])
 
 
+@dataclasses.dataclass(frozen=True)
+class KDSettings(settings_lib.Settings):
+  """The KD student's fields. No BatchNorm recalibration in a ResKD chain: a stage's
+  statistics are those its training kept."""
+  label_smoothing: float = label_smoothing_setting()
+  # The workdir of the teacher's run: required, set by the chain (pipelines.reskd_chain).
+  teacher: str | None = setting(None, optional(run_dir), unset=str)
+  alpha: float = setting(1.0, non_negative)
+  temperature: float = setting(4.0, positive)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResKDSettings(KDSettings):
+  """A res-student's fields: the frozen student and earlier res-students (workdirs), and
+  what it learns."""
+  student: str | None = setting(None, optional(run_dir), unset=str)
+  res_students: tuple[str, ...] = setting((), settings_lib.run_dirs)
+  residual_target: str = setting('logits', one_of(RESIDUAL_TARGETS, 'residual target'))
+  student_features: bool = setting(False, boolean)  # the head also reads z_S's pre-logits
+
+
 class _Frozen:
   """Bookkeeping of frozen networks: models here, variables fed to the step."""
+
+  def bn_recalibration_images(self) -> int:
+    return 0  # not a field of a chain's stages (KDSettings)
 
   def attach_frozen(self, nets: dict) -> None:
     """nets: {name: [(model, variables), ...]} for the names of `frozen_sources()`."""
@@ -81,7 +109,7 @@ class _Frozen:
     return list(zip(self.frozen_models[name], frozen[name]))
 
   def _required(self, field: str) -> str:
-    value = self.config.get(field, None)
+    value = getattr(self.settings, field)
     if not value:
       raise ValueError(f'method.{field} is required for {self.name}: the workdir of the '
                        'trained run')
@@ -91,13 +119,12 @@ class _Frozen:
 class KDStudent(_Frozen, Method):
   """Standard KD from a frozen teacher (ResKD's stage-0 student)."""
   name = 'kd'
-  # No BN recalibration: a stage's statistics are those its training kept.
-  config_fields = ('name', 'label_smoothing', 'teacher', 'alpha', 'temperature')
+  Settings = KDSettings
 
   def __init__(self, config, model):
     super().__init__(config, model)
-    self.alpha = float(config.get('alpha', 1.0))
-    self.temperature = float(config.get('temperature', 4.0))
+    self.alpha = float(self.settings.alpha)
+    self.temperature = float(self.settings.temperature)
 
   def frozen_sources(self) -> dict[str, list[str]]:
     return {'teacher': [self._required('teacher')]}
@@ -145,28 +172,24 @@ def student_feature_dim(student_workdir: str) -> int:
 class ResStudent(_Frozen, Method):
   """Res-student k: learns the residual between the frozen teacher and combined student."""
   name = 'reskd'
-  config_fields = ('name', 'label_smoothing', 'teacher', 'student', 'res_students',
-                   'residual_target', 'alpha', 'temperature', 'student_features')
+  Settings = ResKDSettings
 
   @classmethod
-  def training_model(cls, config, model):
-    if config.get('student_features', False):
-      return models.with_side_input(model, student_feature_dim(config.get('student')))
+  def training_model(cls, settings, model):
+    if settings.student_features:
+      return models.with_side_input(model, student_feature_dim(settings.student))
     return model
 
   def __init__(self, config, model):
     super().__init__(config, model)
-    self.alpha = float(config.get('alpha', 1.0))
-    self.temperature = float(config.get('temperature', 4.0))
-    self.residual_target = config.get('residual_target', 'logits')
-    if self.residual_target not in RESIDUAL_TARGETS:
-      raise ValueError(f'method.residual_target={self.residual_target!r} is not one of '
-                       f'{RESIDUAL_TARGETS}')
-    self.student_features = bool(config.get('student_features', False))
+    self.alpha = float(self.settings.alpha)
+    self.temperature = float(self.settings.temperature)
+    self.residual_target = self.settings.residual_target
+    self.student_features = self.settings.student_features
 
   def frozen_sources(self) -> dict[str, list[str]]:
     return {'teacher': [self._required('teacher')], 'student': [self._required('student')],
-            'res': list(self.config.get('res_students', None) or ())}
+            'res': list(self.settings.res_students)}
 
   def _previous(self, frozen, images):
     """Frozen z_T, z_{C,k-1} and the student's pre-logits."""

@@ -14,25 +14,35 @@ subnet_distillation.py.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 
 from gkt_jax import masks
 from gkt_jax.methods.base import Method
-from gkt_jax.methods.subnet_distillation import SelfDistillation
+from gkt_jax.methods.subnet_distillation import DistillationSettings, SelfDistillation
+from gkt_jax.settings import integer, setting
+
+
+@dataclasses.dataclass(frozen=True)
+class StimulativeSettings(DistillationSettings):
+  """Stimulative training's fields (methods/stimulative_training.md)."""
+  n_sub: int = setting(1, integer(1))  # subnets per step (ST++: 6)
+  # The inter-stage rule: each stage s keeps at least n_s - M_s blocks (None: any prefix of
+  # length >= 1); one M_s per stage (ST++ ResNet-50: (1, 2, 4, 1)).
+  max_shortening: tuple[int, ...] | None = setting(
+      None, masks.SAMPLER_CHECKS['max_shortening'], unset=tuple)
 
 
 class Stimulative(SelfDistillation, Method):
   name = 'stimulative'
-  config_fields = (Method.config_fields + SelfDistillation.config_fields
-                   + ('n_sub', 'max_shortening'))
+  Settings = StimulativeSettings
 
   def __init__(self, config, model):
     super().__init__(config, model)
     self.levels = 1
-    self.n_sub = int(config.get('n_sub', 1))
-    if self.n_sub < 1:
-      raise ValueError(f'method.n_sub={self.n_sub} must be >= 1')
-    shortening = config.get('max_shortening', None)
+    self.n_sub = self.settings.n_sub
+    shortening = self.settings.max_shortening
     self.sampler_kw = {} if shortening is None else {'max_shortening': tuple(shortening)}
 
   def sample_masks(self, key) -> jax.Array:

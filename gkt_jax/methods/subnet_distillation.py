@@ -22,12 +22,14 @@ Measured on Fashion-MNIST (docs/results.md, shared notes bn_running_stats.md): w
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 
 from gkt_jax import groups, losses
-from gkt_jax.methods.base import run_model
+from gkt_jax.methods.base import MethodSettings, run_model
+from gkt_jax.settings import boolean, integer, interval, non_negative, one_of, positive, setting
 
 BN_STATS = ('full_network', 'every_pass')
 
@@ -133,16 +135,31 @@ def per_level_measurements(per_subnet: dict[str, jax.Array], levels: int,
   return out
 
 
+@dataclasses.dataclass(frozen=True)
+class DistillationSettings(MethodSettings):
+  """The fields of subnet distillation (stimulative training, GKT)."""
+  # The subnet loss: kl_weight * T^2 KL(teacher || subnet) + subnet_label_weight * CE.
+  temperature: float = setting(1.0, positive)
+  kl_weight: float = setting(1.0, non_negative)
+  subnet_label_weight: float = setting(0.0, non_negative)
+  # ST++: normalise the logits of every network before both terms.
+  normalize_logits: bool = setting(False, boolean)
+  # ST++: each subnet sees the batch resized to one of `resize_buckets` sides spread over
+  # [resize_min_scale * side, side].
+  subnet_resize: bool = setting(False, boolean)
+  resize_min_scale: float = setting(0.43, interval(0.0, 1.0, low_open=True))
+  resize_buckets: int = setting(4, integer(1))
+  # Which passes update the BatchNorm running statistics (module docstring).
+  bn_stats: str = setting('full_network', one_of(BN_STATS, 'BatchNorm statistics setting'))
+
+
 class SelfDistillation:
   """Mixin for methods that train the full network with CE and subnets from its knowledge.
 
-  Subclasses set `self.levels` and implement `sample_masks(key) -> bool[K, L]`; config
-  fields read here: temperature, kl_weight, subnet_label_weight, label_smoothing,
-  normalize_logits, and optionally subnet_resize / resize_min_scale / resize_buckets.
+  Subclasses set `self.levels` and implement `sample_masks(key) -> bool[K, L]`; their
+  settings extend DistillationSettings.
   """
 
-  config_fields = ('temperature', 'kl_weight', 'subnet_label_weight', 'normalize_logits',
-                   'subnet_resize', 'resize_min_scale', 'resize_buckets', 'bn_stats')
   levels: int = 1
   aggregate: str = 'ema'
   momentum: float = 0.5
@@ -150,25 +167,18 @@ class SelfDistillation:
   def sample_masks(self, key) -> jax.Array:
     raise NotImplementedError
 
-  def __init__(self, config, model):
-    super().__init__(config, model)
-    # Which passes update the BatchNorm running statistics (module docstring).
-    self.bn_stats = config.get('bn_stats', 'full_network')
-    if self.bn_stats not in BN_STATS:
-      raise ValueError(f'method.bn_stats={self.bn_stats!r} is not one of {BN_STATS}')
-
   def resize_sizes(self, image_side: int) -> tuple[int, ...] | None:
     """The static subnet input sides of ST++ 'subnet_resize', or None when it is off."""
-    if not self.config.get('subnet_resize', False):
+    if not self.settings.subnet_resize:
       return None
-    low = self.config.get('resize_min_scale', 0.43) * image_side
-    buckets = int(self.config.get('resize_buckets', 4))
+    low = self.settings.resize_min_scale * image_side
+    buckets = self.settings.resize_buckets
     return tuple(sorted({int(round(low + (image_side - low) * i / max(buckets - 1, 1)))
                          for i in range(buckets)}))
 
   def gradients(self, params, batch_stats, batch, key, method_state):
-    config = self.config
-    normalize = bool(config.get('normalize_logits', False))
+    config = self.settings
+    normalize = config.normalize_logits
     images, labels = batch['images'], batch['labels']
     smoothing = self.label_smoothing()
 
@@ -192,11 +202,11 @@ class SelfDistillation:
       subnet_grads, subnet_stats, per_subnet = distill_subnets(
           self.model, params, full_stats, images, labels, jax.lax.stop_gradient(full_logits),
           subnet_masks, levels=self.levels, aggregate=self.aggregate, momentum=self.momentum,
-          temperature=config.get('temperature', 1.0), kl_weight=config.get('kl_weight', 1.0),
-          label_weight=config.get('subnet_label_weight', 0.0), label_smoothing=smoothing,
+          temperature=config.temperature, kl_weight=config.kl_weight,
+          label_weight=config.subnet_label_weight, label_smoothing=smoothing,
           normalize=normalize, input_sizes=sizes, size_index=size_index)
     grads = jax.tree.map(jnp.add, grads, subnet_grads)
-    stats = subnet_stats if self.bn_stats == 'every_pass' else full_stats
+    stats = subnet_stats if config.bn_stats == 'every_pass' else full_stats
     measurements = {
         'loss': ce + jnp.sum(per_subnet['loss']),
         'ce/full': ce,

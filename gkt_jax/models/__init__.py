@@ -1,7 +1,22 @@
-"""Models: ResNets that take a traced keep mask over their residual blocks."""
+"""Models: networks that take a traced keep mask over their residual blocks.
+
+A maskable network is any Flax module with `stage_sizes`, `num_blocks` and
+`apply(variables, x, keep_mask=..., train=..., residual_scale=...) -> (logits, features)`,
+its blocks named 'stage{s}_block{j}' with the droppable part in a submodule 'branch' (FLOP
+accounting, models/cost.py) and its input layer 'stem_conv' (export). Architectures are
+found by name in `ARCHITECTURES`: ResNets (resnet.py), Wide ResNets (wide_resnet.py) and
+vision transformers (vit.py). A new one is a file here and one `register` call below.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+import dataclasses
+import functools
+
+from flax import linen as nn
+
+from gkt_jax.models import vit, wide_resnet
 from gkt_jax.models.classmate import ClassmateResNet, with_classmates
 from gkt_jax.models.conv import conv2d
 from gkt_jax.models.resnet import ResNet, SideInputResNet, resnet_fields
@@ -9,7 +24,28 @@ from gkt_jax.models.resnet import ResNet, SideInputResNet, resnet_fields
 _IMAGENET_STAGES = {18: ((2, 2, 2, 2), 'basic'), 34: ((3, 4, 6, 3), 'basic'),
                     50: ((3, 4, 6, 3), 'bottleneck')}
 CIFAR_DEPTHS = (8, 14, 20, 32, 44, 56, 110)  # 8 and 14: small res-students (ResKD)
-ARCHS = tuple(f'resnet{d}' for d in CIFAR_DEPTHS) + ('resnet18', 'resnet34', 'resnet50')
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """A network by name: `build(num_classes, **fields)` and the `config.model` fields (besides
+  'arch') it accepts."""
+  build: Callable[..., nn.Module]
+  fields: tuple[str, ...]
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(name: str, build: Callable[..., nn.Module], fields: Sequence[str]) -> None:
+  """Adds an architecture: `build(num_classes, **fields)` returns a maskable network."""
+  ARCHITECTURES[name] = Architecture(build, tuple(sorted(set(fields))))
+
+
+def module_fields(cls: type[nn.Module], exclude: Sequence[str] = ()) -> tuple[str, ...]:
+  """The dataclass fields of a Flax module a config may set."""
+  return tuple(f.name for f in dataclasses.fields(cls)
+               if f.init and f.name not in ('parent', 'name', *exclude))
 
 
 def cifar_resnet(depth: int, num_classes: int, *, width_multiplier: float = 1.0,
@@ -35,9 +71,9 @@ def imagenet_resnet(depth: int, num_classes: int, *, width_multiplier: float = 1
                 stem=stem, stem_width=widths[0], shortcut=shortcut, **kwargs)
 
 
-def from_config(model_config, num_classes: int) -> ResNet:
+def from_config(model_config, num_classes: int) -> nn.Module:
   """`build_model` from a config's model section (a ConfigDict or dict with 'arch' and the
-  keyword arguments of `build_model`)."""
+  architecture's fields)."""
   fields = dict(model_config)
   return build_model(fields.pop('arch'), num_classes, **fields)
 
@@ -55,10 +91,10 @@ def with_side_input(model: ResNet, side_features_dim: int) -> SideInputResNet:
   return SideInputResNet(**resnet_fields(model), side_features_dim=side_features_dim)
 
 
-def build_model(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
-                shortcut: str | None = None, stem: str | None = None,
-                conv_impl: str = 'auto', **kwargs) -> ResNet:
-  """Builds a model by name (one of `ARCHS`).
+def build_resnet(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
+           shortcut: str | None = None, stem: str | None = None, conv_impl: str = 'auto',
+           **kwargs) -> ResNet:
+  """A ResNet by name.
 
   Args:
     arch: 'resnet8/14/20/32/44/56/110' (CIFAR ResNets, depth 6n+2, three stages of basic
@@ -76,8 +112,6 @@ def build_model(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
 
   Every value is checked here; a bad one raises ValueError naming it and what is allowed.
   """
-  if arch not in ARCHS:
-    raise ValueError(f'model.arch={arch!r} is not one of {ARCHS}')
   depth = int(arch.removeprefix('resnet'))
   extra = dict(conv_impl=conv_impl, width_multiplier=width_multiplier, **kwargs)
   if shortcut is not None:
@@ -90,5 +124,32 @@ def build_model(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
   return imagenet_resnet(depth, num_classes, stem=stem or 'imagenet', **extra)
 
 
-__all__ = ['ARCHS', 'ClassmateResNet', 'ResNet', 'SideInputResNet', 'build_model', 'from_config',
-           'cifar_resnet', 'conv2d', 'imagenet_resnet', 'with_classmates', 'with_side_input']
+_RESNET_FIELDS = ('width_multiplier', 'shortcut', 'stem', 'conv_impl') + module_fields(
+    ResNet, exclude=('stage_sizes', 'stage_widths', 'num_classes', 'block', 'stem_width'))
+for _depth in CIFAR_DEPTHS + tuple(_IMAGENET_STAGES):
+  register(f'resnet{_depth}', functools.partial(build_resnet, f'resnet{_depth}'), _RESNET_FIELDS)
+for _size in vit.SIZES:  # ViT-Ti, ViT-S
+  register(f'vit_{_size}', functools.partial(vit.build_vit, _size),
+           module_fields(vit.ViT, exclude=('num_classes',)))
+for _depth, _k in ((16, 4), (28, 10)):  # WRN-16-4, WRN-28-10
+  register(f'wrn{_depth}_{_k}', functools.partial(wide_resnet.WideResNet, _depth, _k),
+           module_fields(wide_resnet.WideResNet, exclude=('depth', 'widen_factor',
+                                                          'num_classes')))
+ARCHS = tuple(ARCHITECTURES)
+
+
+def build_model(arch: str, num_classes: int, **fields) -> nn.Module:
+  """Builds the network `arch` (one of `ARCHS`) with `fields` (its `Architecture.fields`;
+  for ResNets see `resnet`). A bad name or value raises ValueError naming it."""
+  if arch not in ARCHITECTURES:
+    raise ValueError(f'model.arch={arch!r} is not one of {ARCHS}')
+  entry = ARCHITECTURES[arch]
+  unknown = sorted(set(fields) - set(entry.fields))
+  if unknown:
+    raise ValueError(f'model.{unknown[0]} is not a field of {arch}; accepted: {entry.fields}')
+  return entry.build(num_classes, **fields)
+
+
+__all__ = ['ARCHITECTURES', 'ARCHS', 'Architecture', 'ClassmateResNet', 'ResNet',
+           'SideInputResNet', 'build_model', 'cifar_resnet', 'conv2d', 'from_config',
+           'imagenet_resnet', 'register', 'build_resnet', 'with_classmates', 'with_side_input']

@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from gkt_jax.models.resnet import Conv, ResNet
+from gkt_jax.models.resnet import Conv
 
 
 def _counted_flops(model: nn.Module, input_shape, **apply_kwargs) -> list[tuple[tuple, float]]:
   """(module path, forward FLOPs per example) of every Conv and Dense call of one abstract
-  (no compute) `model.apply(variables, x, **apply_kwargs)`; a module called twice is listed
-  twice."""
+  (no compute) `model.apply(variables, x, **apply_kwargs)`, and of every module that counts
+  its own (`flops_per_example(args, out)`); a module called twice is listed twice."""
   x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
   calls = []
@@ -27,8 +27,10 @@ def _counted_flops(model: nn.Module, input_shape, **apply_kwargs) -> list[tuple[
       k = module.kernel_size
       calls.append((module.scope.path,
                     2.0 * np.prod(out.shape[1:]) * k * k * args[0].shape[-1]))
-    elif isinstance(module, nn.Dense):
-      calls.append((module.scope.path, 2.0 * args[0].shape[-1] * module.features))
+    elif isinstance(module, nn.Dense):  # on every token of f[N, ..., C_in]
+      calls.append((module.scope.path, 2.0 * np.prod(args[0].shape[1:]) * module.features))
+    elif hasattr(module, 'flops_per_example'):  # e.g. a transformer's attention products
+      calls.append((module.scope.path, float(module.flops_per_example(args, out))))
     return out
 
   with nn.intercept_methods(count):
@@ -43,14 +45,14 @@ def forward_flops(model: nn.Module, input_shape: tuple[int, ...], **apply_kwargs
   return float(sum(flops for _, flops in _counted_flops(model, input_shape, **apply_kwargs)))
 
 
-def block_flops(model: ResNet, input_shape: tuple[int, ...]) -> tuple[float, np.ndarray]:
+def block_flops(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, np.ndarray]:
   """Forward FLOPs (2 x multiply-adds) of the convolutions and the head, per example.
 
   Counted from the shapes each `Conv` sees in an abstract (no compute) forward pass of the
   deployed network (for a ClassmateResNet: its main path).
 
   Args:
-    model: a ResNet.
+    model: a maskable network (blocks 'stage{s}_block{j}', droppable part 'branch').
     input_shape: (H, W, C) of one example.
 
   Returns:

@@ -44,13 +44,15 @@ class Conv(nn.Module):
   stride: int = 1
   impl: str = 'auto'
   dtype: jnp.dtype = jnp.float32
+  # ((top, bottom), (left, right)); None: (k - 1) // 2 on every side, as PyTorch's ResNets.
+  padding: tuple[tuple[int, int], tuple[int, int]] | None = None
 
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
     kernel = self.param('kernel', _conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
     y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), stride=self.stride,
-               impl=self.impl)
+               padding=self.padding, impl=self.impl)
     return checkpoint_name(y, 'conv_out')
 
 
@@ -118,6 +120,24 @@ def _pad_shortcut(x, stride: int, out_features: int, downsample: str):
   return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
 
 
+def masked_branch(block: nn.Module, branch: nn.Module, x, keep, train: bool,
+                  out_shape: jax.ShapeDtypeStruct):
+  """`branch(x, train)` inside `block`, or zeros of `out_shape` where the traced bool `keep`
+  is False, without running the branch (one `lax.cond`); keep None: the branch runs."""
+  if keep is None or block.is_initializing():
+    return branch(x, train)
+  return nn.cond(keep, lambda mdl, y: mdl(y, train),
+                 lambda mdl, y: _zeros_with_variance_of(out_shape, y), branch, x)
+
+
+def check_block_inputs(num_blocks: int, keep_mask, residual_scale) -> None:
+  """keep_mask and residual_scale, where given, hold one value per residual block."""
+  for name, value in (('keep_mask', keep_mask), ('residual_scale', residual_scale)):
+    if value is not None and tuple(value.shape) != (num_blocks,):
+      raise ValueError(f'{name} has shape {tuple(value.shape)}; this network has '
+                       f'{num_blocks} residual blocks, so it must be ({num_blocks},)')
+
+
 class ResidualBlock(nn.Module):
   """out = relu(shortcut(x) + scale * branch(x)); the branch is skipped when keep is False."""
   features: int
@@ -153,17 +173,9 @@ class ResidualBlock(nn.Module):
                             policy=_SAVE_POLICIES[self.masked_saves])
     branch = branch_cls(self.features, self.stride, self.conv_impl, self.bn_momentum, self.dtype,
                         name='branch')
-    if keep is None or self.is_initializing():
-      if self.block_barrier:
-        x = jax.lax.optimization_barrier(x)
-      residual = branch(x, train)
-    else:
-      out_shape = jax.eval_shape(lambda: shortcut)
-      residual = nn.cond(
-          keep,
-          lambda mdl, y: mdl(y, train),
-          lambda mdl, y: _zeros_with_variance_of(out_shape, y),
-          branch, x)
+    if self.block_barrier and (keep is None or self.is_initializing()):
+      x = jax.lax.optimization_barrier(x)
+    residual = masked_branch(self, branch, x, keep, train, jax.eval_shape(lambda: shortcut))
     if scale is not None:
       residual = residual * scale.astype(residual.dtype)
     return nn.relu(shortcut + residual)
@@ -242,11 +254,7 @@ class ResNet(nn.Module):
 
   def _checked_settings(self, keep_mask, residual_scale):
     """Validates the inputs; returns (conv impl, block barriers on/off)."""
-    num_blocks = self.num_blocks
-    for name, value in (('keep_mask', keep_mask), ('residual_scale', residual_scale)):
-      if value is not None and tuple(value.shape) != (num_blocks,):
-        raise ValueError(f'{name} has shape {tuple(value.shape)}; this network has '
-                         f'{num_blocks} residual blocks, so it must be ({num_blocks},)')
+    check_block_inputs(self.num_blocks, keep_mask, residual_scale)
     barriers = (jax.default_backend() == 'cpu' if self.block_barriers == 'auto'
                 else bool(self.block_barriers))
     return resolve_impl(self.conv_impl), barriers

@@ -229,13 +229,19 @@ def _restore_or_init(config, workdir, state, ckpt, log, method):
   return state, {}
 
 
-def _recalibration(config, dataset, model, batch_size: int, log):
-  """(recalibrate, image batches) for `method.bn_recalibration_images`, or None: built once
-  per run, so the recalibration compiles once (equal batches of about `batch_size` of the
-  first training images in the seed's order; a remainder smaller than one batch is left out).
-  """
-  recal_images = int(config.method.get('bn_recalibration_images', 0))
+def _recalibration(run: Run):
+  """(recalibrate, image batches) for the method's `bn_recalibration_images()`, or None:
+  built once per run, so the recalibration compiles once (equal batches of about the batch
+  size of the first training images in the seed's order; a remainder smaller than one batch
+  is left out)."""
+  recal_images, batch_size, log = run.method.bn_recalibration_images(), run.batch_size, run.log
+  dataset = run.dataset
   if not recal_images:
+    return None
+  momentum = getattr(run.model, 'bn_momentum', None)
+  if momentum is None:
+    log(f'method.bn_recalibration_images={recal_images}: {type(run.model).__name__} has no '
+        'BatchNorm statistics to recalibrate; evaluating without recalibration')
     return None
   if recal_images > dataset.num_train:  # found before training, not at its end
     log(f'method.bn_recalibration_images={recal_images} is more than the '
@@ -243,9 +249,9 @@ def _recalibration(config, dataset, model, batch_size: int, log):
     recal_images = dataset.num_train
   num_batches = max(1, recal_images // batch_size)
   size = recal_images // num_batches
-  raw, _ = dataset.train_batches(num_batches * size, seed=config.seed).get(0)
+  raw, _ = dataset.train_batches(num_batches * size, seed=run.config.seed).get(0)
   images = data_lib.normalize(raw, dataset.mean, dataset.std)
-  return (evaluate.make_recalibrator(model, model.bn_momentum),
+  return (evaluate.make_recalibrator(run.model, momentum),
           images.reshape((num_batches, size) + images.shape[1:]))
 
 
@@ -474,7 +480,7 @@ def _evaluator(run: Run, frozen) -> Any:
       batch_size=eval_batch, data_sharding=run.sharded, replicated_sharding=run.replicated,
       eval_source=dataset.eval_batches if run.labels_checked else checked_eval_batches,
       num_examples=dataset.num_test)
-  recalibration = _recalibration(run.config, dataset, run.model, run.batch_size, run.log)
+  recalibration = _recalibration(run)
   evals_config = run.config.get('evals', {'full': {'type': 'full'}})
 
   def evaluate_state(state, final: bool) -> dict:

@@ -28,4 +28,14 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  return common.get_config('baseline', 'cifar10', arg)
+  options = common.cifar_options(arg)
+  recipe = common.cifar_recipe(options['recipe'], 'cifar10', options['arch'])
+  config = common.base('baseline', recipe)
+  config.data = common.cifar_data('cifar10', recipe)
+  config.model = common.cifar_resnet(options['arch'])
+  config.log_every_steps = 100
+  config.eval_every_epochs = 10.0
+  config.evals = common.evals(levels=common.levels(config))
+  if options['smoke']:
+    common.cifar_smoke(config)
+  return config

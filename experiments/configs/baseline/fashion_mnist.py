@@ -11,4 +11,17 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  return common.get_config('baseline', 'fashion_mnist', arg)
+  options = common.small_options(arg)
+  # The base optimiser: SGD Nesterov 0.9, lr 0.1 cosine, weight decay 5e-4.
+  config = common.base('baseline')
+  config.data = common.fashion_mnist_data()
+  config.model = common.model(options['arch'])
+  # A short schedule that fits 2 CPU cores (see README); longer: --config.total_epochs=N.
+  config.total_epochs = 3
+  config.log_every_steps = 100
+  config.eval_every_epochs = 1
+  # 10,000 test images per subnet pass: fewer subnets.
+  config.evals = common.evals(levels=common.levels(config), num_chains=4, depth_subnets=8)
+  if options['smoke']:
+    common.small_smoke(config)
+  return config

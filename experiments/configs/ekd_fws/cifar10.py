@@ -36,4 +36,18 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  return common.get_config('ekd_fws', 'cifar10', arg)
+  options = common.cifar_options(arg, recipe='ekd_fws')
+  recipe = common.cifar_recipe(options['recipe'], 'cifar10', options['arch'])
+  config = common.base('ekd_fws', recipe)
+  config.data = common.cifar_data('cifar10', recipe)
+  config.model = common.cifar_resnet(options['arch'])
+  _, kd_weight, att_weight, smoothing = common.ekd_cifar('cifar10', options['arch'])
+  config.method.update(kd_weight=kd_weight, att_weight=att_weight,
+                       label_smoothing=smoothing)
+  config.log_every_steps = 100
+  config.eval_every_epochs = 10.0
+  config.evals = common.evals(levels=common.levels(config))
+  if options['smoke']:
+    common.cifar_smoke(config)
+  config.evals.paths = dict(type='classmate_paths')  # main, classmates, ensemble
+  return config

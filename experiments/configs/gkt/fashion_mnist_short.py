@@ -16,13 +16,13 @@ from experiments.configs import common
 
 def get_config(arg=None):
   config = common.get_config('gkt', 'fashion_mnist', arg)
-  if arg is None:
+  if not common.small_options(arg)['smoke']:
     config.total_epochs = None
     config.eval_every_epochs = None
     config.total_steps = 300
     config.log_every_steps = 25
     config.eval_every_steps = 300
     config.ckpt_every_steps = 50
-    config.evals = common.evals(levels=config.method.levels, num_chains=2, depth_subnets=4,
+    config.evals = common.evals(levels=common.levels(config), num_chains=2, depth_subnets=4,
                                 deletion=False)
   return config

@@ -38,4 +38,15 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  return common.get_config('gkt', 'imagenet2012', arg)
+  options = common.parse_arg(arg, smoke=False)
+  recipe = common.RECIPES['imagenet']
+  config = common.base('gkt', recipe)
+  config.data = common.imagenet_data(recipe)
+  config.model = common.resnet('resnet50', shortcut='projection')
+  config.log_every_steps = 200
+  config.eval_every_epochs = 10.0
+  # 50,000 validation images per subnet pass: fewer subnets than on CIFAR.
+  config.evals = common.evals(levels=common.levels(config), num_chains=4, depth_subnets=8)
+  if options['smoke']:
+    common.imagenet_smoke(config)
+  return config

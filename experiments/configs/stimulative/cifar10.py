@@ -32,4 +32,16 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  return common.get_config('stimulative', 'cifar10', arg)
+  options = common.cifar_options(arg, stpp=False)
+  recipe = common.cifar_recipe(options['recipe'], 'cifar10', options['arch'])
+  config = common.base('stimulative', recipe)
+  config.data = common.cifar_data('cifar10', recipe)
+  config.model = common.cifar_resnet(options['arch'])
+  if options['stpp']:
+    config.method.update(common.STPP)  # the ST++ switches
+  config.log_every_steps = 100
+  config.eval_every_epochs = 10.0
+  config.evals = common.evals(levels=common.levels(config))
+  if options['smoke']:
+    common.cifar_smoke(config)
+  return config

@@ -11,4 +11,15 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  return common.get_config('stochastic_depth', 'digits', arg)
+  options = common.small_options(arg)
+  # The base optimiser: SGD Nesterov 0.9, lr 0.1 cosine, weight decay 5e-4.
+  config = common.base('stochastic_depth')
+  config.data = common.digits_data()
+  config.model = common.model(options['arch'])
+  config.total_epochs = 30
+  config.log_every_epochs = 3
+  config.eval_every_epochs = 10
+  config.evals = common.evals(levels=common.levels(config))
+  if options['smoke']:
+    common.small_smoke(config)
+  return config

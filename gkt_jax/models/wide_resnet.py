@@ -1,0 +1,144 @@
+"""Wide ResNets (Zagoruyko & Komodakis, 2016) whose blocks can be dropped by a traced mask.
+
+WRN-d-k: a 3x3 stem of 16 channels, three stages of n = (d - 4) / 6 pre-activation blocks of
+16k, 32k and 64k channels (the second and third start with stride 2), then BN-ReLU, global
+average pooling and a linear head. A block is shortcut(x) + branch(x); the branch is
+[BN-ReLU-]conv3x3-BN-ReLU-conv3x3 (no dropout: the paper also reports WRNs without it). Where
+convolution of the pre-activated input relu(bn(x)), and that pre-activation belongs to the
+shortcut (it runs when the block is dropped); elsewhere the shortcut is x. A dropped block
+returns its shortcut and does no work (`resnet.masked_branch`). `apply` is the ResNets':
+(variables, x, keep_mask=None, train=False, residual_scale=None) -> (logits, features).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from gkt_jax.models.conv import IMPLS, resolve_impl
+from gkt_jax.models.resnet import Conv, check_block_inputs, masked_branch
+
+DEPTHS = (16, 22, 28, 40)
+
+
+def _bn(train: bool, momentum: float, name: str):
+  return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
+                      name=name)
+
+
+class WideBranch(nn.Module):
+  """The residual branch; `preact`: it begins with BN-ReLU (blocks with an identity
+  shortcut; the others receive the pre-activated input)."""
+  features: int
+  stride: int
+  preact: bool
+  conv_impl: str
+  bn_momentum: float
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    if self.preact:
+      x = nn.relu(_bn(train, self.bn_momentum, 'bn1')(x))
+    y = Conv(self.features, 3, self.stride, impl=self.conv_impl, dtype=self.dtype,
+             name='conv1')(x)
+    y = nn.relu(_bn(train, self.bn_momentum, 'bn2')(y))
+    return Conv(self.features, 3, 1, impl=self.conv_impl, dtype=self.dtype, name='conv2')(y)
+
+
+class WideBlock(nn.Module):
+  """shortcut(x) + scale * branch(x); the branch is skipped when keep is False."""
+  features: int
+  stride: int
+  conv_impl: str
+  bn_momentum: float
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x, keep, scale, train: bool):
+    identity = self.stride == 1 and x.shape[-1] == self.features
+    if identity:
+      shortcut = x
+    else:  # the pre-activation is shared with the branch, and runs when it is dropped
+      x = nn.relu(_bn(train, self.bn_momentum, 'preact_bn')(x))
+      shortcut = Conv(self.features, 1, self.stride, impl=self.conv_impl, dtype=self.dtype,
+                      name='proj_conv')(x)
+    branch = WideBranch(self.features, self.stride, identity, self.conv_impl,
+                        self.bn_momentum, self.dtype, name='branch')
+    residual = masked_branch(self, branch, x, keep, train, jax.eval_shape(lambda: shortcut))
+    if scale is not None:
+      residual = residual * scale.astype(residual.dtype)
+    return shortcut + residual
+
+
+class WideResNet(nn.Module):
+  """WRN-depth-widen_factor with maskable blocks (module docstring).
+
+  Attributes:
+    depth: 6n + 4 (16, 22, 28, 40, ...).
+    widen_factor: k; stage widths 16k, 32k, 64k.
+    num_classes: classifier outputs.
+    conv_impl: 'auto', 'xla' or 'canonical' (see conv.py).
+    bn_momentum: running-statistics momentum (Flax convention; PyTorch's 0.1 is 0.9).
+    dtype: computation dtype (parameters stay float32).
+  """
+  depth: int
+  widen_factor: int
+  num_classes: int
+  conv_impl: str = 'auto'
+  bn_momentum: float = 0.9
+  dtype: jnp.dtype = jnp.float32
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not isinstance(self.depth, (int, np.integer)) or self.depth < 10 or (self.depth - 4) % 6:
+      raise ValueError(f'model.depth={self.depth!r}: a Wide ResNet has depth 6n + 4, n >= 1 '
+                       f'(e.g. {DEPTHS})')
+    for name in ('widen_factor', 'num_classes'):
+      value = getattr(self, name)
+      if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f'model.{name}={value!r}: must be an integer >= 1')
+    if self.conv_impl not in IMPLS:
+      raise ValueError(f'model.conv_impl={self.conv_impl!r} is not one of {IMPLS}')
+    if not 0.0 <= self.bn_momentum < 1.0:
+      raise ValueError(f'model.bn_momentum={self.bn_momentum!r}: must be in [0, 1)')
+
+  @property
+  def stage_sizes(self) -> tuple[int, ...]:
+    n = (self.depth - 4) // 6
+    return (n, n, n)
+
+  @property
+  def stage_widths(self) -> tuple[int, ...]:
+    return tuple(w * self.widen_factor for w in (16, 32, 64))
+
+  @property
+  def num_blocks(self) -> int:
+    return int(sum(self.stage_sizes))
+
+  @nn.compact
+  def __call__(self, x, keep_mask=None, train: bool = False, residual_scale=None):
+    """Args: x f[N, H, W, C]; keep_mask bool[L] or None (all blocks); residual_scale f32[L].
+
+    Returns:
+      logits f32[N, num_classes] and a dict of features: 'stem', 'stage1'.., 'pre_logits'.
+    """
+    check_block_inputs(self.num_blocks, keep_mask, residual_scale)
+    impl = resolve_impl(self.conv_impl)
+    x = Conv(16, 3, 1, impl=impl, dtype=self.dtype, name='stem_conv')(x.astype(self.dtype))
+    features = {'stem': x}
+    index = 0
+    for s, (size, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
+      for j in range(size):
+        keep = None if keep_mask is None else keep_mask[index]
+        scale = None if residual_scale is None else residual_scale[index]
+        x = WideBlock(width, 2 if (s > 0 and j == 0) else 1, impl, self.bn_momentum,
+                      self.dtype, name=f'stage{s + 1}_block{j + 1}')(x, keep, scale, train)
+        index += 1
+      features[f'stage{s + 1}'] = x
+    x = nn.relu(_bn(train, self.bn_momentum, 'final_bn')(x))
+    pooled = jnp.mean(x, axis=(1, 2))
+    features['pre_logits'] = pooled
+    return nn.Dense(self.num_classes, name='head')(pooled.astype(jnp.float32)), features
