@@ -47,7 +47,7 @@ from jax import monitoring
 from experiments.configs import common
 from gkt_jax import evaluate, methods, models
 from gkt_jax.train import optim, reporting
-from gkt_jax.train.trainer import init_state, make_train_step
+from gkt_jax.train.trainer import init_state, make_train_step, step_key
 
 _ARCH = flags.DEFINE_list('arch', ['resnet56'], 'Architectures (gkt_jax.models.ARCHS), each '
                           'with its own plain step to divide by.')
@@ -147,21 +147,24 @@ def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
     return step_impl(state, *args)
 
   step_fn = jax.jit(counted_step, donate_argnums=0)
+  # The masks each step runs, from its key (not from the step's outputs).
+  masks_of = jax.jit(lambda state: method.masks_run(step_key(state)))
+  masks_run = []
   jax.block_until_ready((state, args))
+  masks_run.append(np.asarray(masks_of(state)))
   _compile_log.clear()
   t0 = time.perf_counter()
   state, measurements = step_fn(state, *args)
   jax.block_until_ready(measurements)
   first = time.perf_counter() - t0
   compile_seconds = sum(_compile_log)
-  masks_run = [np.asarray(measurements['masks_run'])]
   times = []
   for _ in range(steps):
+    masks_run.append(np.asarray(masks_of(state)))
     t0 = time.perf_counter()
     state, measurements = step_fn(state, *args)
     jax.block_until_ready(measurements)
     times.append(time.perf_counter() - t0)
-    masks_run.append(np.asarray(measurements['masks_run']))
   input_shape = (side, side, channels)
   fixed, per_block = evaluate.block_flops(method.model, input_shape)
   flops = np.mean([step_flops(method, input_shape, m) for m in masks_run])

@@ -111,7 +111,9 @@ class SelfDistillationTest(parameterized.TestCase):
         variables['params'], variables['batch_stats'], batch, key, {})
     subnet_masks = method.sample_masks(jax.random.split(key)[0])
     self.assertEqual(subnet_masks.shape, (levels * loops, 6))
-    np.testing.assert_array_equal(measurements['masks_run'][1:], subnet_masks)
+    # What a step runs (cost accounting reads it): the full network, then these subnets.
+    np.testing.assert_array_equal(method.masks_run(key),
+                                  np.concatenate([np.ones((1, 6), bool), subnet_masks]))
 
     def reference(params):
       return _reference_gkt(model, params, variables['batch_stats'], batch, subnet_masks,
@@ -279,11 +281,10 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
     checking that the step ran the mask drawn from its key."""
     model, batch, variables = _setup()
     method = _method(model, name='stochastic_depth', final_survival=0.5, **fields)
-    grads, (_, _, measurements) = method.gradients(
-        variables['params'], variables['batch_stats'], batch, key, {})
+    grads, _ = method.gradients(variables['params'], variables['batch_stats'], batch, key, {})
     survival = masks.stochastic_depth_survival(6, 0.5)
     keep = masks.sample_stochastic_depth(key, survival)
-    np.testing.assert_array_equal(measurements['masks_run'][0], keep)
+    np.testing.assert_array_equal(method.masks_run(key), keep[None])
     return model, batch, variables, method, grads, keep, survival
 
   def test_stochastic_depth_uses_sampled_mask_and_scales_at_test(self):
@@ -329,7 +330,7 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
     def step(key):
       measurements = method.gradients(variables['params'], variables['batch_stats'], batch,
                                       key, {})[1][2]
-      return measurements['kept_fraction'], measurements['masks_run'][0]
+      return measurements['kept_fraction'], method.masks_run(key)[0]
 
     num = 200
     rates, kept = map(np.asarray, zip(*[step(jax.random.key(i)) for i in range(num)]))

@@ -7,8 +7,9 @@ A method turns one batch into gradients:
 
 `batch` holds 'images' f32[B, H, W, C] (normalised, augmented once: every forward of the
 step sees the same images) and 'labels' int32[B]. `measurements` is a flat dict of scalars
-(every loss term, per subnet level) plus 'masks_run' bool[F, L], the keep masks of the F
-forward passes the step ran (the full network is a row of ones), used for cost accounting.
+(every loss term, per subnet level). `masks_run(key)` gives the keep masks of the forward
+passes a step with `key` runs (cost accounting reads them without running the step; the
+step draws its own masks there).
 
 The design sketched `loss_fn -> loss`; methods return gradients instead so a method that
 runs many subnets can scan over them and accumulate gradients in the carry (one compiled
@@ -157,6 +158,13 @@ class Method:
     """Variables of the frozen networks, fed to every step as `batch['frozen']` and to
     `predict` as `variables['frozen']` (None: there are none)."""
     return None
+
+  def masks_run(self, key) -> jax.Array:
+    """bool[F, L]: the keep masks of the F forward passes that a step with `key` runs, in
+    order (the full network is a row of ones). `gradients` draws its masks here, so cost
+    accounting (bench_step, reproduce) reads what a step runs without running it."""
+    del key
+    return full_mask(self.num_blocks)
 
   def step_forward_flops(self, input_shape, masks_run) -> float:
     """Forward FLOPs per example of one training step that ran `masks_run` bool[F, L]."""

@@ -20,7 +20,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from gkt_jax import losses, models
-from gkt_jax.methods.base import Method, MethodSettings, full_mask, loss_gradients
+from gkt_jax.methods.base import Method, MethodSettings, loss_gradients
 from gkt_jax.models import classmate, cost
 from gkt_jax.settings import boolean, interval, non_negative, optional, positive, setting
 
@@ -100,8 +100,7 @@ class EKDFWS(Method):
     measurements = {
         'loss': jnp.mean(terms['loss']), 'ce/full': ce[0], 'ce/classmates': jnp.mean(ce[1:]),
         'kd': jnp.mean(terms['kd']), 'att': jnp.mean(terms['att']),
-        'train_acc/ensemble': jnp.mean(losses.accuracy(ensemble, labels)),
-        'masks_run': full_mask(self.num_blocks)}
+        'train_acc/ensemble': jnp.mean(losses.accuracy(ensemble, labels))}
     for i, name in enumerate(self.path_names):
       if i:
         measurements[f'ce/{name}'] = ce[i]

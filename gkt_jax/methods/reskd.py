@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from gkt_jax import losses, models
 from gkt_jax import settings as settings_lib
-from gkt_jax.methods.base import (Method, full_mask, label_smoothing_setting, loss_gradients,
+from gkt_jax.methods.base import (Method, label_smoothing_setting, loss_gradients,
                                   mean_accuracy, run_model)
 from gkt_jax.settings import boolean, non_negative, one_of, optional, positive, run_dir, setting
 
@@ -150,8 +150,7 @@ class KDStudent(_Frozen, Method):
         'ce/full': jnp.mean(losses.cross_entropy(logits, labels)),
         'kd': jnp.mean(losses.distillation_kl(logits, z_t, self.temperature)),
         'train_acc/full': mean_accuracy(logits, labels),
-        'train_acc/teacher': mean_accuracy(z_t, labels),
-        'masks_run': full_mask(self.num_blocks)}
+        'train_acc/teacher': mean_accuracy(z_t, labels)}
     return grads, (new_stats, method_state, measurements)
 
   def predict(self, variables, images):
@@ -234,8 +233,7 @@ class ResStudent(_Frozen, Method):
         'residual_mse': jnp.mean((r - (z_t - z_prev)) ** 2),
         'train_acc/full': mean_accuracy(combined, labels),
         'train_acc/previous': mean_accuracy(z_prev, labels),
-        'train_acc/teacher': mean_accuracy(z_t, labels),
-        'masks_run': full_mask(self.num_blocks)}
+        'train_acc/teacher': mean_accuracy(z_t, labels)}
     return grads, (new_stats, method_state, measurements)
 
   def predict(self, variables, images):

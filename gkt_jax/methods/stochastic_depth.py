@@ -43,7 +43,7 @@ class StochasticDepth(Method):
     self.test_scaling = self.settings.test_scaling
 
   def gradients(self, params, batch_stats, batch, key, method_state):
-    keep_mask = masks.sample_stochastic_depth(key, self.survival)
+    keep_mask = self.masks_run(key)[0]
     # 'inverted' variant: scale kept branches by 1/p_i in training, run plain at test time.
     scale = None if self.test_scaling else 1.0 / self.survival
 
@@ -57,9 +57,11 @@ class StochasticDepth(Method):
     measurements = {
         'loss': ce, 'ce/sampled': ce, 'train_acc/sampled': acc,
         'kept_fraction': jnp.mean(keep_mask.astype(jnp.float32)),
-        'masks_run': keep_mask[None],
     }
     return grads, (new_stats, method_state, measurements)
+
+  def masks_run(self, key):
+    return masks.sample_stochastic_depth(key, self.survival)[None]
 
   def predict(self, variables, images):
     return self.subnet_logits(variables, images, None)

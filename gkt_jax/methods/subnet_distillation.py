@@ -192,8 +192,8 @@ class SelfDistillation:
     with jax.named_scope('full_network'):  # scopes name the step's parts in profiles
       (ce, (full_stats, full_logits)), grads = jax.value_and_grad(full_loss, has_aux=True)(
           params)
-    mask_key, size_key = jax.random.split(key)
-    subnet_masks = self.sample_masks(mask_key)
+    subnet_masks = self.masks_run(key)[1:]
+    size_key = jax.random.split(key)[1]
     sizes = self.resize_sizes(images.shape[1])
     size_index = None
     if sizes is not None:
@@ -211,10 +211,14 @@ class SelfDistillation:
         'loss': ce + jnp.sum(per_subnet['loss']),
         'ce/full': ce,
         'train_acc/full': jnp.mean(losses.accuracy(full_logits, labels)),
-        'masks_run': jnp.concatenate([jnp.ones((1, self.num_blocks), bool), subnet_masks]),
     }
     measurements.update(per_level_measurements(per_subnet, self.levels))
     return grads, (stats, method_state, measurements)
 
+  def masks_run(self, key) -> jax.Array:
+    """The full network, then the subnets `sample_masks` draws from the key's first half."""
+    subnet_masks = self.sample_masks(jax.random.split(key)[0])
+    return jnp.concatenate([jnp.ones((1, self.num_blocks), bool), subnet_masks])
+
   def forwards_per_step(self) -> int:
-    return 1 + int(self.sample_masks(jax.random.key(0)).shape[0])
+    return int(jax.eval_shape(self.masks_run, jax.random.key(0)).shape[0])

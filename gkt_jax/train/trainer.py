@@ -101,6 +101,12 @@ def replicate(tree, sharding):
   return jax.tree.map(put, tree)
 
 
+def step_key(state: TrainState) -> jax.Array:
+  """The key of the step `state` is about to run (`Method.masks_run(step_key(state))` gives
+  the masks it runs; 'pmap' with per-device subnets folds in the device index as well)."""
+  return jax.random.fold_in(state.key, state.step)
+
+
 def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = None,
                     per_device_keys: bool = False):
   """The step (state, images uint8[B,H,W,C], labels int32[B], frozen=None) -> (state,
@@ -117,7 +123,7 @@ def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = Non
   def train_step(state: TrainState, images, labels, frozen=None):
     batch = {'images': data_lib.normalize(images, mean, std), 'labels': labels,
              'frozen': frozen}
-    key = jax.random.fold_in(state.key, state.step)
+    key = step_key(state)
     if axis_name is not None and per_device_keys:
       key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
     params, batch_stats = state.params, state.batch_stats
