@@ -132,6 +132,21 @@ class EvaluatorsTest(absltest.TestCase):
       evaluate.run_evaluators(self.runner, {'x': {'type': 'nope'}}, final=True)
 
 
+class SummaryRowsTest(absltest.TestCase):
+
+  def test_rows_name_each_evaluators_values(self):
+    summary = {'full_accuracy': 0.9, 'path_acc/main': 0.91, 'path_acc/cm2': 0.8,
+               'path_acc/ensemble': 0.92, 'subnet_acc/level2': 0.6, 'subnet_kept/level2': 6.0,
+               'subnet_acc/level1': 0.7, 'subnet_kept/level1': 7.5, 'subnet_acc/level4': 0.1,
+               'block_deletion_mean': 0.5, 'depth_curve': [[9, 0.9, 1]]}
+    self.assertEqual(evaluate.level_points(summary), [(1, 7.5, 0.7), (2, 6.0, 0.6)])
+    self.assertEqual(evaluate.summary_rows(summary), [
+        ('main path (deployed)', 0.91), ('classmate path cm2', 0.8),
+        ('ensemble of all paths', 0.92), ('subnet level 1 (~7.5 blocks)', 0.7),
+        ('subnet level 2 (~6.0 blocks)', 0.6), ('one block deleted (mean)', 0.5)])
+    self.assertEqual(evaluate.summary_rows({'full_accuracy': 0.9}), [])
+
+
 class StochasticDepthEvaluationTest(absltest.TestCase):
   """Subnet evaluators run a method's test-time network: stochastic depth's scaled one."""
 

@@ -194,6 +194,38 @@ def classmate_paths(runner: EvalRunner) -> dict:
   return {f'path_acc/{name}': float(a) for name, a in zip(names, accs)}
 
 
+def level_points(summary: dict) -> list[tuple[int, float | None, float]]:
+  """(level, mean kept blocks or None, mean accuracy) of `subnet_chains`' levels in a
+  summary or an evaluation's results, level 1 first."""
+  points, level = [], 1
+  while f'subnet_acc/level{level}' in summary:
+    points.append((level, summary.get(f'subnet_kept/level{level}'),
+                   summary[f'subnet_acc/level{level}']))
+    level += 1
+  return points
+
+
+# Per-evaluation accuracies of several networks, worth a curve over training.
+CURVE_PREFIXES = ('subnet_acc/', 'path_acc/')
+
+
+def summary_rows(summary: dict) -> list[tuple[str, float]]:
+  """Labelled accuracies the evaluators put in a summary besides the full network's:
+  EKD-FWSNet's paths, the subnet levels, the mean single-block deletion."""
+  rows = []
+  for key, value in summary.items():
+    if key.startswith('path_acc/'):
+      name = key.removeprefix('path_acc/')
+      rows.append(({'main': 'main path (deployed)', 'ensemble': 'ensemble of all paths'}.get(
+          name, f'classmate path {name}'), value))
+  for level, kept, acc in level_points(summary):
+    rows.append((f'subnet level {level}' + (f' (~{kept:.1f} blocks)' if kept is not None
+                                            else ''), acc))
+  if summary.get('block_deletion_mean') is not None:
+    rows.append(('one block deleted (mean)', summary['block_deletion_mean']))
+  return rows
+
+
 EVALUATORS: dict[str, Callable[..., dict]] = {
     'full': full_accuracy, 'subnet_chains': subnet_chains, 'depth_curve': depth_curve,
     'nested_depth_curve': nested_depth_curve, 'block_deletion': block_deletion,

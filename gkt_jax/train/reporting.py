@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from gkt_jax import evaluate
 from gkt_jax.utils import format_seconds
 
 
@@ -128,20 +129,7 @@ class Progress:
 
 def final_table(summary: dict) -> str:
   """A small text table of the headline accuracies."""
-  rows = [('full network', summary.get('full_accuracy'))]
-  for key, value in summary.items():  # EKD-FWSNet's paths
-    if key.startswith('path_acc/'):
-      name = key.removeprefix('path_acc/')
-      rows.append(({'main': 'main path (deployed)', 'ensemble': 'ensemble of all paths'}.get(
-          name, f'classmate path {name}'), value))
-  level = 1
-  while f'subnet_acc/level{level}' in summary:
-    kept = summary.get(f'subnet_kept/level{level}')
-    label = f'subnet level {level}' + (f' (~{kept:.1f} blocks)' if kept is not None else '')
-    rows.append((label, summary[f'subnet_acc/level{level}']))
-    level += 1
-  if summary.get('block_deletion_mean') is not None:
-    rows.append(('one block deleted (mean)', summary['block_deletion_mean']))
+  rows = [('full network', summary.get('full_accuracy'))] + evaluate.summary_rows(summary)
   width = max(len(r[0]) for r in rows)
   lines = [f'{"network".ljust(width)}  test accuracy', '-' * (width + 15)]
   lines += [f'{name.ljust(width)}  {acc:.4f}' for name, acc in rows if acc is not None]
@@ -175,9 +163,9 @@ def plot_run(workdir: str, summary: dict) -> list[str]:
     axes[0].set_xlabel('step')
     axes[0].set_title('training loss terms')
     axes[0].legend(fontsize=7)
+  curves = tuple('eval/' + p for p in evaluate.CURVE_PREFIXES)
   for key in [k for k in (evals[-1] if evals else {}) if k.startswith('eval/')
-              and k.endswith('accuracy') or k.startswith(('eval/subnet_acc/',
-                                                           'eval/path_acc/'))]:
+              and k.endswith('accuracy') or k.startswith(curves)]:
     axes[1].plot([r['step'] for r in evals], [r.get(key, np.nan) for r in evals], marker='o',
                  label=key.removeprefix('eval/'))
   axes[1].set_xlabel('step')
@@ -194,11 +182,8 @@ def plot_run(workdir: str, summary: dict) -> list[str]:
     curve = np.array(summary['depth_curve'], dtype=float)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.plot(curve[:, 0], curve[:, 1], marker='o', label='sampled subnets (prefix sampler)')
-    level = 1
-    while f'subnet_acc/level{level}' in summary:
-      ax.scatter([summary[f'subnet_kept/level{level}']], [summary[f'subnet_acc/level{level}']],
-                 marker='s', label=f'level-{level} subnets (mean)')
-      level += 1
+    for level, kept, acc in evaluate.level_points(summary):
+      ax.scatter([kept], [acc], marker='s', label=f'level-{level} subnets (mean)')
     ax.set_xlabel('residual blocks kept')
     ax.set_ylabel('test accuracy')
     ax.set_title(f'{summary.get("method", "")}: accuracy vs depth')
