@@ -4,13 +4,16 @@ r"""Times one training step of every method against the plain (baseline) step, i
   python -m experiments.bench_step --arch resnet20,resnet56,resnet110,resnet50 --batch 64 \
       --steps 3 --format markdown            # the speed table of docs/results.md
   python -m experiments.bench_step --dtype bfloat16 ...       # bf16 convolutions (GPU/TPU)
+  python -m experiments.bench_step --arch resnet20 --shortcut projection --num_classes 100 \
+      --method_overrides gkt.loops=1              # another codebase's shapes and settings
 
 Prints, per (architecture, method), a JSON line, a table row or a markdown row with
   seconds_per_step      mean over `--steps` steps after the compiled first one
   ratio_to_plain        seconds_per_step / the baseline's, measured in this same run
-  flop_ratio_to_plain   forward FLOPs of the blocks the method's steps actually ran (from the
-                        masks each step reports; for ekd_fws every path of the classmate
-                        branch) over the plain step's; backward FLOPs scale the same way, so
+  flop_ratio_to_plain   forward FLOPs of the blocks the method's steps actually ran (the
+                        masks of each step's key, `Method.masks_run`; for ekd_fws every
+                        path of the classmate branch) over the plain step's; backward
+                        FLOPs scale the same way, so
                         this is the step's FLOP ratio. A frozen network's pass (kd's
                         teacher: random weights of the same architecture) has no backward
                         and counts a third of its forward
@@ -27,7 +30,7 @@ Prints, per (architecture, method), a JSON line, a table row or a markdown row w
 Ratios divide by the plain step of the same architecture, timed in the same process. kd is
 ResKD's student step; a res-student's step (reskd) needs its trained chain and is not timed
 here. Inputs are random images of CIFAR shape; masks come from the step key as in training, so
-XLA cannot fold them away. Methods use their config defaults (`experiments/configs/common`).
+XLA cannot fold them away. Methods use their settings' defaults, with `--method_overrides`.
 """
 
 from __future__ import annotations
@@ -66,6 +69,13 @@ _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
 _CONV = flags.DEFINE_string('conv_impl', 'auto', "Convolution: 'auto', 'xla', 'canonical'.")
 _WIDTH = flags.DEFINE_float('width_multiplier', 1.0, 'Channel width multiplier.')
 _CHANNELS = flags.DEFINE_integer('channels', 3, 'Input channels (1 for Fashion-MNIST).')
+_SHORTCUT = flags.DEFINE_enum('shortcut', None, ['pad', 'projection'],
+                              "ResNets' shortcut (default: the architecture's own, 'pad' for "
+                              "CIFAR ResNets, 'projection' for resnet18/34/50).")
+_CLASSES = flags.DEFINE_integer('num_classes', 10, 'Classifier outputs (e.g. 100: CIFAR-100).')
+_OVERRIDES = flags.DEFINE_list('method_overrides', [],
+                               "Fields over a method's defaults, LABEL.FIELD=VALUE with LABEL "
+                               'as in --methods, e.g. gkt.loops=1,stimulative.n_sub=2.')
 
 _COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
                    '/jax/core/compile/jaxpr_to_mlir_module_duration',
@@ -93,18 +103,48 @@ def frozen_networks(method, model, input_shape) -> dict | None:
   return method.frozen_inputs()
 
 
+def method_overrides(items, names) -> dict[str, dict]:
+  """{label: {field: value}} from --method_overrides items 'LABEL.FIELD=VALUE', each value
+  of its field's default type (checked later by the method's settings)."""
+  assignments: dict[str, list[str]] = {}
+  for item in items:
+    label, _, assignment = item.partition('.')
+    if label not in names or '=' not in assignment:
+      raise app.UsageError(f'--method_overrides: {item!r} is not LABEL.FIELD=VALUE with LABEL '
+                           f'one of --methods {tuple(names)}')
+    assignments.setdefault(label, []).append(assignment)
+  out = {}
+  for label, items in assignments.items():
+    method_cls = methods.REGISTRY[common.VARIANTS.get(label, (label, {}))[0]]
+    try:
+      parsed = common.parse_arg(','.join(items), **dataclasses.asdict(method_cls.Settings()))
+    except ValueError as e:
+      raise app.UsageError(f'--method_overrides: {e}') from None
+    # Only the fields given: the others keep the variant's values (e.g. ST++'s switches).
+    out[label] = {k: parsed[k] for k in (item.partition('=')[0] for item in items)}
+  return out
+
+
 def build_step(name: str, arch: str, batch: int, side: int, conv_impl: str = 'auto',
-               width: float = 1.0, channels: int = 3, dtype: str = 'float32'):
+               width: float = 1.0, channels: int = 3, dtype: str = 'float32', *,
+               shortcut: str | None = None, num_classes: int = 10,
+               overrides: dict | None = None):
   """One method's training step as bench_step times it: returns (step_impl, method, state,
   args) with step_impl(state, *args) -> (state, measurements); args are random uint8 images
-  and labels (and the frozen networks' variables for kd)."""
+  and labels in [0, num_classes) (and the frozen networks' variables for kd). `overrides`:
+  method fields over the variant's."""
   method, extra = common.VARIANTS.get(name, (name, {}))
   config = ml_collections.ConfigDict({'seed': 0,
-                                      'method': dict(common.method_fields(method), **extra),
+                                      'method': {**common.method_fields(method), **extra,
+                                                 **(overrides or {})},
                                       'optim': dict(lr=0.1, momentum=0.9, nesterov=True,
                                                     weight_decay=5e-4, schedule='cosine')})
-  plain = models.build_model(arch, 10, conv_impl=conv_impl, width_multiplier=width,
-                             dtype=jnp.dtype(dtype))
+  fields = dict(conv_impl=conv_impl, dtype=jnp.dtype(dtype))
+  if width != 1.0:
+    fields['width_multiplier'] = width
+  if shortcut is not None:
+    fields['shortcut'] = shortcut
+  plain = models.build_model(arch, num_classes, **fields)
   method_cls = methods.REGISTRY[method]
   settings = method_cls.read_settings(config.method)
   if name == 'kd':  # no trained run to name: frozen_networks gives the teacher random weights
@@ -116,7 +156,7 @@ def build_step(name: str, arch: str, batch: int, side: int, conv_impl: str = 'au
   state = init_state(config, method.model, method, tx, input_shape)  # e.g. EKD's branch
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.integers(0, 256, (batch,) + input_shape, dtype=np.uint8))
-  labels = jnp.asarray(rng.integers(0, 10, (batch,), dtype=np.int32))
+  labels = jnp.asarray(rng.integers(0, num_classes, (batch,), dtype=np.int32))
   step_impl = make_train_step(method, tx, schedule, np.zeros(channels), np.ones(channels))
   args = (images, labels) + ((frozen,) if frozen is not None else ())
   return step_impl, method, state, args
@@ -136,10 +176,11 @@ def step_flops(method, input_shape, masks_run) -> float:
 
 def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
                  conv_impl: str, width: float = 1.0, channels: int = 3,
-                 dtype: str = 'float32') -> dict:
-  """Times `steps` steps of one method; returns its measurements (ratios filled later)."""
+                 dtype: str = 'float32', **model_and_method) -> dict:
+  """Times `steps` steps of one method; returns its measurements (ratios filled later).
+  `model_and_method`: build_step's shortcut, num_classes and overrides."""
   step_impl, method, state, args = build_step(name, arch, batch, side, conv_impl, width,
-                                              channels, dtype)
+                                              channels, dtype, **model_and_method)
   traces = [0]
 
   def counted_step(state, *args):
@@ -172,6 +213,9 @@ def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
   return {
       'method': name, 'arch': arch, 'width_multiplier': width, 'dtype': dtype, 'batch': batch,
       'image_shape': list(input_shape), 'steps': steps,
+      'shortcut': getattr(method.model, 'shortcut', None),
+      'num_classes': model_and_method.get('num_classes', 10),
+      'overrides': dict(model_and_method.get('overrides') or {}),
       'backend': jax.default_backend(), 'device_kind': jax.devices()[0].device_kind,
       'conv_impl': models.conv.resolve_impl(conv_impl),
       'seconds_per_step': float(np.mean(times)), 'median_seconds': float(np.median(times)),
@@ -199,13 +243,14 @@ def step_memory(step_fn, state, args) -> dict:
   return out
 
 
-def bench_arch(arch: str, names) -> list[dict]:
+def bench_arch(arch: str, names, overrides: dict | None = None) -> list[dict]:
   """Every method of `names` on one architecture; the first (the baseline) is the plain step
-  the ratios divide by, timed in the same process."""
+  the ratios divide by, timed in the same process. `overrides`: {label: method fields}."""
   rows = []
   for name in names:
     row = bench_method(name, arch, _BATCH.value, _STEPS.value, _SIDE.value, _CONV.value,
-                       _WIDTH.value, _CHANNELS.value, _DTYPE.value)
+                       _WIDTH.value, _CHANNELS.value, _DTYPE.value, shortcut=_SHORTCUT.value,
+                       num_classes=_CLASSES.value, overrides=(overrides or {}).get(name))
     plain = rows[0] if rows else row
     row['ratio_to_plain'] = row['seconds_per_step'] / plain['seconds_per_step']
     row['flop_ratio_to_plain'] = row['flops_per_example'] / plain['plain_flops_per_example']
@@ -224,9 +269,12 @@ def bench_arch(arch: str, names) -> list[dict]:
 def markdown(rows: list[dict]) -> str:
   """One markdown table of every row, with the run's settings above it."""
   first = rows[0]
+  overrides = {r['method']: r['overrides'] for r in rows if r.get('overrides')}
   lines = [f'Machine: {reporting.machine()}; batch {first["batch"]}, {first["steps"]} timed '
            f'steps, {first["image_shape"]} images, width x{first["width_multiplier"]:g}, '
-           f'{first["dtype"]}, conv {first["conv_impl"]}.', '',
+           f'{first["dtype"]}, conv {first["conv_impl"]}, shortcut {first.get("shortcut")}, '
+           f'{first.get("num_classes", 10)} classes'
+           + (f', method overrides {overrides}' if overrides else '') + '.', '',
            '| arch | method | s/step | images/s | time vs plain | FLOPs vs plain | '
            'time/FLOPs | compiles | compile s (vs plain) | XLA step MiB |',
            '|---|---|---|---|---|---|---|---|---|---|']
@@ -253,7 +301,8 @@ def main(argv):
   for arch in _ARCH.value:
     if arch not in models.ARCHS:
       raise app.UsageError(f'--arch: {arch!r} is not one of {models.ARCHS}')
-  rows = [row for arch in _ARCH.value for row in bench_arch(arch, names)]
+  overrides = method_overrides(_OVERRIDES.value, names)
+  rows = [row for arch in _ARCH.value for row in bench_arch(arch, names, overrides)]
   if _FORMAT.value == 'markdown':
     print(markdown(rows))
   elif _FORMAT.value == 'table':

@@ -50,6 +50,32 @@ class BenchStepTest(absltest.TestCase):
     self.assertIn('Machine: ', text)
     self.assertLen([l for l in text.splitlines() if l.startswith('| resnet8 |')], 3)
 
+  def test_other_codebases_shapes_and_method_overrides(self):
+    with flagsaver.flagsaver(methods=['gkt', 'stimulative_stpp']):
+      overrides = bench_step.method_overrides(['gkt.loops=1', 'gkt.drop_prob=0.5',
+                                               'stimulative_stpp.n_sub=2'],
+                                              ['baseline', 'gkt', 'stimulative_stpp'])
+    self.assertEqual(overrides, {'gkt': {'loops': 1, 'drop_prob': 0.5},
+                                 'stimulative_stpp': {'n_sub': 2}})
+    _, method, state, args = bench_step.build_step(
+        'gkt', 'resnet8', 4, 8, shortcut='projection', num_classes=100,
+        overrides=overrides['gkt'])
+    self.assertEqual((method.model.shortcut, method.model.num_classes), ('projection', 100))
+    self.assertEqual((method.loops, method.levels, method.forwards_per_step()), (1, 3, 4))
+    self.assertIn('proj_conv', state.params['stage2_block1'])
+    self.assertLess(int(np.max(args[1])), 100)
+    _, stpp, _, _ = bench_step.build_step('stimulative_stpp', 'resnet8', 4, 8,
+                                          overrides=overrides['stimulative_stpp'])
+    self.assertEqual((stpp.n_sub, stpp.settings.normalize_logits), (2, True))
+    for bad, message in ((['gkt.loops'], 'is not LABEL.FIELD=VALUE'),
+                         (['gtk.loops=1'], 'is not LABEL.FIELD=VALUE'),
+                         (['gkt.lops=1'], "unknown key 'lops'"),
+                         (['gkt.loops=x'], "'loops=x': loops must be of type int")):
+      with self.assertRaisesRegex(app.UsageError, message):
+        bench_step.method_overrides(bad, ['baseline', 'gkt'])
+    with self.assertRaisesRegex(ValueError, r'config\.method\.loops=0: must be an integer'):
+      bench_step.build_step('gkt', 'resnet8', 4, 8, overrides={'loops': 0})
+
   def test_bad_method_and_arch_are_usage_errors(self):
     with flagsaver.flagsaver(methods=['reskd']):
       with self.assertRaisesRegex(app.UsageError, "'reskd' is not one of"):

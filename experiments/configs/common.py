@@ -135,7 +135,11 @@ def parse_arg(arg: str | None, **defaults) -> dict:
     elif default is None:
       out[key] = value
     else:
-      out[key] = type(default)(value)
+      try:
+        out[key] = type(default)(value)
+      except ValueError:
+        raise ValueError(f'config argument {token!r}: {key} must be of type '
+                         f'{type(default).__name__}') from None
   return out
 
 
