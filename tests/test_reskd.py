@@ -72,6 +72,27 @@ class ChainTest(parameterized.TestCase):
     want = z_s + r[0] + method.model.apply(own, images)[0]
     np.testing.assert_allclose(method.predict(variables, images), want, rtol=1e-5, atol=1e-5)
 
+  def test_the_frozen_student_runs_once_per_step(self):
+    nets = _frozen_nets()
+    method = _res_method(nets)
+    student = nets['student'][0]
+    params, stats = _net(seed=9)[1]['params'], _net(seed=9)[1]['batch_stats']
+    calls = []
+
+    def count(next_fun, args, kwargs, context):
+      module = context.module
+      if (context.method_name == '__call__' and module.scope.path == ()
+          and tuple(module.stage_sizes) == (1, 1, 1)
+          and tuple(module.stage_widths) == tuple(student.stage_widths)):
+        calls.append(1)
+      return next_fun(*args, **kwargs)
+
+    batch = {'images': _images(), 'labels': jnp.arange(6) % NUM_CLASSES,
+             'frozen': method.frozen_inputs()}
+    with nn.intercept_methods(count):
+      jax.eval_shape(method.gradients, params, stats, batch, jax.random.key(0), {})
+    self.assertLen(calls, 1)  # its logits and its pre-logits from one pass
+
   @parameterized.parameters('logits', 'kd')
   def test_frozen_stages_receive_no_gradient(self, target):
     nets = _frozen_nets()

@@ -50,6 +50,11 @@ def chain_logits(student, residuals, images) -> jax.Array:
       `side_features_dim` reads the student's pre-logits.
     images: f32[B, H, W, C], normalised.
   """
+  return _chain(student, residuals, images)[0]
+
+
+def _chain(student, residuals, images) -> tuple[jax.Array, jax.Array]:
+  """`chain_logits` and the student's pre-logits, from one pass of each network."""
   model, variables = student
   z_s, features = model.apply(variables, images, train=False)
   out = [z_s]
@@ -57,7 +62,7 @@ def chain_logits(student, residuals, images) -> jax.Array:
     side = ({'side_features': features['pre_logits']}
             if getattr(model, 'side_features_dim', 0) else {})
     out.append(model.apply(variables, images, train=False, **side)[0])
-  return jnp.stack([z.astype(jnp.float32) for z in out])
+  return jnp.stack([z.astype(jnp.float32) for z in out]), features['pre_logits']
 
 
 def _frozen_apply(model, variables, images):
@@ -195,8 +200,8 @@ class ResStudent(_Frozen, Method):
     (teacher,) = self._nets(frozen, 'teacher')
     (student,) = self._nets(frozen, 'student')
     z_t = _frozen_apply(*teacher, images)
-    stage_logits = chain_logits(student, self._nets(frozen, 'res'), images)
-    student_features = student[0].apply(student[1], images, train=False)[1]['pre_logits']
+    # One pass of the frozen student gives both its logits and its pre-logits.
+    stage_logits, student_features = _chain(student, self._nets(frozen, 'res'), images)
     return (z_t, jax.lax.stop_gradient(jnp.sum(stage_logits, axis=0)),
             jax.lax.stop_gradient(student_features))
 
