@@ -52,8 +52,9 @@ from gkt_jax import evaluate, methods, models
 from gkt_jax.train import optim, reporting
 from gkt_jax.train.trainer import init_state, make_train_step, step_key
 
-_ARCH = flags.DEFINE_list('arch', ['resnet56'], 'Architectures (gkt_jax.models.ARCHS), each '
-                          'with its own plain step to divide by.')
+_ARCH = flags.DEFINE_list('arch', ['resnet56'], 'Architectures (names in '
+                          'gkt_jax.models.ARCHITECTURES), each with its own plain step to '
+                          'divide by.')
 _BATCH = flags.DEFINE_integer('batch', 128, 'Batch size.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per method (after the first).')
 _SIDE = flags.DEFINE_integer('image_size', 32, 'Square image side.')
@@ -299,8 +300,8 @@ def main(argv):
                            'res-student needs its trained chain: see '
                            'experiments/reskd_pipeline.py)')
   for arch in _ARCH.value:
-    if arch not in models.ARCHS:
-      raise app.UsageError(f'--arch: {arch!r} is not one of {models.ARCHS}')
+    if arch not in models.ARCHITECTURES:
+      raise app.UsageError(f'--arch: {arch!r} is not one of {tuple(models.ARCHITECTURES)}')
   overrides = method_overrides(_OVERRIDES.value, names)
   rows = [row for arch in _ARCH.value for row in bench_arch(arch, names, overrides)]
   if _FORMAT.value == 'markdown':

@@ -76,9 +76,14 @@ def interval(low: float, high: float = math.inf, *, low_open: bool = False,
   return check
 
 
-def one_of(choices: Sequence[Any], what: str) -> Check:
+def one_of(choices: Sequence[Any] | Mapping[str, Any], what: str) -> Check:
+  """`value` in `choices` (a registry's keys are read at each check)."""
   def check(field, value):
-    if value not in choices:
+    try:
+      known = value in choices
+    except TypeError:  # unhashable, e.g. a list, against a registry
+      known = False
+    if not known:
       fail(field, value, f'unknown {what}; allowed: {tuple(choices)}')
   return check
 

@@ -106,6 +106,22 @@ class MaskableTest(parameterized.TestCase):
       validate.validate_config(config)
 
 
+class RegistryTest(absltest.TestCase):
+
+  def test_a_network_registered_later_is_found_by_name(self):
+    name = 'vit_ti_depth2'
+    models.register(name, lambda num_classes, **fields: models.vit.build_vit(
+        'ti', num_classes, depth=2, **fields), ('conv_impl', 'dtype'))
+    self.addCleanup(models.ARCHITECTURES.pop, name)
+    self.assertEqual(models.build_model(name, 3).num_blocks, 2)
+    config = workers.smoke_config('gkt', {'model': {'arch': name, 'conv_impl': 'xla'}})
+    validate.validate_config(config, num_devices=1)
+    with self.assertRaisesRegex(validate.ConfigError, r"config\.model\.width=8: not a field "
+                                rf"of the model '{name}'"):
+      validate.validate_config(workers.smoke_config('gkt', {'model': {'arch': name,
+                                                                      'width': 8}}))
+
+
 class TrainedTest(parameterized.TestCase):
   """Subnet methods train each network through the trainer (digits, 2 steps): GKT (masks,
   nested chains, the scan over subnets) in the default suite, all four methods in the slow

@@ -228,9 +228,9 @@ def small_options(arg: str | None) -> dict:
   """A digits / Fashion-MNIST file's arguments: 'smoke' (4 steps) and 'arch=NAME' (any
   registered network, default resnet20, e.g. vit_ti or wrn16_4)."""
   options = parse_arg(arg, smoke=False, arch='resnet20')
-  if options['arch'] not in models.ARCHS:
+  if options['arch'] not in models.ARCHITECTURES:
     raise ValueError(f"config argument arch={options['arch']!r} is not one of "
-                     f"{models.ARCHS}")
+                     f"{tuple(models.ARCHITECTURES)}")
   return options
 
 
@@ -259,9 +259,9 @@ def cifar_options(arg: str | None, **defaults) -> dict:
   if options['recipe'] not in CIFAR_RECIPES:
     raise ValueError(f"config argument recipe={options['recipe']!r} is not one of "
                      f"{CIFAR_RECIPES}")
-  if options['arch'] not in models.ARCHS:
+  if options['arch'] not in models.ARCHITECTURES:
     raise ValueError(f"config argument arch={options['arch']!r} is not one of "
-                     f"{models.ARCHS}")
+                     f"{tuple(models.ARCHITECTURES)}")
   return options
 
 

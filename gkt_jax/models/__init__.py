@@ -92,8 +92,8 @@ def with_side_input(model: ResNet, side_features_dim: int) -> SideInputResNet:
 
 
 def build_resnet(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
-           shortcut: str | None = None, stem: str | None = None, conv_impl: str = 'auto',
-           **kwargs) -> ResNet:
+                 shortcut: str | None = None, stem: str | None = None,
+                 conv_impl: str = 'auto', **kwargs) -> ResNet:
   """A ResNet by name.
 
   Args:
@@ -135,14 +135,15 @@ for _depth, _k in ((16, 4), (28, 10)):  # WRN-16-4, WRN-28-10
   register(f'wrn{_depth}_{_k}', functools.partial(wide_resnet.WideResNet, _depth, _k),
            module_fields(wide_resnet.WideResNet, exclude=('depth', 'widen_factor',
                                                           'num_classes')))
-ARCHS = tuple(ARCHITECTURES)
+ARCHS = tuple(ARCHITECTURES)  # those registered here (ARCHITECTURES: later ones too)
 
 
 def build_model(arch: str, num_classes: int, **fields) -> nn.Module:
-  """Builds the network `arch` (one of `ARCHS`) with `fields` (its `Architecture.fields`;
-  for ResNets see `resnet`). A bad name or value raises ValueError naming it."""
+  """Builds the network `arch` (a name in `ARCHITECTURES`) with `fields` (its
+  `Architecture.fields`; for ResNets see `build_resnet`). A bad name or value raises
+  ValueError naming it."""
   if arch not in ARCHITECTURES:
-    raise ValueError(f'model.arch={arch!r} is not one of {ARCHS}')
+    raise ValueError(f'model.arch={arch!r} is not one of {tuple(ARCHITECTURES)}')
   entry = ARCHITECTURES[arch]
   unknown = sorted(set(fields) - set(entry.fields))
   if unknown:

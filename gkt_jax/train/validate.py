@@ -4,7 +4,7 @@
 (often after minutes of compilation or training, e.g. a final-only evaluator) or would run
 silently wrong (a misspelt method field). Every error is one line,
 `config.<dotted.field>=<value>: <what is allowed>`. Allowed names come from the modules that
-use them (methods.REGISTRY, models.ARCHS, data.DATASETS, masks.SAMPLERS, optim.SCHEDULES,
+use them (methods.REGISTRY, models.ARCHITECTURES, data.DATASETS, masks.SAMPLERS, optim.SCHEDULES,
 evaluate.EVALUATORS), so a name added there is accepted here.
 """
 
@@ -54,7 +54,7 @@ _OPTIM_CHECKS: dict[str, Check] = {
 }
 
 _MODEL_CHECKS: dict[str, Check] = {
-    'arch': one_of(models.ARCHS, 'architecture'),
+    'arch': one_of(models.ARCHITECTURES, 'architecture'),  # read at each check
     'width_multiplier': positive,
     'shortcut': optional(one_of(resnet.SHORTCUTS, 'shortcut')),
     'stem': optional(one_of(resnet.STEMS, 'stem')),
@@ -90,7 +90,7 @@ def _section(config: ml_collections.ConfigDict, name: str) -> Fields:
 def _check_model(model_cfg: Fields) -> tuple[int, ...]:
   """Checks config.model; returns the network's stage sizes."""
   if 'arch' not in model_cfg:
-    fail('model.arch', None, f'required; allowed: {models.ARCHS}')
+    fail('model.arch', None, f'required; allowed: {tuple(models.ARCHITECTURES)}')
   _MODEL_CHECKS['arch']('model.arch', model_cfg['arch'])
   _check_known(model_cfg, 'model', ('arch',) + models.ARCHITECTURES[model_cfg['arch']].fields,
                f"the model {model_cfg['arch']!r}")
