@@ -147,9 +147,9 @@ class TrainedTest(parameterized.TestCase):
   def test_gkt_trains_it(self, arch):
     self._train(arch, 'gkt')
 
-  @pytest.mark.slow
   @parameterized.product(arch=('vit_ti', 'wrn16_4'),
                          method=('baseline', 'stochastic_depth', 'stimulative'))
+  @pytest.mark.slow  # below the product, so that every generated test carries it
   def test_other_subnet_methods_train_it(self, arch, method):
     self._train(arch, method)
 
