@@ -224,13 +224,18 @@ def fashion_mnist_data() -> dict:
               augment=dict(pad=2, flip=True))
 
 
+def _check_arch(arch: str) -> None:
+  """A config argument arch=NAME names a registered network."""
+  if arch not in models.ARCHITECTURES:
+    raise ValueError(f"config argument arch={arch!r} is not one of "
+                     f"{tuple(models.ARCHITECTURES)}")
+
+
 def small_options(arg: str | None) -> dict:
   """A digits / Fashion-MNIST file's arguments: 'smoke' (4 steps) and 'arch=NAME' (any
   registered network, default resnet20, e.g. vit_ti or wrn16_4)."""
   options = parse_arg(arg, smoke=False, arch='resnet20')
-  if options['arch'] not in models.ARCHITECTURES:
-    raise ValueError(f"config argument arch={options['arch']!r} is not one of "
-                     f"{tuple(models.ARCHITECTURES)}")
+  _check_arch(options['arch'])
   return options
 
 
@@ -259,9 +264,7 @@ def cifar_options(arg: str | None, **defaults) -> dict:
   if options['recipe'] not in CIFAR_RECIPES:
     raise ValueError(f"config argument recipe={options['recipe']!r} is not one of "
                      f"{CIFAR_RECIPES}")
-  if options['arch'] not in models.ARCHITECTURES:
-    raise ValueError(f"config argument arch={options['arch']!r} is not one of "
-                     f"{tuple(models.ARCHITECTURES)}")
+  _check_arch(options['arch'])
   return options
 
 
