@@ -44,4 +44,4 @@ results: venv
 	$(PY) -m experiments.reproduce --suite fmnist
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .jax_test_cache
