@@ -129,10 +129,15 @@ def start(argv, config_holder, *, section: str, kind: str, other: str, print_con
     print(config)
     return None
   check_workdir(workdir)
-  if not flags.FLAGS['verbosity'].present:
-    # JAX logs its backend probing (libtpu, proxy) at INFO; progress is printed anyway.
-    logging.set_verbosity(logging.WARNING)
+  quiet_logging()
   return config
+
+
+def quiet_logging(level: int = logging.WARNING) -> None:
+  """absl logging at `level` unless --verbosity is given: JAX logs its backend probing
+  (libtpu, proxy) and Orbax every save and restore at INFO; progress is printed anyway."""
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(level)
 
 
 def exit_if_preempted(result: dict) -> None:

@@ -22,6 +22,7 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
+from experiments import cli
 from gkt_jax import data as data_lib
 from gkt_jax import evaluate
 from gkt_jax.methods import Baseline
@@ -40,8 +41,7 @@ def count_params(params) -> int:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)  # Orbax logs every restore (and warns on read-only)
+  cli.quiet_logging(logging.ERROR)  # Orbax warns on read-only restores too
   # Orbax: restoring without target shardings reads them from the file (host arrays here).
   warnings.filterwarnings('ignore', message='Sharding info not provided')
   info = export.export_main_path(_WORKDIR.value, _OUT.value, step=_STEP.value)

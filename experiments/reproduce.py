@@ -21,9 +21,10 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 import numpy as np
 
+from experiments import cli
 from experiments.configs import common
 from gkt_jax import methods
 
@@ -476,8 +477,7 @@ def compute_plot(root: str, docs: str, names) -> str | None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.quiet_logging()
   suite = SUITES[_SUITE.value]
   seeds = tuple(int(s) for s in _SEEDS.value) if _SEEDS.value else suite['seeds']
   cells = suite_cells(suite)

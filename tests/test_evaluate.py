@@ -105,6 +105,29 @@ class EvaluatorsTest(absltest.TestCase):
                            self._direct_accuracy(jnp.asarray(keep)), places=6)
     self.assertAlmostEqual(self.runner.deployed_accuracy(), self._direct_accuracy(), places=6)
 
+  def test_many_subnets_in_one_program_match_direct_computation(self):
+    # 2 calls of MASKS_PER_CALL + 3 (padded) rows; every row its own accuracy, in order.
+    num = 2 * evaluate.MASKS_PER_CALL + 3
+    rows = np.array(jax.random.bernoulli(jax.random.key(9), 0.5, (num, 5)))
+    rows[:, [0, 3]] = True
+    rows[-1] = [True, False, False, True, False]
+    got = self.runner.subnet_accuracies(rows)
+    self.assertEqual(got.shape, (num,))
+    distinct = {m.tobytes(): self._direct_accuracy(jnp.asarray(m)) for m in rows}
+    np.testing.assert_allclose(got, [distinct[m.tobytes()] for m in rows], atol=1e-6)
+    self.assertGreater(len(set(distinct.values())), 1)  # rows told apart
+    self.assertEqual(self.runner._correct_subnets._cache_size(), 1)  # pylint: disable=protected-access
+    with self.assertRaisesRegex(ValueError, r'bool\[N >= 1, L\], got shape \(5,\)'):
+      self.runner.subnet_accuracies(rows[0])
+
+  def test_block_deletion_deletes_each_droppable_block(self):
+    out = evaluate.EVALUATORS['block_deletion'](self.runner)
+    self.assertEqual([i for i, _ in out['block_deletion']], [1, 2, 4])  # not stage-first 0, 3
+    for i, acc in out['block_deletion']:
+      keep = np.ones(5, bool)
+      keep[i] = False
+      self.assertAlmostEqual(acc, self._direct_accuracy(jnp.asarray(keep)), places=6)
+
   def test_depth_curve_groups_by_kept_blocks(self):
     curve = evaluate.EVALUATORS['depth_curve'](self.runner, num_subnets=12)['depth_curve']
     kept = [c[0] for c in curve]

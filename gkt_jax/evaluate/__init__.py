@@ -1,12 +1,12 @@
 """Evaluation: evaluators chosen by config; the FLOP counts of `gkt_jax.models.cost`,
 re-exported (their home is beside the models they count)."""
 
-from gkt_jax.evaluate.evaluators import (CURVE_PREFIXES, EVALUATORS, EvalRunner,
-                                         level_points, make_recalibrator,
+from gkt_jax.evaluate.evaluators import (CURVE_PREFIXES, EVALUATORS, MASKS_PER_CALL,
+                                         EvalRunner, level_points, make_recalibrator,
                                          recalibrate_batch_stats, run_evaluators,
                                          summary_rows)
 from gkt_jax.models.cost import block_flops, forward_flops, masks_flops, xla_forward_flops
 
-__all__ = ['CURVE_PREFIXES', 'EVALUATORS', 'EvalRunner', 'block_flops', 'forward_flops',
+__all__ = ['CURVE_PREFIXES', 'EVALUATORS', 'MASKS_PER_CALL', 'EvalRunner', 'block_flops', 'forward_flops',
            'level_points', 'make_recalibrator', 'masks_flops', 'recalibrate_batch_stats',
            'run_evaluators', 'summary_rows', 'xla_forward_flops']

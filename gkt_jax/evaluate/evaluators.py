@@ -20,8 +20,19 @@ from gkt_jax import data as data_lib
 from gkt_jax import masks
 
 
+# Keep masks one evaluation program takes: a host call runs up to this many subnets (a loop
+# over the first `n` rows, so padding costs nothing), and one compilation serves every count.
+MASKS_PER_CALL = 32
+
+
 class EvalRunner:
-  """Accuracy of the deployed network and of arbitrary subnets on a fixed image set."""
+  """Accuracy of the deployed network and of arbitrary subnets on a fixed image set.
+
+  Every count is accumulated on the device: an evaluation moves its results to the host once,
+  at its end, not once per batch. Each test batch is put on the device once and every subnet
+  of an evaluator runs on it through one compiled program (a loop over up to MASKS_PER_CALL
+  masks), so a run compiles one program for all its subnet evaluators.
+  """
 
   def __init__(self, model, method, images: np.ndarray | None, labels: np.ndarray | None, *,
                mean, std, batch_size: int, data_sharding=None, replicated_sharding=None,
@@ -52,22 +63,31 @@ class EvalRunner:
     def normalise(images):
       return data_lib.normalize(images, self.mean, self.std)
 
-    def correct(variables, images, labels, valid, keep_mask):
-      logits = method.subnet_logits(variables, normalise(images), keep_mask)
-      return jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
+    def num_correct(logits, labels, valid):
+      return jnp.sum((jnp.argmax(logits, -1) == labels) & valid, axis=-1, dtype=jnp.int32)
+
+    def correct_subnets(variables, images, labels, valid, keep_masks, num_masks):
+      images = normalise(images)
+
+      def one(i, counts):
+        logits = method.subnet_logits(variables, images, keep_masks[i])
+        return counts.at[i].set(num_correct(logits, labels, valid))
+
+      return jax.lax.fori_loop(0, num_masks, one, jnp.zeros(len(keep_masks), jnp.int32))
 
     def correct_deployed(variables, images, labels, valid):
-      logits = method.predict(variables, normalise(images))
-      return jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
+      return num_correct(method.predict(variables, normalise(images)), labels, valid)
 
     kw = {}
     if data_sharding is not None:
-      kw = dict(in_shardings=(replicated_sharding, data_sharding, data_sharding, data_sharding,
-                              replicated_sharding), out_shardings=replicated_sharding)
-    self._correct = jax.jit(correct, **kw)
-    if kw:
-      kw['in_shardings'] = kw['in_shardings'][:4]
+      kw = dict(in_shardings=(replicated_sharding, data_sharding, data_sharding, data_sharding),
+                out_shardings=replicated_sharding)
     self._correct_deployed = jax.jit(correct_deployed, **kw)
+    subnet_kw = {}
+    if kw:
+      subnet_kw = dict(kw, in_shardings=kw['in_shardings'] + (replicated_sharding,) * 2)
+    self._correct_subnets = jax.jit(correct_subnets, **subnet_kw)
+    self._num_correct = num_correct
     self._normalise = normalise
     self._jit_kw = kw  # shardings of (variables, images, labels, valid)
     self._compiled_logits: dict[str, Callable] = {}
@@ -79,37 +99,56 @@ class EvalRunner:
     rows = data_lib.process_rows(len(array), jax.process_index(), jax.process_count())
     return jax.make_array_from_process_local_data(self.data_sharding, array[rows])
 
-  def _fraction_correct(self, fn, *extra) -> np.ndarray:
-    """Sum over the eval set of the correct counts fn(variables, images, labels, valid,
-    *extra) (a scalar or one per predictor), over the number of examples."""
-    total = 0
+  def _fraction_correct(self, counts_fn) -> np.ndarray:
+    """The sum over the eval set of `counts_fn(variables, images, labels, valid)` (an array
+    or a list of them, of correct counts), summed on the device and moved to the host once,
+    over the number of examples: f64 (a list's arrays concatenated)."""
+    total = None
     for images, labels, num_valid in self.eval_source(self.batch_size):
       valid = np.arange(len(labels)) < num_valid
-      total = total + np.asarray(fn(self.variables, self._put(images), self._put(labels),
-                                    self._put(valid), *extra), np.int64)
-    return np.asarray(total, np.float64) / self.num_examples
-
-  def _accuracy(self, fn, *extra) -> float:
-    return float(self._fraction_correct(fn, *extra))
+      counts = counts_fn(self.variables, self._put(images), self._put(labels), self._put(valid))
+      total = counts if total is None else jax.tree.map(jnp.add, total, counts)
+    total = np.concatenate([np.ravel(np.asarray(t, np.int64)) for t in jax.tree.leaves(total)])
+    return total.astype(np.float64) / self.num_examples
 
   def deployed_accuracy(self) -> float:
     """Accuracy of the method's test-time network (e.g. stochastic depth's scaled one)."""
-    return self._accuracy(self._correct_deployed)
+    return float(self._fraction_correct(self._correct_deployed)[0])
 
   def accuracies(self, name: str, logits_fn: Callable) -> np.ndarray:
     """Accuracies of K predictors computed together: `logits_fn(variables, images)` returns
     f32[K, B, C] from normalised images; compiled once per `name`. Returns f64[K]."""
     if name not in self._compiled_logits:
       def correct(variables, images, labels, valid):
-        logits = logits_fn(variables, self._normalise(images))
-        return jnp.sum((jnp.argmax(logits, -1) == labels) & valid, axis=-1)
+        return self._num_correct(logits_fn(variables, self._normalise(images)), labels, valid)
       self._compiled_logits[name] = jax.jit(correct, **self._jit_kw)
     return self._fraction_correct(self._compiled_logits[name])
 
+  def subnet_accuracies(self, keep_masks) -> np.ndarray:
+    """Accuracies f64[N] of the subnets keep_masks bool[N, L] as the method runs them at test
+    time (`method.subnet_logits`; an all-True row: the deployed network), all on each test
+    batch in turn, through one compiled program."""
+    keep_masks = np.asarray(keep_masks, bool)
+    if keep_masks.ndim != 2 or not len(keep_masks):
+      raise ValueError(f'subnet_accuracies: keep_masks must be bool[N >= 1, L], got shape '
+                       f'{keep_masks.shape}')
+    num_masks = len(keep_masks)
+    num_calls = -(-num_masks // MASKS_PER_CALL)
+    padded = np.ones((num_calls * MASKS_PER_CALL, keep_masks.shape[1]), bool)
+    padded[:num_masks] = keep_masks
+    calls = [(jnp.asarray(padded[start:start + MASKS_PER_CALL]),
+              jnp.asarray(min(MASKS_PER_CALL, num_masks - start), jnp.int32))
+             for start in range(0, num_masks, MASKS_PER_CALL)]
+
+    def counts(variables, images, labels, valid):
+      return [self._correct_subnets(variables, images, labels, valid, masks, n)
+              for masks, n in calls]
+
+    return self._fraction_correct(counts)[:num_masks]  # the padding rows count nothing
+
   def subnet_accuracy(self, keep_mask) -> float:
-    """Accuracy of the subnet keep_mask bool[L] as the method runs it at test time
-    (`method.subnet_logits`; all-True: the deployed network)."""
-    return self._accuracy(self._correct, jnp.asarray(keep_mask, bool))
+    """Accuracy of one subnet keep_mask bool[L] (`subnet_accuracies` of one row)."""
+    return float(self.subnet_accuracies(np.asarray(keep_mask, bool)[None])[0])
 
 
 def full_accuracy(runner: EvalRunner) -> dict:
@@ -123,8 +162,8 @@ def subnet_chains(runner: EvalRunner, *, num_chains: int = 8, levels: int = 3,
   keys = jax.random.split(jax.random.key(seed), num_chains)
   chains = np.asarray(jax.vmap(lambda k: masks.sample_nested_subnets(
       k, stage_sizes, levels, sampler=sampler, **sampler_kw))(keys))
-  acc = np.array([[runner.subnet_accuracy(chains[c, g]) for g in range(levels)]
-                  for c in range(num_chains)])
+  acc = runner.subnet_accuracies(chains.reshape(-1, chains.shape[-1])).reshape(num_chains,
+                                                                               levels)
   out = {f'subnet_acc/level{g + 1}': float(acc[:, g].mean()) for g in range(levels)}
   out.update({f'subnet_kept/level{g + 1}': float(chains[:, g].sum(-1).mean())
               for g in range(levels)})
@@ -135,9 +174,10 @@ def _accuracy_by_kept(runner: EvalRunner, sampled: np.ndarray) -> list:
   """[[kept blocks, mean accuracy, number of distinct subnets]] over the distinct rows of
   `sampled` bool[N, L] and the full network, by number of kept blocks."""
   sampled = np.concatenate([np.ones((1, sampled.shape[1]), bool), sampled])
+  distinct = np.unique(sampled, axis=0)
   by_kept: dict[int, list[float]] = {}
-  for mask in np.unique(sampled, axis=0):
-    by_kept.setdefault(int(mask.sum()), []).append(runner.subnet_accuracy(mask))
+  for mask, acc in zip(distinct, runner.subnet_accuracies(distinct)):
+    by_kept.setdefault(int(mask.sum()), []).append(float(acc))
   return [[kept, float(np.mean(accs)), len(accs)] for kept, accs in sorted(by_kept.items())]
 
 
@@ -168,11 +208,10 @@ def block_deletion(runner: EvalRunner) -> dict:
   """Accuracy after deleting each single droppable block (robustness)."""
   stage_sizes = tuple(runner.model.stage_sizes)
   droppable = np.asarray(masks.droppable_mask(stage_sizes))
-  accs = []
-  for i in np.flatnonzero(droppable):
-    mask = np.ones(len(droppable), bool)
-    mask[i] = False
-    accs.append([int(i), runner.subnet_accuracy(mask)])
+  blocks = np.flatnonzero(droppable)
+  deleted = ~np.eye(len(droppable), dtype=bool)[blocks]  # row j: all but block blocks[j]
+  accs = ([[int(i), float(a)] for i, a in zip(blocks, runner.subnet_accuracies(deleted))]
+          if len(blocks) else [])
   return {'block_deletion': accs,
           'block_deletion_mean': float(np.mean([a for _, a in accs])) if accs else None}
 
