@@ -1,11 +1,14 @@
-"""The speed-study tools: experiments/bench_step.py and experiments/profile_step.py."""
+"""The speed-study tools: experiments/bench_step.py, profile_step.py, bench_eval.py and
+bench_data.py."""
 
 from absl import app
 from absl.testing import absltest, flagsaver
 import jax
 import numpy as np
 
-from experiments import bench_step, profile_step
+from experiments import bench_data, bench_eval, bench_step, profile_step
+from experiments.configs import common
+from gkt_jax.train import train_and_evaluate
 
 _TINY = dict(arch='resnet8', batch=4, steps=1, side=8, conv_impl='auto')
 
@@ -83,6 +86,37 @@ class BenchStepTest(absltest.TestCase):
     with flagsaver.flagsaver(arch=['resnet9']):
       with self.assertRaisesRegex(app.UsageError, "'resnet9' is not one of"):
         bench_step.main([])
+
+
+class EvalAndDataBenchTest(absltest.TestCase):
+
+  def test_bench_eval_reproduces_the_runs_final_evaluation(self):
+    config = common.get_config('gkt', 'digits', 'smoke')
+    config.verbose, config.plots = False, False
+    workdir = self.create_tempdir().full_path
+    summary = train_and_evaluate(config, workdir)
+    row = bench_eval.bench(workdir, repeats=2)
+    # Every evaluator's result equal to the run's (same checkpoint, same test set).
+    self.assertTrue(row['same_results_as_summary'])
+    self.assertEqual(row['full_accuracy'], summary['full_accuracy'])
+    # smoke evals: the deployed network, 2 chains x 3 levels, the depth curves' distinct
+    # subnets (their full-network points included).
+    curves = sum(n for key in ('depth_curve', 'nested_depth_curve') for _, _, n in summary[key])
+    self.assertEqual(row['networks'], 1 + 6 + curves)
+    self.assertGreater(row['eval_images_per_second'], 0)
+    spent = summary['eval_seconds'] + summary['intermediate_eval_seconds']
+    self.assertGreater(summary['intermediate_eval_seconds'], 0)  # smoke evaluates at step 2
+    self.assertAlmostEqual(row['eval_fraction_of_run'], spent / (
+        spent + summary['train_seconds'] + summary['compile_seconds']))
+
+  def test_bench_data_times_every_pipeline(self):
+    rows = bench_data.bench_dataset('digits', None, steps=3, warmup=1, train_steps=1)
+    self.assertEqual([r['pipeline'] for r in rows], ['host', 'device_host_part', 'device'])
+    for row in rows:
+      self.assertEqual(row['augment'], {'pad': 1, 'flip': False})
+      self.assertGreater(row['images_per_second'], 0)
+      self.assertAlmostEqual(row['ratio'],
+                             row['images_per_second'] / row['train_images_per_second'])
 
 
 class ProfileStepTest(absltest.TestCase):

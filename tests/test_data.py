@@ -6,6 +6,7 @@ import struct
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import jax
 import numpy as np
 from sklearn import datasets as sk_datasets
 
@@ -475,6 +476,33 @@ class TrainBatchesTest(parameterized.TestCase):
     np.testing.assert_array_equal(first, batches.get(3)[1][4:8])
     with self.assertRaisesRegex(TypeError, 'must be a slice'):
       batches.get(0, rows=np.arange(3))
+
+  @parameterized.parameters((dict(pad=2, flip=True),), (dict(pad=0, flip=True),),
+                            (dict(pad=3),), (None,))
+  def test_device_augmentation_gives_the_host_images(self, augment):
+    images = np.random.default_rng(0).integers(0, 256, (40, 6, 7, 3), dtype=np.uint8)
+    labels = np.arange(40, dtype=np.int32)
+    batches = data.TrainBatches(images, labels, 12, seed=4, augment=augment)
+    pad = batches.device_augment_pad
+    self.assertEqual(pad, None if augment is None else augment.get('pad', 0))
+    device_augment = jax.jit(data.device_pad_crop_flip, static_argnames='pad')
+    for step, rows in ((0, None), (3, slice(4, 10)), (7, slice(0, 12))):
+      want_images, want_labels = batches.get(step, rows)
+      raw, got_labels, crops = batches.get_for_device(step, rows)
+      np.testing.assert_array_equal(got_labels, want_labels)
+      if augment is None:
+        self.assertIsNone(crops)
+        np.testing.assert_array_equal(raw, want_images)
+        continue
+      self.assertEqual(crops.dtype, np.int32)
+      got = device_augment(raw, crops, pad=pad)
+      self.assertEqual(got.dtype, np.uint8)
+      np.testing.assert_array_equal(got, want_images)
+      self.assertFalse(np.array_equal(got, raw))  # the draws did something
+    step, *outputs = next(batches.iterate(5, slice(2, 6), for_device=True))
+    self.assertEqual(step, 5)
+    for got, want in zip(outputs, batches.get_for_device(5, slice(2, 6))):
+      np.testing.assert_array_equal(got, want)
 
 
 class ArrayDatasetInterfaceTest(absltest.TestCase):

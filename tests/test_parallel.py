@@ -215,7 +215,7 @@ def run_tiny_pmap_step(out, per_device_gkt=False):
   sharded = NamedSharding(mesh, P('data'))
   state = trainer.replicate(state, NamedSharding(mesh, P()))
   state, measurements = step(state, jax.device_put(images.astype(np.uint8), sharded),
-                             jax.device_put(labels, sharded), {})
+                             jax.device_put(labels, sharded), {}, None)
   arrays = {name + jax.tree_util.keystr(path): np.asarray(leaf)
             for name, tree in (('params', state.params), ('batch_stats', state.batch_stats))
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}

@@ -27,6 +27,11 @@ Every dataset object (`interface.Dataset`) has:
       slice(p * B // P, (p + 1) * B // P), and only those rows are read and decoded.
     batches.iterate(start_step=0, rows=None) -> yields (step, images, labels) forever
       (the tfds batches compute a few steps ahead in a background thread).
+    In-memory batches (`TrainBatches`) can also leave the crop and flip to the device:
+    `device_augment_pad` (the pad, or None without augmentation), `get_for_device(step,
+    rows)` -> (images as stored, labels, int32[b, 3] crops or None) and
+    `iterate(..., for_device=True)`; `device_pad_crop_flip(images, crops, pad=...)` (jax) then
+    gives `get`'s images bitwise. The trainer does this whenever the batches offer it.
     augment: None (no augmentation) or a dict; dict(pad=int, flip=bool) for every dataset
       except imagenet2012, which takes dict(random_resized_crop=bool, flip=bool,
       scale=(0.08, 1.0), ratio=(3/4, 4/3)) (see `TfdsDataset.train_batches`).
@@ -38,11 +43,12 @@ A fixed set of training images (e.g. for BatchNorm recalibration) is
 `train_batches(n, seed=s).get(0)`. `ArrayDataset` also keeps its arrays (`train_images`,
 `train_labels`, `test_images`, `test_labels`); the tfds datasets do not hold their data.
 
-Host-side helpers: `normalize`, `pad_crop_flip`, `TrainBatches` (the in-memory batches),
-`eval_batches` (the in-memory eval batches).
+Helpers: `normalize` (numpy or jax), `pad_crop_flip` (numpy), `device_pad_crop_flip` (jax),
+`TrainBatches` (the in-memory batches), `eval_batches` (the in-memory eval batches).
 """
 
 from gkt_jax.data.arrays import ArrayDataset
+from gkt_jax.data.augment import device_pad_crop_flip
 from gkt_jax.data.augment import normalize
 from gkt_jax.data.augment import pad_crop_flip
 from gkt_jax.data.idx import DataError
@@ -59,6 +65,6 @@ from gkt_jax.data.sources import load_dataset
 
 __all__ = [
     'ArrayDataset', 'DATASETS', 'DataError', 'Dataset', 'FASHION_MNIST_DIR', 'TrainBatchSource',
-    'TrainBatches', 'digits_split_indices', 'eval_batches', 'load_dataset', 'normalize',
+    'TrainBatches', 'device_pad_crop_flip', 'digits_split_indices', 'eval_batches', 'load_dataset', 'normalize',
     'pad_crop_flip', 'process_rows', 'read_idx',
 ]

@@ -1,10 +1,13 @@
-"""Normalisation (host or device) and per-example augmentation in numpy and PIL (host side).
+"""Normalisation (host or device) and per-example augmentation.
 
-pad-crop-flip (CIFAR-style), and ImageNet's random-resized-crop and resize + center crop.
+pad-crop-flip (CIFAR-style): its draws on the host (numpy), the crop and flip in numpy or, for
+in-memory datasets, on the device inside the training step (`device_pad_crop_flip`, the same
+result bitwise); ImageNet's random-resized-crop and resize + center crop in PIL (host side).
 """
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -67,6 +70,31 @@ def apply_pad_crop_flip(images: np.ndarray, offsets: np.ndarray | None,
     cols = np.where(flips[:, None], cols[:, ::-1], cols)
   # One gather: out[b, i, j] = source[b, rows[b, i], cols[b, j]].
   return source[np.arange(batch)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def crop_table(offsets: np.ndarray | None, flips: np.ndarray | None,
+               batch: int) -> np.ndarray:
+  """int32[B, 3] rows (row offset, column offset, flip 0/1) of `pad_crop_flip_params`' draws
+  (None: offsets 0, no flip): the input of `device_pad_crop_flip`."""
+  table = np.zeros((batch, 3), np.int32)
+  if offsets is not None:
+    table[:, :2] = offsets
+  if flips is not None:
+    table[:, 2] = flips
+  return table
+
+
+def device_pad_crop_flip(images, crops, *, pad: int):
+  """`apply_pad_crop_flip` in jax (traced inside the jitted step): images uint8[B, H, W, C]
+  cropped from their zero padding by `pad` at crops[:, :2] and mirrored where crops[:, 2] is
+  1 (`crop_table`). Integer indexing only, so bitwise the numpy result."""
+  batch, height, width, _ = images.shape
+  if pad:
+    images = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  rows = jnp.arange(height)[None, :] + crops[:, :1]
+  cols = jnp.arange(width)[None, :] + crops[:, 1:2]
+  cols = jnp.where(crops[:, 2:3] == 1, cols[:, ::-1], cols)
+  return images[jnp.arange(batch)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 def pad_crop_flip(images: np.ndarray, rng: np.random.Generator, *, pad: int,

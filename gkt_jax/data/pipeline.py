@@ -80,6 +80,20 @@ class TrainBatches:
     start = within * self.batch_size
     return self.epoch_order(epoch)[start:start + self.batch_size]
 
+  @property
+  def device_augment_pad(self) -> int | None:
+    """The `pad` of the pad-crop-flip that `get_for_device`'s crops ask the step to apply,
+    or None without augmentation (then `get` and `get_for_device` give the same images)."""
+    return self._pad if (self._pad or self._flip) else None
+
+  def _draws(self, step: int, rows: slice):
+    """Rows `rows` of the pad-crop-flip draws of batch `step`: (offsets, flips), each None
+    when not drawn; drawn for the whole batch, so they do not depend on `rows`."""
+    rng = np.random.default_rng([self.seed, AUGMENT_SALT, int(step)])
+    offsets, flips = augment_lib.pad_crop_flip_params(rng, self.batch_size, pad=self._pad,
+                                                       flip=self._flip)
+    return (None if offsets is None else offsets[rows], None if flips is None else flips[rows])
+
   def get(self, step: int, rows: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows `rows` of the batch of `step`: (images [b, H, W, C] in the input dtype,
     labels int32[b]); rows=None gives the whole batch (b = B).
@@ -91,21 +105,31 @@ class TrainBatches:
     rows = check_rows(rows, self.batch_size)
     idx = self.indices(step)[rows]
     images = self.images[idx]
-    if self._pad or self._flip:
-      rng = np.random.default_rng([self.seed, AUGMENT_SALT, int(step)])
-      offsets, flips = augment_lib.pad_crop_flip_params(rng, self.batch_size, pad=self._pad,
-                                                         flip=self._flip)
-      images = augment_lib.apply_pad_crop_flip(
-          images, None if offsets is None else offsets[rows],
-          None if flips is None else flips[rows], pad=self._pad)
+    if self.device_augment_pad is not None:
+      images = augment_lib.apply_pad_crop_flip(images, *self._draws(step, rows), pad=self._pad)
     return images, self.labels[idx]
 
-  def iterate(self, start_step: int = 0, rows: slice | None = None
-              ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yields (step, *get(step, rows)) for step = start_step, start_step + 1, ... forever."""
+  def get_for_device(self, step: int, rows: slice | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`get` with the crop and flip left to the device: (images as stored, labels,
+    int32[b, 3] crops of `augment.crop_table`, or None without augmentation);
+    `augment.device_pad_crop_flip(images, crops, pad=device_augment_pad)` is `get`'s images.
+    The host then only gathers rows: the training step does the per-pixel work."""
+    rows = check_rows(rows, self.batch_size)
+    idx = self.indices(step)[rows]
+    crops = None
+    if self.device_augment_pad is not None:
+      crops = augment_lib.crop_table(*self._draws(step, rows), len(idx))
+    return self.images[idx], self.labels[idx], crops
+
+  def iterate(self, start_step: int = 0, rows: slice | None = None, *,
+              for_device: bool = False) -> Iterator[tuple]:
+    """Yields (step, *get(step, rows)) for step = start_step, start_step + 1, ... forever;
+    with `for_device`, (step, *get_for_device(step, rows))."""
+    get = self.get_for_device if for_device else self.get
     step = int(start_step)
     while True:
-      yield (step, *self.get(step, rows))
+      yield (step, *get(step, rows))
       step += 1
 
 

@@ -108,10 +108,11 @@ def step_key(state: TrainState) -> jax.Array:
 
 
 def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = None,
-                    per_device_keys: bool = False):
-  """The step (state, images uint8[B,H,W,C], labels int32[B], frozen=None) -> (state,
-  measurements); `frozen` (variables of frozen networks, `method.frozen_inputs()`) reaches the
-  method as `batch['frozen']`.
+                    per_device_keys: bool = False, augment_pad: int | None = None):
+  """The step (state, images uint8[B,H,W,C], labels int32[B], frozen=None, crops=None) ->
+  (state, measurements); `frozen` (variables of frozen networks, `method.frozen_inputs()`)
+  reaches the method as `batch['frozen']`; `crops` (int32[B, 3], `TrainBatches.get_for_device`)
+  pad-crop-flips the images by `augment_pad` on the device before anything else.
 
   With `axis_name` (the 'pmap' mode, run inside `jax.shard_map`), the step sees one device's
   shard: BatchNorm normalises with per-device statistics, gradients and measurements are
@@ -120,7 +121,9 @@ def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = Non
   every device its own subnet draw (the step key folded with the device index).
   """
 
-  def train_step(state: TrainState, images, labels, frozen=None):
+  def train_step(state: TrainState, images, labels, frozen=None, crops=None):
+    if crops is not None:
+      images = data_lib.device_pad_crop_flip(images, crops, pad=augment_pad)
     batch = {'images': data_lib.normalize(images, mean, std), 'labels': labels,
              'frozen': frozen}
     key = step_key(state)
@@ -175,22 +178,26 @@ def parallel_mode(config) -> str:
   return config.get('parallel', validate.PARALLEL_MODES[0])
 
 
-def compile_train_step(config, mesh, method, tx, schedule, mean, std):
-  """The jitted step for `config.parallel` ('jit' or 'pmap') over `mesh`."""
+def compile_train_step(config, mesh, method, tx, schedule, mean, std,
+                       augment_pad: int | None = None):
+  """The jitted step (state, images, labels, frozen, crops) for `config.parallel` ('jit' or
+  'pmap') over `mesh`."""
   parallel = parallel_mode(config)
   replicated = NamedSharding(mesh, P())
   sharded = NamedSharding(mesh, P('data'))
   if parallel == 'jit':
-    step = make_train_step(method, tx, schedule, mean, std)
+    step = make_train_step(method, tx, schedule, mean, std, augment_pad=augment_pad)
   elif parallel == 'pmap':
     step = jax.shard_map(
         make_train_step(method, tx, schedule, mean, std, axis_name='data',
                         per_device_keys=bool(config.get('per_device_subnets', False)) or (
-                            method.per_device_randomness and mesh.devices.size > 1)),
-        mesh=mesh, in_specs=(P(), P('data'), P('data'), P()), out_specs=(P(), P()))
+                            method.per_device_randomness and mesh.devices.size > 1),
+                        augment_pad=augment_pad),
+        mesh=mesh, in_specs=(P(), P('data'), P('data'), P(), P('data')),
+        out_specs=(P(), P()))
   else:
     raise ValueError(f'config.parallel={parallel!r}: allowed {validate.PARALLEL_MODES}')
-  return jax.jit(step, in_shardings=(replicated, sharded, sharded, replicated),
+  return jax.jit(step, in_shardings=(replicated, sharded, sharded, replicated, sharded),
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
@@ -430,8 +437,10 @@ class _Saver:
 
 def _train_from(run, state, start_step, resumes, clock, saver, watcher, cleanup):
   """Compiles the step, trains from `start_step` and evaluates at the end."""
+  # In-memory batches leave their crop and flip to the step (the same images, bitwise).
+  augment_pad = getattr(run.batches, 'device_augment_pad', None)
   step_fn = compile_train_step(run.config, run.mesh, run.method, run.tx, run.schedule,
-                               run.dataset.mean, run.dataset.std)
+                               run.dataset.mean, run.dataset.std, augment_pad)
   # Frozen networks: a step input and an eval variable, never train state.
   frozen = run.method.frozen_inputs()
   frozen = replicate(frozen, run.replicated) if frozen is not None else {}
@@ -442,8 +451,10 @@ def _train_from(run, state, start_step, resumes, clock, saver, watcher, cleanup)
   history = [{'step': r['step'], **{k.removeprefix('eval/'): v for k, v in r.items()
                                     if k.startswith('eval/')}}
              for r in reporting.read_metrics(run.workdir) if 'eval/full_accuracy' in r]
-  batch_iterator = run.batches.iterate(start_step, rows=data_lib.process_rows(
-      run.batch_size, jax.process_index(), jax.process_count()))  # may read ahead
+  rows = data_lib.process_rows(run.batch_size, jax.process_index(), jax.process_count())
+  batch_iterator = (run.batches.iterate(start_step, rows, for_device=True)
+                    if augment_pad is not None
+                    else run.batches.iterate(start_step, rows))  # may read ahead
   cleanup.callback(batch_iterator.close)
   _log_header(run)
   loop = _Loop(run, step_fn, frozen, batch_iterator, evaluate_state, writer, history, clock,
@@ -525,12 +536,14 @@ class _Loop:
 
   def device_batch(self, step):
     run = self.run
-    batch_step, images, labels = next(self.batch_iterator)
+    batch_step, images, labels, *crops = next(self.batch_iterator)
     assert batch_step == step, (batch_step, step)
     if not run.labels_checked:
       validate.validate_labels(labels, run.dataset.num_classes, f'train (step {step})')
-    return (jax.make_array_from_process_local_data(run.sharded, images),
-            jax.make_array_from_process_local_data(run.sharded, labels))
+    crops = crops[0] if crops else None  # `get_for_device`'s crops (None: no augmentation)
+    return tuple(None if array is None else
+                 jax.make_array_from_process_local_data(run.sharded, array)
+                 for array in (images, labels, crops))
 
   def train(self, state, step: int):
     """Trains from `step` to the end or to a signal; returns (state, step, preempted)."""
@@ -544,7 +557,8 @@ class _Loop:
     if self.watcher.requested(step):
       return state, step, True
     while step < run.total_steps:
-      state, pending = self.step_fn(state, *self.device_batch(step), self.frozen)
+      images, labels, crops = self.device_batch(step)
+      state, pending = self.step_fn(state, images, labels, self.frozen, crops)
       step += 1
       in_flight.append(pending)
       if len(in_flight) > MAX_STEPS_IN_FLIGHT:
@@ -626,6 +640,8 @@ def _summary(run: Run, results, history, clock: RunClock, train_seconds: float,
       'train_seconds': train_seconds,
       'seconds_per_step': ((train_seconds - clock.prior)
                            / max(total_steps - start_step - 1, 1)),
+      # Evaluations during training, since the run's last start ('eval_seconds': the final).
+      'intermediate_eval_seconds': clock.eval_seconds,
   }
 
 
