@@ -16,11 +16,11 @@ warning. A later Orbax migration touches this file only.
 
 from __future__ import annotations
 
+import contextlib
 import logging as std_logging
 import os
 import sys
 import warnings
-from typing import Any
 
 from absl import logging
 import jax
@@ -359,3 +359,14 @@ def find_checkpoint_dir(path: str) -> str:
   """`path` itself if it holds step folders, else `path/checkpoints`."""
   candidate = os.path.join(path, 'checkpoints')
   return candidate if os.path.isdir(candidate) else path
+
+
+@contextlib.contextmanager
+def read_only(path: str):
+  """A read-only `Checkpointer` of `path` (a workdir or its checkpoints folder:
+  `find_checkpoint_dir`), closed when the block is left."""
+  source = Checkpointer(find_checkpoint_dir(path), read_only=True)
+  try:
+    yield source
+  finally:
+    source.close()

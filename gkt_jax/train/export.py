@@ -43,16 +43,15 @@ def export_main_path(workdir: str, out_dir: str, *, step: int | None = None) -> 
   the run's data config, source workdir and step, and the names of the variables left out.
   """
   config = _read_config(workdir)
-  source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(workdir), read_only=True)
-  steps = source.all_steps()
-  if not steps:
-    raise FileNotFoundError(f'{workdir} holds no checkpoint to export')
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise ValueError(f'step={step} is not a checkpoint of {workdir}; it has {steps}')
-  tree = source.restore_raw(step)
-  source.close()
+  with checkpoint.read_only(workdir) as source:
+    steps = source.all_steps()
+    if not steps:
+      raise FileNotFoundError(f'{workdir} holds no checkpoint to export')
+    if step is None:
+      step = steps[-1]
+    elif step not in steps:
+      raise ValueError(f'step={step} is not a checkpoint of {workdir}; it has {steps}')
+    tree = source.restore_raw(step)
   params = classmate.main_path(tree['params'])
   batch_stats = classmate.main_path(tree.get('batch_stats', {}))
   dropped = sorted(set(tree['params']) - set(params))
@@ -92,12 +91,11 @@ def load_run(workdir: str, *, step: int | None = None):
   """(model, {'params', 'batch_stats'} as host arrays, config) of a training run's newest
   checkpoint (or `step`): the network its method trained (e.g. a frozen ResKD stage)."""
   config = _read_config(workdir)
-  source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(workdir), read_only=True)
-  steps = source.all_steps()
-  if not steps:
-    raise FileNotFoundError(f'{workdir} holds no checkpoint (has its run been trained?)')
-  tree = source.restore_raw(steps[-1] if step is None else step)
-  source.close()
+  with checkpoint.read_only(workdir) as source:
+    steps = source.all_steps()
+    if not steps:
+      raise FileNotFoundError(f'{workdir} holds no checkpoint (has its run been trained?)')
+    tree = source.restore_raw(steps[-1] if step is None else step)
   plain = models.from_config(config.model, int(np.shape(tree['params']['head']['kernel'])[-1]))
   model = methods.get_method(config.method, plain).model
   return model, _fitted(model, tree, workdir), config
@@ -122,7 +120,6 @@ def load_exported(out_dir: str):
   with open(path) as f:
     info = json.load(f)
   model = build_plain_model(info)
-  ckpt = checkpoint.Checkpointer(os.path.join(out_dir, 'checkpoints'), read_only=True)
-  tree = ckpt.restore_raw(ckpt.latest_step())
-  ckpt.close()
+  with checkpoint.read_only(out_dir) as source:
+    tree = source.restore_raw(source.latest_step())
   return model, _fitted(model, tree, out_dir)

@@ -216,24 +216,16 @@ def _restore_or_init(config, workdir, state, ckpt, log, method):
       log(f'resumed from {ckpt.directory} at step {meta["step"]}')
       return restored, meta
   if config.get('resume'):
-    source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(config.resume),
-                                     read_only=True)
-    try:
+    with checkpoint.read_only(config.resume) as source:
       restored, meta = source.restore(state, config=config)
-    finally:
-      source.close()
     if restored is None:
       raise FileNotFoundError(f'config.resume={config.resume!r} holds no checkpoint')
     log(f'resumed from config.resume={config.resume} at step {meta["step"]}')
     return restored, meta
   if config.get('init'):
-    source = checkpoint.Checkpointer(checkpoint.find_checkpoint_dir(config.init),
-                                     read_only=True)
-    try:
+    with checkpoint.read_only(config.init) as source:
       params, batch_stats, step, notes = source.restore_weights(
           state.params, state.batch_stats, adapt=method.adapt_init_weights)
-    finally:
-      source.close()
     sharding = jax.tree.leaves(state.params)[0].sharding
     log(f'initialised params and batch stats from config.init={config.init} (step {step})'
         + (': ' + ', '.join(notes) if notes else ''))
