@@ -28,7 +28,6 @@ import time
 
 from absl import app, flags
 import jax
-import numpy as np
 
 from experiments import bench_step, cli
 from experiments.configs import common

@@ -47,6 +47,7 @@ import ml_collections
 import numpy as np
 from jax import monitoring
 
+from experiments import cli
 from experiments.configs import common
 from gkt_jax import evaluate, methods, models
 from gkt_jax.train import optim, reporting
@@ -290,7 +291,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.quiet_logging()
   monitoring.register_event_duration_secs_listener(_on_event)
   names = ['baseline'] + [m for m in _METHODS.value if m != 'baseline']
   allowed = tuple(common.VARIANTS) + ('kd',)

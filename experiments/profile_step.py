@@ -32,7 +32,7 @@ import time
 from absl import app, flags
 import jax
 
-from experiments import bench_step
+from experiments import bench_step, cli
 from gkt_jax.train import reporting
 
 _METHOD = flags.DEFINE_string('method', 'gkt', 'Method whose step is profiled.')
@@ -175,7 +175,9 @@ def format_report(result: dict, title: str) -> str:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.quiet_logging()
   flags_ = flags.FLAGS
   if len(flags_.arch) != 1:
     raise app.UsageError(f'--arch: profile one architecture at a time, got {flags_.arch}')
