@@ -21,14 +21,17 @@ import tempfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import jax
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from experiments.configs import common
 from gkt_jax import data
 from gkt_jax.data import augment
 from gkt_jax.data import sources
 from gkt_jax.data import tfds_data
+from gkt_jax.train import train_and_evaluate
 
 tfds.disable_progress_bar()
 
@@ -152,6 +155,44 @@ class MockedTest(parameterized.TestCase):
         found.update(matches)
     self.assertGreater(len({m[:2] for m in found}), 10)  # Offsets vary per example.
     self.assertLen({m[2] for m in found}, 2)  # Both flipped and unflipped occur.
+
+  def test_device_augmentation_gives_the_host_images(self):
+    ds = _load('cifar10')
+    batches = ds.train_batches(8, seed=3, augment=dict(pad=4, flip=True))
+    self.assertEqual(batches.device_augment_pad, 4)
+    crop = jax.jit(data.device_pad_crop_flip, static_argnames='pad')
+    for step, rows in ((0, None), (5, slice(2, 7)), (9, slice(3, 3))):
+      want_images, want_labels = batches.get(step, rows)
+      raw, labels, crops = batches.get_for_device(step, rows)
+      np.testing.assert_array_equal(labels, want_labels)
+      self.assertEqual(crops.shape, (len(labels), 3))
+      np.testing.assert_array_equal(crop(raw, crops, pad=4), want_images)
+    step, raw, labels, crops = next(batches.iterate(5, slice(2, 7), for_device=True))
+    self.assertEqual(step, 5)
+    np.testing.assert_array_equal(crop(raw, crops, pad=4), batches.get(5, slice(2, 7))[0])
+    # No crop or flip to move (and ImageNet's random-resized crops stay on the host).
+    for plain in (ds.train_batches(8, seed=3), _load('imagenet2012').train_batches(
+        8, seed=3, augment=_AUGMENT['imagenet2012'])):
+      self.assertIsNone(plain.device_augment_pad)
+      with self.assertRaisesRegex(ValueError, 'no crop and flip to leave to the device'):
+        plain.get_for_device(0)
+
+  def test_trainer_runs_cifar_with_the_crop_on_the_device(self):
+    config = common.get_config('baseline', 'cifar10', None)
+    config.model.arch = 'resnet8'
+    config.data.batch_size, config.data.eval_batch_size = 8, 16
+    config.total_epochs, config.eval_every_epochs, config.log_every_epochs = None, None, None
+    config.total_steps, config.eval_every_steps, config.log_every_steps = 3, 3, 1
+    config.evals = {'full': {'type': 'full'}}
+    config.verbose, config.plots = False, False
+    self.assertEqual(dict(config.data.augment), dict(pad=4, flip=True))
+    workdir = self.create_tempdir().full_path
+    summary = train_and_evaluate(config, workdir)
+    self.assertEqual(summary['steps'], 3)
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      losses = [json.loads(line)['loss'] for line in f if '"loss"' in line]
+    self.assertLen(losses, 3)
+    self.assertTrue(np.all(np.isfinite(losses)))
 
   @parameterized.parameters(*tfds_data.TFDS_DATASETS)
   def test_eval_batches_cover_the_test_split_once(self, name):

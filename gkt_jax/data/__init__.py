@@ -27,11 +27,12 @@ Every dataset object (`interface.Dataset`) has:
       slice(p * B // P, (p + 1) * B // P), and only those rows are read and decoded.
     batches.iterate(start_step=0, rows=None) -> yields (step, images, labels) forever
       (the tfds batches compute a few steps ahead in a background thread).
-    In-memory batches (`TrainBatches`) can also leave the crop and flip to the device:
-    `device_augment_pad` (the pad, or None without augmentation), `get_for_device(step,
-    rows)` -> (images as stored, labels, int32[b, 3] crops or None) and
-    `iterate(..., for_device=True)`; `device_pad_crop_flip(images, crops, pad=...)` (jax) then
-    gives `get`'s images bitwise. The trainer does this whenever the batches offer it.
+    Pad-crop-flip batches (in memory: `TrainBatches`; fixed-size tfds datasets:
+    `TfdsTrainBatches`) can also leave the crop and flip to the device: `device_augment_pad`
+    (the pad, or None when there is nothing to leave), `get_for_device(step, rows)` ->
+    (images as stored, labels, int32[b, 3] crops) and `iterate(..., for_device=True)`;
+    `device_pad_crop_flip(images, crops, pad=...)` (jax) then gives `get`'s images bitwise.
+    The trainer does this whenever `device_augment_pad` is not None.
     augment: None (no augmentation) or a dict; dict(pad=int, flip=bool) for every dataset
       except imagenet2012, which takes dict(random_resized_crop=bool, flip=bool,
       scale=(0.08, 1.0), ratio=(3/4, 4/3)) (see `TfdsDataset.train_batches`).

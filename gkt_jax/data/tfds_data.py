@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 import dataclasses
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -186,6 +186,21 @@ def _prefetched(make: Callable[[int], Any], keys: Iterator[int], depth: int) -> 
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+class TrainTransform(NamedTuple):
+  """How a dataset's training examples become a batch.
+
+  element: maps an (image, label) pair (and a numpy generator if `random`) to an element;
+  finish: maps the list of a batch's elements to (images, labels);
+  finish_for_device: None, or maps them to (images as stored, labels, int32[b, 3] crops)
+    for `augment.device_pad_crop_flip(images, crops, pad=device_pad)`, `finish`'s images.
+  """
+  element: Callable
+  random: bool
+  finish: Callable
+  finish_for_device: Callable | None = None
+  device_pad: int | None = None
+
+
 class TfdsTrainBatches:
   """Training batches of a `TfdsDataset` that depend only on (seed, step); see the module
   docstring for the order and the augmentation draws."""
@@ -202,13 +217,15 @@ class TfdsTrainBatches:
     self._dataset = dataset
     shuffle_seed, augment_seed = (int(s) for s in np.random.SeedSequence(
         [self.seed, _SEED_SALT]).generate_state(2))
-    transform, is_random, self._finish = dataset.train_transform(augment)
+    self._transform = transform = dataset.train_transform(augment)
+    # Fixed-size images: the crop and flip can run on the device (`get_for_device`).
+    self.device_augment_pad = transform.device_pad
     elements = (grain.MapDataset.source(dataset.train_source).shuffle(seed=shuffle_seed)
                 .map(_example_pair))
-    if is_random:
-      elements = elements.random_map(transform, seed=augment_seed)
+    if transform.random:
+      elements = elements.random_map(transform.element, seed=augment_seed)
     else:
-      elements = elements.map(transform)
+      elements = elements.map(transform.element)
     self._elements = elements
     self._order = grain.MapDataset.range(num_examples).shuffle(seed=shuffle_seed)
 
@@ -231,22 +248,37 @@ class TfdsTrainBatches:
     """int64[b], the train-split example indices of rows `rows` of batch `step`."""
     return np.asarray([self._order[int(p)] for p in self.positions(step, rows)], np.int64)
 
-  def get(self, step: int, rows: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Rows `rows` (None: all) of the batch of `step`: (uint8[b, H, W, C], int32[b])."""
+  def _batch(self, step: int, rows: slice | None, for_device: bool) -> tuple:
     positions = [int(p) for p in self.positions(step, rows)]
     if not positions:
-      height, width, channels = self._dataset.image_shape
-      return np.zeros((0, height, width, channels), np.uint8), np.zeros((0,), np.int32)
-    return self._finish(self._dataset.map_elements(self._elements.__getitem__, positions,
-                                                   parallel=not self._dataset.cached))
+      empty = (np.zeros((0, *self._dataset.image_shape), np.uint8), np.zeros((0,), np.int32))
+      return empty + ((np.zeros((0, 3), np.int32),) if for_device else ())
+    finish = self._transform.finish_for_device if for_device else self._transform.finish
+    return finish(self._dataset.map_elements(self._elements.__getitem__, positions,
+                                             parallel=not self._dataset.cached))
 
-  def iterate(self, start_step: int = 0, rows: slice | None = None, *, prefetch: int = 2
-              ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  def get(self, step: int, rows: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows `rows` (None: all) of the batch of `step`: (uint8[b, H, W, C], int32[b])."""
+    return self._batch(step, rows, for_device=False)
+
+  def get_for_device(self, step: int, rows: slice | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`get` with the crop and flip left to the device (as `pipeline.TrainBatches`): (images
+    as stored, labels, int32[b, 3] crops); only where `device_augment_pad` is not None."""
+    if self.device_augment_pad is None:
+      raise ValueError(f'{self._dataset.name}: these batches have no crop and flip to leave '
+                       'to the device (device_augment_pad is None)')
+    return self._batch(step, rows, for_device=True)
+
+  def iterate(self, start_step: int = 0, rows: slice | None = None, *, prefetch: int = 2,
+              for_device: bool = False) -> Iterator[tuple]:
     """Yields (step, *get(step, rows)) for step = start_step, ... forever, computing up to
-    `prefetch` batches ahead in a background thread."""
+    `prefetch` batches ahead in a background thread; with `for_device`, (step,
+    *get_for_device(step, rows))."""
+    get = self.get_for_device if for_device else self.get
     steps = iter(range(int(start_step), 2**62))
-    for step, (images, labels) in _prefetched(lambda s: self.get(s, rows), steps, prefetch):
-      yield step, images, labels
+    for step, batch in _prefetched(lambda s: get(s, rows), steps, prefetch):
+      yield (step, *batch)
 
 
 class TfdsDataset:
@@ -327,14 +359,13 @@ class TfdsDataset:
                        f'{self.image_shape}')
     return image
 
-  def train_transform(self, augment: dict | None) -> tuple[Callable, bool, Callable]:
-    """How training examples are augmented: (element_fn, is_random, finish).
+  def train_transform(self, augment: dict | None) -> TrainTransform:
+    """How training examples are augmented (`TrainTransform`).
 
-    element_fn maps an (image, label) pair (and a numpy generator if is_random) to an
-    element; finish maps the list of a batch's elements to (images, labels). Pad-crop-flip
-    draws its offset and flip per element (`augment.pad_crop_flip_params` with B = 1) and
-    applies them to the stacked batch (`augment.apply_pad_crop_flip`, 6x faster than one image
-    at a time); the result equals `augment.pad_crop_flip(image[None], rng)` per example.
+    Pad-crop-flip draws its offset and flip per element (`augment.pad_crop_flip_params` with
+    B = 1) and applies them to the stacked batch (`augment.apply_pad_crop_flip`, 6x faster
+    than one image at a time), or leaves them to the device (`finish_for_device`); the result
+    equals `augment.pad_crop_flip(image[None], rng)` per example.
     """
     augment = dict(augment or {})
     allowed = _IMAGENET_AUGMENT_KEYS if self.spec.kind == 'imagenet' else _FIXED_AUGMENT_KEYS
@@ -348,18 +379,23 @@ class TfdsDataset:
       if pad < 0:
         raise ValueError(f'augment pad={pad} must be >= 0')
       if not pad and not flip:
-        return self.eval_transform, False, _stack
+        return TrainTransform(self.eval_transform, False, _stack)
 
       def draw(pair, rng):
         offsets, flips = augment_lib.pad_crop_flip_params(rng, 1, pad=pad, flip=flip)
         return self._check_shape(pair[0]), pair[1], offsets, flips
 
-      def finish(elements):
+      def finish_for_device(elements):
         images, labels = _stack([e[:2] for e in elements])
         offsets = np.concatenate([e[2] for e in elements]) if pad else None
         flips = np.concatenate([e[3] for e in elements]) if flip else None
-        return augment_lib.apply_pad_crop_flip(images, offsets, flips, pad=pad), labels
-      return draw, True, finish
+        return images, labels, augment_lib.crop_table(offsets, flips, len(labels))
+
+      def finish(elements):
+        images, labels, crops = finish_for_device(elements)
+        return augment_lib.apply_pad_crop_flip(images, crops[:, :2], crops[:, 2] == 1,
+                                               pad=pad), labels
+      return TrainTransform(draw, True, finish, finish_for_device, pad)
     size = self.image_size
     if augment.get('random_resized_crop', False):
       scale = tuple(augment.get('scale', (0.08, 1.0)))
@@ -368,14 +404,14 @@ class TfdsDataset:
       def random_resized_crop(pair, rng):
         return augment_lib.random_resized_crop(pair[0], rng, size=size, scale=scale,
                                                ratio=ratio, flip=flip), pair[1]
-      return random_resized_crop, True, _stack
+      return TrainTransform(random_resized_crop, True, _stack)
     if not flip:
-      return self.eval_transform, False, _stack
+      return TrainTransform(self.eval_transform, False, _stack)
 
     def center_crop_flip(pair, rng):
       image = self.eval_transform(pair)[0]
       return (image[:, ::-1] if rng.random() < 0.5 else image), pair[1]
-    return center_crop_flip, True, _stack
+    return TrainTransform(center_crop_flip, True, _stack)
 
   def eval_transform(self, pair: tuple[np.ndarray, np.int32]) -> tuple[np.ndarray, np.int32]:
     """The deterministic test-time transform: identity (after a shape check) for fixed-size

@@ -429,7 +429,7 @@ class _Saver:
 
 def _train_from(run, state, start_step, resumes, clock, saver, watcher, cleanup):
   """Compiles the step, trains from `start_step` and evaluates at the end."""
-  # In-memory batches leave their crop and flip to the step (the same images, bitwise).
+  # Pad-crop-flip batches leave their crop and flip to the step (the same images, bitwise).
   augment_pad = getattr(run.batches, 'device_augment_pad', None)
   step_fn = compile_train_step(run.config, run.mesh, run.method, run.tx, run.schedule,
                                run.dataset.mean, run.dataset.std, augment_pad)
