@@ -6,14 +6,17 @@ training step of the same dataset, measured in the same run.
 
 Each dataset's batches come from its baseline config (`experiments/configs/baseline/
 <dataset>.py`: batch size, augmentation, options). One JSON line per (dataset, pipeline):
-  pipeline               'host': `batches.iterate` with every transform on the host (the
-                         trainer's input for tfds datasets; before issue 17, for all);
-                         'device': in-memory batches as the trainer now feeds them, rows
-                         gathered on the host (`iterate(for_device=True)`), put on the device,
-                         cropped and flipped there (`device_pad_crop_flip`, jitted) until the
-                         batch is ready on the device; 'device_host_part': the same without
-                         the crop, i.e. the host's share when the device is an accelerator
-                         (on a CPU-only machine the 'device' crop runs on the same cores)
+  pipeline               'host': `batches.iterate` with every transform on the host, put on
+                         the device (the trainer's input where nothing is left to the
+                         device: ImageNet's random-resized crops, no augmentation; before
+                         issue 17, every dataset's);
+                         'device': pad-crop-flip batches (in memory, CIFAR, ImageNet 32/64)
+                         as the trainer now feeds them: rows gathered and decoded on the host
+                         (`iterate(for_device=True)`), put on the device, cropped and flipped
+                         there (`device_pad_crop_flip`, jitted) until the batch is ready on
+                         the device; 'device_host_part': the same without the crop, i.e. the
+                         host's share when the device is an accelerator (on a CPU-only
+                         machine the 'device' crop runs on the same cores)
   images_per_second      batch x batches / seconds, after `--warmup` batches
   train_images_per_second the plain (baseline) step of the config's network at the same
                          batch and image shape (`bench_step.bench_method`): the fastest step
@@ -64,7 +67,7 @@ def bench_dataset(name: str, data_dir: str | None, steps: int, warmup: int,
   rates = {'host': batch * steps / _time_batches(batches.iterate(0), steps, warmup,
                                                  jax.device_put)}
   pad = getattr(batches, 'device_augment_pad', None)
-  if hasattr(batches, 'get_for_device'):
+  if pad is not None:  # a crop and flip the trainer leaves to the device
     crop = jax.jit(data_lib.device_pad_crop_flip, static_argnames='pad')
 
     def on_device(arrays):

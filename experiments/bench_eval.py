@@ -5,17 +5,21 @@ r"""Times a finished run's evaluation against its training step.
 Restores the run's newest checkpoint, runs its configured evaluators on its test set as its
 final evaluation does (`final=True`: every evaluator; BatchNorm recalibration when its method
 asks for it), `--repeats` times, and prints one JSON line:
-  first_seconds           the first evaluation, compilation included
+  first_seconds           the first evaluation, compilation included (as a run's final one)
   seconds                 the mean of the others (compiled)
-  networks                networks evaluated (the deployed one and every distinct subnet)
+  networks                test-set forwards of one evaluation (the deployed network, each
+                          chain's levels, each depth curve's distinct subnets with its
+                          full-network point, each deleted block, EKD's paths)
   eval_images_per_second  test images x networks / seconds
   train_images_per_second the run's training step from its summary: batch / seconds_per_step
   eval_over_train         eval_images_per_second / train_images_per_second (> 1: a test image
                           costs less than a training image, as a forward costs less than a
                           forward and backward)
   eval_fraction_of_run    the run's evaluation seconds (its summary's final and intermediate
-                          ones) over its wall time (training, compilation and evaluation)
-  eval_fraction_if_now    the same run with its final evaluation taking `seconds`
+                          ones; intermediate: 0 in summaries written before they were
+                          recorded, and since the last start of a resumed run) over its wall
+                          time (training, compilation and evaluation)
+  eval_fraction_if_now    the same run with its final evaluation taking `first_seconds`
 Run it with another checkout's library first on the PYTHONPATH to time that code on the same
 checkpoint (docs/results.md, "Evaluation and input speed").
 """
@@ -73,7 +77,7 @@ def bench(workdir: str, repeats: int) -> dict:
   eval_rate = run.dataset.num_test * networks / steady
   spent = summary.get('eval_seconds', 0.0) + summary.get('intermediate_eval_seconds', 0.0)
   wall = summary['train_seconds'] + summary['compile_seconds'] + spent
-  now = spent - summary.get('eval_seconds', 0.0) + steady
+  now = spent - summary.get('eval_seconds', 0.0) + seconds[0]
   return {
       'workdir': workdir, 'method': summary['method'], 'arch': summary['arch'],
       'test_images': run.dataset.num_test, 'networks': networks,

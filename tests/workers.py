@@ -21,8 +21,8 @@ TIMEOUT = 300  # seconds; no test may hang CI
 # worker would otherwise compile it again (the resume test took 77 s without it, 46 s with
 # it). JAX's key covers the program, the compile options with their device assignment, the
 # devices and the XLA flags that change code, so a cached executable is the one the worker
-# would have compiled. The tests' own process does not use it: bench_step's compile times come
-# from compile events, which a cache hit would skip.
+# would have compiled. (The tests' own processes use another, `tests/conftest.py`; no test
+# asserts on a measured compile time, which a cache hit shortens.)
 @functools.cache
 def compilation_cache() -> str:
   path = tempfile.mkdtemp(prefix='gkt_jax_test_xla_cache_')

@@ -66,6 +66,6 @@ from gkt_jax.data.sources import load_dataset
 
 __all__ = [
     'ArrayDataset', 'DATASETS', 'DataError', 'Dataset', 'FASHION_MNIST_DIR', 'TrainBatchSource',
-    'TrainBatches', 'device_pad_crop_flip', 'digits_split_indices', 'eval_batches', 'load_dataset', 'normalize',
-    'pad_crop_flip', 'process_rows', 'read_idx',
+    'TrainBatches', 'device_pad_crop_flip', 'digits_split_indices', 'eval_batches', 'load_dataset',
+    'normalize', 'pad_crop_flip', 'process_rows', 'read_idx'
 ]

@@ -1,8 +1,9 @@
 """Normalisation (host or device) and per-example augmentation.
 
-pad-crop-flip (CIFAR-style): its draws on the host (numpy), the crop and flip in numpy or, for
-in-memory datasets, on the device inside the training step (`device_pad_crop_flip`, the same
-result bitwise); ImageNet's random-resized-crop and resize + center crop in PIL (host side).
+pad-crop-flip (CIFAR-style): its draws on the host (numpy), the crop and flip in numpy or on
+the device inside the training step (`device_pad_crop_flip`, the same result bitwise; the
+trainer's choice for in-memory and fixed-size tfds datasets); ImageNet's random-resized-crop
+and resize + center crop in PIL (host side).
 """
 
 import math
