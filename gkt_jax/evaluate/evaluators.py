@@ -108,6 +108,8 @@ class EvalRunner:
       valid = np.arange(len(labels)) < num_valid
       counts = counts_fn(self.variables, self._put(images), self._put(labels), self._put(valid))
       total = counts if total is None else jax.tree.map(jnp.add, total, counts)
+    if total is None:
+      raise ValueError('EvalRunner: the evaluation set has no examples')
     total = np.concatenate([np.ravel(np.asarray(t, np.int64)) for t in jax.tree.leaves(total)])
     return total.astype(np.float64) / self.num_examples
 
