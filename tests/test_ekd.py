@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 from absl.testing import absltest, parameterized
 import jax
 import jax.numpy as jnp
@@ -225,6 +226,7 @@ class LossTest(parameterized.TestCase):
     for g in grads:
       self.assertTrue(np.all(np.isfinite(g)))
 
+  @pytest.mark.slow  # a ResNet-18 EKD gradient: 25 s of the default suite's 10 minutes
   def test_attention_finite_in_a_four_stage_net_with_a_1x1_last_stage(self):
     # ImageNet stem on 32x32 inputs: stage 4 is 1x1 (the released code's NaN case).
     config = ml_collections.ConfigDict(dict(name='ekd_fws', att_weight=0.5))

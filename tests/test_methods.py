@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 from absl.testing import absltest, parameterized
 
 from gkt_jax import masks, methods
@@ -97,11 +98,17 @@ class SelfDistillationTest(parameterized.TestCase):
            bn_stats='full_network'),
       dict(levels=1, loops=1, aggregate='ema', sampler='bernoulli', temperature=1.0,
            bn_stats='every_pass'),
-      dict(levels=3, loops=2, aggregate='ema', sampler='bernoulli', temperature=1.0,
-           bn_stats='full_network'),
   )
-  def test_gkt_gradients_equal_reference(self, levels, loops, aggregate, sampler, temperature,
-                                         bn_stats):
+  def test_gkt_gradients_equal_reference(self, **settings):
+    self._check_gkt_against_reference(**settings)
+
+  @pytest.mark.slow  # the first case with the other BatchNorm setting (the second has it)
+  def test_gkt_gradients_equal_reference_full_network_stats(self):
+    self._check_gkt_against_reference(levels=3, loops=2, aggregate='ema', sampler='bernoulli',
+                                      temperature=1.0, bn_stats='full_network')
+
+  def _check_gkt_against_reference(self, levels, loops, aggregate, sampler, temperature,
+                                   bn_stats):
     model, batch, variables = _setup()
     method = _method(model, name='gkt', levels=levels, loops=loops, aggregate=aggregate,
                      momentum=0.3, sampler=sampler, drop_prob=0.4, temperature=temperature,
