@@ -315,7 +315,8 @@ class TrainAndExportTest(absltest.TestCase):
   def test_train_evaluate_export_and_init(self):
     root = self.create_tempdir().full_path
     workdir = os.path.join(root, 'ekd')
-    config = workers.smoke_config('ekd_fws')
+    small = {'model.arch': 'resnet14'}  # 2 blocks a stage; compiles faster than ResNet-20
+    config = workers.smoke_config('ekd_fws', small)
     config.evals = {'full': {'type': 'full'}, 'paths': {'type': 'classmate_paths'}}
     summary, state = train_and_evaluate(config, workdir, return_state=True)
     # Every path's accuracy, and the ensemble's (mean logits), recomputed from the final
@@ -353,13 +354,13 @@ class TrainAndExportTest(absltest.TestCase):
                                    'path_logits'][0], rtol=1e-5, atol=1e-5)
 
     # The export starts a plain run (config.init), and it is no state to resume.
-    baseline = workers.smoke_config('baseline', {'init': out, 'total_steps': 1})
+    baseline = workers.smoke_config('baseline', {**small, 'init': out, 'total_steps': 1})
     self.assertIn('full_accuracy', train_and_evaluate(baseline, os.path.join(root, 'b')))
     with self.assertRaisesRegex(checkpoint.ResumeMismatchError, 'weights only'):
-      train_and_evaluate(workers.smoke_config('baseline', {'resume': out}),
+      train_and_evaluate(workers.smoke_config('baseline', {**small, 'resume': out}),
                          os.path.join(root, 'c'))
     # An EKD run initialised from the plain export: aux stages start as trunk copies.
-    ekd_init = workers.smoke_config('ekd_fws', {'init': out, 'total_steps': 1,
+    ekd_init = workers.smoke_config('ekd_fws', {**small, 'init': out, 'total_steps': 1,
                                                 'optim.lr': 0.0})
     _, init_state = train_and_evaluate(ekd_init, os.path.join(root, 'd'), return_state=True)
     jax.tree.map(np.testing.assert_array_equal, init_state.params['aux_stage2_block1'],

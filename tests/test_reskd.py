@@ -256,20 +256,22 @@ class PipelineTest(absltest.TestCase):
     from tests import workers  # pylint: disable=g-import-not-at-top
     root = self.create_tempdir().full_path
     teacher = os.path.join(root, 'teacher')
-    train_and_evaluate(workers.smoke_config('baseline'), teacher)
+    small = {'model.arch': 'resnet8'}  # compiles faster than the smoke config's ResNet-20
+    train_and_evaluate(workers.smoke_config('baseline', small), teacher)
     states = {}
     for parallel in ('jit', 'pmap'):
-      config = workers.smoke_config('kd', {'method.teacher': teacher, 'parallel': parallel})
+      config = workers.smoke_config('kd', {**small, 'method.teacher': teacher,
+                                           'parallel': parallel})
       _, states[parallel] = train_and_evaluate(config, os.path.join(root, parallel),
                                                return_state=True)
     for a, b in zip(jax.tree.leaves(states['jit'].params), jax.tree.leaves(states['pmap'].params)):
       np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
     # The student's state holds the student alone: the teacher is a step input.
     self.assertNotIn('teacher', states['jit'].params)
-    self.assertEqual(set(states['jit'].params), set(_net('resnet20', 1.0)[1]['params']))
+    self.assertEqual(set(states['jit'].params), set(_net('resnet8', 1.0)[1]['params']))
     # A teacher trained again (other weights) makes the finished student stale: refused.
-    train_and_evaluate(workers.smoke_config('baseline', {'total_steps': 6}), teacher)
-    config = workers.smoke_config('kd', {'method.teacher': teacher})
+    train_and_evaluate(workers.smoke_config('baseline', {**small, 'total_steps': 6}), teacher)
+    config = workers.smoke_config('kd', {**small, 'method.teacher': teacher})
     with self.assertRaisesRegex(ResumeMismatchError, 'other frozen networks'):
       train_and_evaluate(config, os.path.join(root, 'jit'))
 
