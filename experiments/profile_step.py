@@ -10,7 +10,8 @@ matched to its instruction in the compiled HLO, whose metadata names the JAX cod
 from; its self time (its duration less that of the operations nested in it, as a `cond`
 holds its branch) is added to
   part   full network forward / backward, subnets forward / backward (the methods' scan
-         over sampled subnets, `jax.named_scope('subnets')`), optimizer update, other;
+         over sampled subnets, `jax.named_scope('subnets')`; for ST and GKT the scan's first
+         pass is the full network's), optimizer update, other;
          backward includes the forward work that rematerialisation repeats
   kind   convolutions, other fused work (BN, ReLU, losses, adds), transposes and copies,
          control flow (what `cond`/`while` themselves take), other.

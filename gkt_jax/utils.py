@@ -41,8 +41,10 @@ def format_seconds(seconds: float) -> str:
 def with_variance_of(x: jax.Array, like: jax.Array) -> jax.Array:
   """x, varying over the same mesh axes as `like` (inside `jax.shard_map`, the carries of a
   scan and the branches of a cond must agree in device variance); outside shard_map, x."""
-  axis_type = getattr(jax.typeof(like), 'manual_axis_type', None)
-  axes = tuple(sorted(getattr(axis_type, 'varying', ()) or ()))
+  def varying(a):
+    return set(getattr(getattr(jax.typeof(a), 'manual_axis_type', None), 'varying', ()) or ())
+
+  axes = tuple(sorted(varying(like) - varying(x)))  # those x does not vary over already
   return jax.lax.pcast(x, axes, to='varying') if axes else x
 
 

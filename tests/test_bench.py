@@ -168,9 +168,10 @@ class ProfileStepTest(absltest.TestCase):
                                   trace_dir)
     shares = result['part']
     self.assertAlmostEqual(sum(shares.values()), result['total'])
-    for part in ('full network forward', 'full network backward', 'subnets forward',
-                 'subnets backward', 'optimizer'):
+    for part in ('subnets forward', 'subnets backward', 'optimizer'):
       self.assertGreater(shares[part], 0, part)  # the named scopes reach the HLO metadata
+    # GKT's full-network pass is the first of its scan's passes: counted under 'subnets'.
+    self.assertEqual(shares['full network forward'] + shares['full network backward'], 0)
     self.assertGreater(result['kind']['convolutions'], 0)
     text = profile_step.format_report(result, 'title')
     self.assertIn('| subnets backward |', text)

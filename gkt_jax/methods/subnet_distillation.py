@@ -2,8 +2,10 @@
 
 Shared by stimulative training (one level: every subnet learns from the full network) and
 GKT (G nested levels: the aggregated knowledge of level g-1 teaches level g). The scan body
-is one subnet's forward and backward; its gradients are added to the carry, so the compiled
-step holds one subnet pass whatever the number of subnets.
+is one pass's forward and backward through the masked network, the full network's pass
+(keep mask all True) first; its gradients are added to the carry, so the compiled step holds
+one network pass whatever the number of subnets, and compiles in about the time of stochastic
+depth's step (one masked network) rather than of two networks.
 
 BatchNorm running statistics (`method.bn_stats`, one of BN_STATS): every train-mode pass
 normalises with its own batch statistics; what differs is which passes update the running
@@ -30,98 +32,148 @@ import jax.numpy as jnp
 from gkt_jax import groups, losses
 from gkt_jax.methods.base import MethodSettings, run_model
 from gkt_jax.settings import boolean, integer, interval, non_negative, one_of, positive, setting
+from gkt_jax.utils import with_variance_of
 
 BN_STATS = ('full_network', 'every_pass')
 
 
-def distill_subnets(model, params, batch_stats, images, labels, teacher_logits, subnet_masks,
-                    *, levels: int, aggregate: str = 'ema', momentum: float = 0.5,
-                    temperature: float = 1.0, kl_weight: float = 1.0,
-                    label_weight: float = 0.0, label_smoothing: float = 0.0,
-                    normalize: bool = False, input_sizes: Sequence[int] | None = None,
+def _pass_gradients(model, params, images, labels, sizes, *, temperature, kl_weight,
+                    label_weight, label_smoothing, normalize):
+  """`run_pass(stats, keep_mask, teacher, first, size_i)` -> ((loss, (new stats, logits, kl,
+  ce)), grads) of one pass of `distill_subnets` (its arguments; `sizes`: the static input
+  sides a `lax.switch` picks from by `size_i`, or None)."""
+
+  def full_terms(logits, teacher):
+    del teacher  # the full network learns from the labels alone
+    ce = jnp.mean(losses.cross_entropy(logits, labels, label_smoothing))
+    return ce, (jnp.zeros_like(ce), ce)
+
+  def subnet_terms(logits, teacher):
+    kl = jnp.mean(losses.distillation_kl(logits, teacher, temperature))
+    ce = jnp.mean(losses.cross_entropy(logits, labels, label_smoothing))
+    return kl_weight * kl + (label_weight * ce if label_weight else 0.0), (kl, ce)
+
+  def pass_loss(p, stats, keep_mask, pass_images, teacher, first):
+    logits, _, new_stats = run_model(model, p, stats, pass_images, keep_mask=keep_mask)
+    if normalize:
+      logits = losses.normalize_logits(logits)
+    # A cond on the loss head only: the network itself is traced once.
+    loss, (kl, ce) = jax.lax.cond(first, full_terms, subnet_terms, logits, teacher)
+    return loss, (new_stats, logits, kl, ce)
+
+  grad_fn = jax.value_and_grad(pass_loss, has_aux=True)
+  side = images.shape[1]
+
+  def run_pass(stats, keep_mask, teacher, first, size_i):
+    if sizes is None:
+      return grad_fn(params, stats, keep_mask, images, teacher, first)
+    batch, _, _, channels = images.shape
+
+    def at_size(s):
+      # No antialiasing: the authors resize with F.interpolate(mode='bilinear'), which
+      # samples the input at the output's pixel centres and filters nothing.
+      resized = images if s == side else jax.image.resize(
+          images, (batch, s, s, channels), 'bilinear', antialias=False)
+      return lambda: grad_fn(params, stats, keep_mask, resized, teacher, first)
+
+    return jax.lax.switch(size_i, [at_size(int(s)) for s in sizes])
+
+  return run_pass
+
+
+def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, levels: int,
+                    aggregate: str = 'ema', momentum: float = 0.5, temperature: float = 1.0,
+                    kl_weight: float = 1.0, label_weight: float = 0.0,
+                    label_smoothing: float = 0.0, normalize: bool = False,
+                    input_sizes: Sequence[int] | None = None,
                     size_index: jax.Array | None = None):
-  """Trains K subnets against group knowledge; returns their summed gradients.
+  """Trains the full network on the labels, then K subnets against group knowledge.
+
+  All K + 1 passes run one after another in one `lax.scan`, so the compiled step holds one
+  masked network (a full-network pass through the masked network gives the same values as
+  the unmasked one). Pass 0 is the full network: cross-entropy on the labels; its detached
+  logits are level 0's knowledge. Each later pass is a subnet. The gradients are added up in
+  the order full + (sum over subnets), as two separate passes would.
 
   Args:
     model: the masked ResNet.
     params, batch_stats: its variables.
     images: f32[B, H, W, C], the step's augmented batch.
     labels: int32[B].
-    teacher_logits: f32[B, C], knowledge of level 0 (the full network); the caller passes it
-      through `stop_gradient` (and `normalize_logits` when `normalize`).
-    subnet_masks: bool[K, L] in running order; subnet i is at level `i % levels + 1` of
-      sampling loop `i // levels`.
+    masks_run: bool[1 + K, L] in running order: the full network (all True), then the
+      subnets; subnet i (1-based) is at level `(i - 1) % levels + 1` of sampling loop
+      `(i - 1) // levels`.
     levels: G, the number of nested levels per loop (1 for stimulative training).
     aggregate, momentum: how a level's knowledge aggregates over loops
       (`groups.update_group_knowledge`).
     temperature, kl_weight: the distillation term, kl_weight * T^2 KL(teacher || subnet).
-    label_weight, label_smoothing: an optional cross-entropy term on each subnet.
-    normalize: apply `losses.normalize_logits` to subnet logits before both terms (ST++).
+    label_weight: an optional cross-entropy term on each subnet.
+    label_smoothing: of every cross-entropy term.
+    normalize: apply `losses.normalize_logits` to every network's logits before its terms
+      and before they become knowledge (ST++).
     input_sizes: optional static square sizes; subnet i then sees `images` bilinearly
-      resized to `input_sizes[size_index[i]]` (ST++ 'subnet_resize').
+      resized to `input_sizes[size_index[i - 1]]` (ST++ 'subnet_resize'); the full network
+      sees `images`.
     size_index: int32[K], required with input_sizes.
 
   Returns:
-    grads (a params-shaped sum over subnets of d(loss_i)/d(params)), the updated batch
-    statistics, and a dict of f32[K] per-subnet values: 'loss', 'kl', 'ce', 'acc', 'kept'.
+    grads (a params-shaped sum of d(loss_i)/d(params) over the K + 1 passes), the batch
+    statistics after the full network's pass, those after the last pass, and a dict of
+    f32[1 + K] per-pass values: 'loss', 'kl', 'ce', 'acc', 'kept' (pass 0's loss is its
+    cross-entropy, its kl 0).
   """
-  num_subnets = subnet_masks.shape[0]
+  num_subnets = masks_run.shape[0] - 1
   if num_subnets % levels:
     raise ValueError(f'{num_subnets} subnet masks do not split into loops of {levels} levels')
   if input_sizes is not None and size_index is None:
     raise ValueError('input_sizes needs size_index')
 
-  def subnet_loss(p, stats, keep_mask, subnet_images, teacher):
-    logits, _, new_stats = run_model(model, p, stats, subnet_images, keep_mask=keep_mask)
-    if normalize:
-      logits = losses.normalize_logits(logits)
-    kl = jnp.mean(losses.distillation_kl(logits, teacher, temperature))
-    ce = jnp.mean(losses.cross_entropy(logits, labels, label_smoothing))
-    loss = kl_weight * kl + (label_weight * ce if label_weight else 0.0)
-    return loss, (new_stats, logits, kl, ce)
-
-  grad_fn = jax.value_and_grad(subnet_loss, has_aux=True)
-
-  def run_subnet(stats, keep_mask, teacher, size_i):
-    if input_sizes is None:
-      return grad_fn(params, stats, keep_mask, images, teacher)
-    batch, _, _, channels = images.shape
-
-    def at_size(side):
-      # No antialiasing: the authors resize with F.interpolate(mode='bilinear'), which
-      # samples the input at the output's pixel centres and filters nothing.
-      resized = jax.image.resize(images, (batch, side, side, channels), 'bilinear',
-                                 antialias=False)
-      return lambda: grad_fn(params, stats, keep_mask, resized, teacher)
-
-    return jax.lax.switch(size_i, [at_size(int(s)) for s in input_sizes])
+  side = images.shape[1]
+  sizes = None if input_sizes is None else sorted(set(input_sizes) | {side})
+  run_pass = _pass_gradients(model, params, images, labels, sizes, temperature=temperature,
+                             kl_weight=kl_weight, label_weight=label_weight,
+                             label_smoothing=label_smoothing, normalize=normalize)
 
   def body(carry, inputs):
-    grad_sum, stats, knowledge = carry
+    full_grads, subnet_grads, stats, full_stats, knowledge = carry
     index, keep_mask, size_i = inputs
-    level = index % levels + 1
-    loop = index // levels
-    teacher = knowledge[level - 1]
-    (loss, (stats, logits, kl, ce)), grads = run_subnet(stats, keep_mask, teacher, size_i)
-    grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
-    updated = groups.update_group_knowledge(
-        knowledge[level], jax.lax.stop_gradient(logits), loop, aggregate=aggregate,
-        momentum=momentum)
+    first = index == 0
+    level = jnp.where(first, 0, (index - 1) % levels + 1)
+    loop = jnp.maximum(index - 1, 0) // levels
+    teacher = knowledge[jnp.maximum(level - 1, 0)]
+    (loss, (stats, logits, kl, ce)), grads = run_pass(stats, keep_mask, teacher, first, size_i)
+    full_grads = jax.tree.map(lambda f, g: jnp.where(first, g, f), full_grads, grads)
+    subnet_grads = jax.tree.map(lambda t, g: jnp.where(first, t, t + g), subnet_grads, grads)
+    full_stats = jax.tree.map(lambda f, s: jnp.where(first, s, f), full_stats, stats)
+    logits = jax.lax.stop_gradient(logits)
+    updated = jnp.where(first, logits, groups.update_group_knowledge(
+        knowledge[level], logits, loop, aggregate=aggregate, momentum=momentum))
     knowledge = knowledge.at[level].set(updated)
     outputs = {'loss': loss, 'kl': kl, 'ce': ce,
                'acc': jnp.mean(losses.accuracy(logits, labels)),
                'kept': jnp.mean(keep_mask.astype(jnp.float32))}
-    return (grad_sum, stats, knowledge), outputs
+    return (full_grads, subnet_grads, stats, full_stats, knowledge), outputs
 
-  knowledge = jnp.zeros((levels + 1,) + teacher_logits.shape, teacher_logits.dtype)
-  knowledge = knowledge.at[0].set(teacher_logits)
+  batch = images.shape[0]
+  num_classes = jax.eval_shape(
+      lambda: run_model(model, params, batch_stats, images[:1], train=False)[0]).shape[-1]
+  # Under shard_map ('pmap' mode) the knowledge and the passes' statistics vary over the
+  # devices as the images do; a scan's carry must start as it ends.
+  knowledge = with_variance_of(jnp.zeros((levels + 1, batch, num_classes), jnp.float32), images)
+  start_stats = jax.tree.map(lambda x: with_variance_of(x, images), batch_stats)
   zeros = jax.tree.map(jnp.zeros_like, params)
-  if size_index is None:
-    size_index = jnp.zeros((num_subnets,), jnp.int32)
-  (grads, batch_stats, _), per_subnet = jax.lax.scan(
-      body, (zeros, batch_stats, knowledge),
-      (jnp.arange(num_subnets), subnet_masks, size_index))
-  return grads, batch_stats, per_subnet
+  full_index = jnp.zeros((1,), jnp.int32)
+  if sizes is None:
+    size_index = jnp.zeros((num_subnets + 1,), jnp.int32)
+  else:
+    to_sorted = jnp.asarray([sizes.index(int(s)) for s in input_sizes], jnp.int32)
+    full_index = full_index + sizes.index(side)
+    size_index = jnp.concatenate([full_index, to_sorted[size_index]])
+  (full_grads, subnet_grads, stats, full_stats, _), per_pass = jax.lax.scan(
+      body, (zeros, zeros, start_stats, start_stats, knowledge),
+      (jnp.arange(num_subnets + 1), masks_run, size_index))
+  grads = jax.tree.map(jnp.add, full_grads, subnet_grads)
+  return grads, full_stats, stats, per_pass
 
 
 def per_level_measurements(per_subnet: dict[str, jax.Array], levels: int,
@@ -182,35 +234,28 @@ class SelfDistillation:
     images, labels = batch['images'], batch['labels']
     smoothing = self.label_smoothing()
 
-    def full_loss(p):
-      logits, _, new_stats = run_model(self.model, p, batch_stats, images)
-      if normalize:
-        logits = losses.normalize_logits(logits)
-      ce = jnp.mean(losses.cross_entropy(logits, labels, smoothing))
-      return ce, (new_stats, logits)
-
-    with jax.named_scope('full_network'):  # scopes name the step's parts in profiles
-      (ce, (full_stats, full_logits)), grads = jax.value_and_grad(full_loss, has_aux=True)(
-          params)
-    subnet_masks = self.masks_run(key)[1:]
+    masks_run = self.masks_run(key)
     size_key = jax.random.split(key)[1]
     sizes = self.resize_sizes(images.shape[1])
     size_index = None
     if sizes is not None:
-      size_index = jax.random.randint(size_key, (subnet_masks.shape[0],), 0, len(sizes))
+      size_index = jax.random.randint(size_key, (masks_run.shape[0] - 1,), 0, len(sizes))
+    # Scopes name the step's parts in profiles (profile_step); here the full network's
+    # pass is the scan's first.
     with jax.named_scope('subnets'):
-      subnet_grads, subnet_stats, per_subnet = distill_subnets(
-          self.model, params, full_stats, images, labels, jax.lax.stop_gradient(full_logits),
-          subnet_masks, levels=self.levels, aggregate=self.aggregate, momentum=self.momentum,
-          temperature=config.temperature, kl_weight=config.kl_weight,
-          label_weight=config.subnet_label_weight, label_smoothing=smoothing,
-          normalize=normalize, input_sizes=sizes, size_index=size_index)
-    grads = jax.tree.map(jnp.add, grads, subnet_grads)
+      grads, full_stats, subnet_stats, per_pass = distill_subnets(
+          self.model, params, batch_stats, images, labels, masks_run, levels=self.levels,
+          aggregate=self.aggregate, momentum=self.momentum, temperature=config.temperature,
+          kl_weight=config.kl_weight, label_weight=config.subnet_label_weight,
+          label_smoothing=smoothing, normalize=normalize, input_sizes=sizes,
+          size_index=size_index)
+    ce = per_pass['ce'][0]
+    per_subnet = {name: values[1:] for name, values in per_pass.items()}
     stats = subnet_stats if config.bn_stats == 'every_pass' else full_stats
     measurements = {
         'loss': ce + jnp.sum(per_subnet['loss']),
         'ce/full': ce,
-        'train_acc/full': jnp.mean(losses.accuracy(full_logits, labels)),
+        'train_acc/full': per_pass['acc'][0],
     }
     measurements.update(per_level_measurements(per_subnet, self.levels))
     return grads, (stats, method_state, measurements)
