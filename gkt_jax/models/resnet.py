@@ -27,14 +27,9 @@ SHORTCUTS = ('projection', 'pad')
 PAD_DOWNSAMPLES = ('subsample', 'avgpool')
 _SAVE_POLICIES = {
     'conv_outputs': jax.checkpoint_policies.save_only_these_names('conv_out'),
-    # Also the sums a branch's BatchNorm layers reduce to (means of x and x^2, f32[C]): the
-    # backward then recomputes only elementwise work, no reduction over the activations.
-    'conv_outputs_and_bn_stats': jax.checkpoint_policies.save_from_both_policies(
-        jax.checkpoint_policies.save_only_these_names('conv_out'),
-        lambda prim, *_, **__: prim.name == 'reduce_sum'),
     'nothing': jax.checkpoint_policies.nothing_saveable,
 }
-MASKED_SAVES = ('conv_outputs', 'conv_outputs_and_bn_stats', 'nothing', 'all')
+MASKED_SAVES = ('conv_outputs', 'nothing', 'all')
 STEMS = ('cifar', 'imagenet')
 BLOCKS = ('basic', 'bottleneck')
 
@@ -210,13 +205,13 @@ class ResNet(nn.Module):
       1.8 s against 0.9 s with them (or with the cond boundaries of a masked forward). They
       change no value.
     masked_saves: what a masked block's forward keeps for its backward: 'conv_outputs'
-      (BN/ReLU recomputed), 'conv_outputs_and_bn_stats' (also BN's per-channel sums, so
-      only elementwise work is recomputed), 'nothing' (whole branch recomputed) or 'all'.
-      All give the same values. Every saved
-      activation is written as zeros by a dropped block (a cond's branches share outputs).
-      Measured on 2 CPU cores, ResNet-56 gradient with 16 of 27 blocks kept, over the full
-      network's: 'all' 0.82, 'conv_outputs' 0.66, the network built without the dropped
-      blocks 0.57-0.62.
+      (BN/ReLU recomputed), 'nothing' (whole branch recomputed) or 'all'. All give the same
+      values. Every saved activation is written as zeros by a dropped block (a cond's
+      branches share outputs). Measured on 2 CPU cores, ResNet-56 gradient with 16 of 27
+      blocks kept, over the full network's: 'all' 0.82, 'conv_outputs' 0.66, the network
+      built without the dropped blocks 0.57-0.62. Saving BN's per-channel sums beside the
+      conv outputs (only elementwise work recomputed) was slower: 0.93 of the plain
+      gradient against 0.86 for 'conv_outputs' (22 of 27 blocks kept, batch 128, quiet).
   """
   stage_sizes: Sequence[int]
   stage_widths: Sequence[int]
