@@ -259,7 +259,7 @@ class ResNet(nn.Module):
     check_block_inputs(self.num_blocks, keep_mask, residual_scale)
     barriers = (jax.default_backend() == 'cpu' if self.block_barriers == 'auto'
                 else bool(self.block_barriers))
-    return resolve_impl(self.conv_impl), barriers
+    return resolve_impl(self.conv_impl, masked=keep_mask is not None), barriers
 
   def _stage_blocks(self, s: int, impl: str, barriers: bool, prefix: str = ''):
     """The residual blocks of stage s (0-based), named f'{prefix}stage{s+1}_block{j+1}'."""

@@ -153,8 +153,9 @@ class ViT(nn.Module):
     if x.shape[1] % patch or x.shape[2] % patch:
       raise ValueError(f'input of {x.shape[1]}x{x.shape[2]} pixels does not split into '
                        f'{patch}x{patch} patches (model.patch_size)')
-    x = Conv(self.width, patch, patch, impl=resolve_impl(self.conv_impl), dtype=self.dtype,
-             padding=((0, 0), (0, 0)), name='stem_conv')(x.astype(self.dtype))
+    impl = resolve_impl(self.conv_impl, masked=keep_mask is not None)
+    x = Conv(self.width, patch, patch, impl=impl, dtype=self.dtype, padding=((0, 0), (0, 0)),
+             name='stem_conv')(x.astype(self.dtype))
     x = x.reshape(x.shape[0], -1, self.width)
     position = self.param('position', _dense_init, (1,) + x.shape[1:], jnp.float32)
     x = x + position.astype(self.dtype)

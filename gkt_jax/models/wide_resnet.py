@@ -126,7 +126,7 @@ class WideResNet(nn.Module):
       logits f32[N, num_classes] and a dict of features: 'stem', 'stage1'.., 'pre_logits'.
     """
     check_block_inputs(self.num_blocks, keep_mask, residual_scale)
-    impl = resolve_impl(self.conv_impl)
+    impl = resolve_impl(self.conv_impl, masked=keep_mask is not None)
     x = Conv(16, 3, 1, impl=impl, dtype=self.dtype, name='stem_conv')(x.astype(self.dtype))
     features = {'stem': x}
     index = 0
