@@ -176,6 +176,13 @@ def step_flops(method, input_shape, masks_run) -> float:
   return float(flops)
 
 
+
+def _conv_impl_name(conv_impl: str) -> str:
+  """The convolution `conv_impl` resolves to, e.g. 'xla' or, where 'auto' picks by whether a
+  network is masked (CPU), 'xla unmasked / canonical masked'."""
+  unmasked, masked = (models.conv.resolve_impl(conv_impl, masked=m) for m in (False, True))
+  return unmasked if unmasked == masked else f'{unmasked} unmasked / {masked} masked'
+
 def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
                  conv_impl: str, width: float = 1.0, channels: int = 3,
                  dtype: str = 'float32', **model_and_method) -> dict:
@@ -219,7 +226,7 @@ def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
       'num_classes': model_and_method.get('num_classes', 10),
       'overrides': dict(model_and_method.get('overrides') or {}),
       'backend': jax.default_backend(), 'device_kind': jax.devices()[0].device_kind,
-      'conv_impl': models.conv.resolve_impl(conv_impl),
+      'conv_impl': _conv_impl_name(conv_impl),
       'seconds_per_step': float(np.mean(times)), 'median_seconds': float(np.median(times)),
       'first_step_seconds': first, 'forwards_per_step': method.forwards_per_step(),
       'flops_per_example': flops, 'plain_flops_per_example': float(fixed + per_block.sum()),
