@@ -176,12 +176,12 @@ def step_flops(method, input_shape, masks_run) -> float:
   return float(flops)
 
 
-
 def _conv_impl_name(conv_impl: str) -> str:
   """The convolution `conv_impl` resolves to, e.g. 'xla' or, where 'auto' picks by whether a
   network is masked (CPU), 'xla unmasked / canonical masked'."""
   unmasked, masked = (models.conv.resolve_impl(conv_impl, masked=m) for m in (False, True))
   return unmasked if unmasked == masked else f'{unmasked} unmasked / {masked} masked'
+
 
 def bench_method(name: str, arch: str, batch: int, steps: int, side: int,
                  conv_impl: str, width: float = 1.0, channels: int = 3,

@@ -77,8 +77,7 @@ class ResumeTest(absltest.TestCase):
     workdir = os.path.join(tmp, 'run')
     result = workers.run(os.path.join(tmp, 'out.npz'), workdir, {
         'method': 'baseline', 'model.arch': BASELINE_ARCH, 'total_steps': 400,
-        'log_every_steps': 1000,
-        'eval_every_steps': 400, 'ckpt_every_steps': 1000,
+        'log_every_steps': 1000, 'eval_every_steps': 400, 'ckpt_every_steps': 1000,
         'signal_at_device_step': [20, 'SIGTERM']})
     self.assertTrue(result['__preempted__'])
     step = int(result['__step__'])
@@ -103,8 +102,8 @@ class ResumeTest(absltest.TestCase):
     command = [sys.executable, '-m', 'experiments.main', '--workdir', workdir,
                '--config', 'experiments/configs/baseline/digits.py:smoke',
                f'--config.model.arch={BASELINE_ARCH}', '--config.evals.full.type=full',
-               '--config.plots=False',
-               '--config.eval_every_steps=2', '--config.ckpt_every_steps=2']
+               '--config.plots=False', '--config.eval_every_steps=2',
+               '--config.ckpt_every_steps=2']
     env = workers.device_env(1)
     subprocess.run(command + ['--config.total_steps=4'], cwd=workers.REPO, env=env,
                    check=True, capture_output=True, timeout=workers.TIMEOUT)

@@ -51,20 +51,25 @@ def main(argv):
     m = build(v)
     fns[f'{v}/all_kept'] = (make(m, True), jnp.ones(L, bool))
     fns[f'{v}/sd'] = (make(m, True), jnp.asarray(sd_mask))
-  compile_s = {}
-  for name, (f, k) in fns.items():
-    t = time.perf_counter(); jax.block_until_ready(f(k)); compile_s[name] = time.perf_counter() - t
-  times = {n: [] for n in fns}
-  for r in range(reps):
-    for name, (f, k) in fns.items():
-      t = time.perf_counter(); jax.block_until_ready(f(k)); times[name].append(time.perf_counter() - t)
+  first_call = {}
+  for name, (fn, keep) in fns.items():
+    start = time.perf_counter()
+    jax.block_until_ready(fn(keep))
+    first_call[name] = time.perf_counter() - start
+  times = {name: [] for name in fns}
+  for _ in range(reps):
+    for name, (fn, keep) in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(keep))
+      times[name].append(time.perf_counter() - start)
   plain = np.median(times['plain'])
-  frac = (sd_mask.sum()) / L
+  frac = sd_mask.sum() / L
   for name in fns:
     med = np.median(times[name])
-    extra = f' time/FLOPs~{med / plain / frac:.3f} (block fraction {frac:.3f})' if name.endswith('/sd') else ''
-    print(f'{name:28s} {med*1000:8.1f} ms  vs plain {med/plain:.3f}  first call {compile_s[name]:.1f}s{extra}', flush=True)
-
+    extra = (f' time/FLOPs~{med / plain / frac:.3f} (block fraction {frac:.3f})'
+             if name.endswith('/sd') else '')
+    print(f'{name:28s} {med * 1000:8.1f} ms  vs plain {med / plain:.3f}  '
+          f'first call {first_call[name]:.1f}s{extra}', flush=True)
 
 if __name__ == '__main__':
   main(sys.argv)

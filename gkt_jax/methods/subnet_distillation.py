@@ -162,13 +162,12 @@ def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, le
   knowledge = with_variance_of(jnp.zeros((levels + 1, batch, num_classes), jnp.float32), images)
   start_stats = jax.tree.map(lambda x: with_variance_of(x, images), batch_stats)
   zeros = jax.tree.map(jnp.zeros_like, params)
-  full_index = jnp.zeros((1,), jnp.int32)
   if sizes is None:
     size_index = jnp.zeros((num_subnets + 1,), jnp.int32)
-  else:
+  else:  # the full network at the unresized side, subnets at their drawn sizes
     to_sorted = jnp.asarray([sizes.index(int(s)) for s in input_sizes], jnp.int32)
-    full_index = full_index + sizes.index(side)
-    size_index = jnp.concatenate([full_index, to_sorted[size_index]])
+    size_index = jnp.concatenate([jnp.full((1,), sizes.index(side), jnp.int32),
+                                  to_sorted[size_index]])
   (full_grads, subnet_grads, stats, full_stats, _), per_pass = jax.lax.scan(
       body, (zeros, zeros, start_stats, start_stats, knowledge),
       (jnp.arange(num_subnets + 1), masks_run, size_index))
