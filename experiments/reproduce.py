@@ -294,6 +294,44 @@ def bn_ablation_lines(stats: dict) -> list[str]:
   return lines
 
 
+# The papers' claims, each "A beats B" on the deployed (full) network: GKT > ST > SD >
+# baseline (GKT, AAAI 2024, Table 1) and EKD's main path > baseline (EKD-FWSNet).
+CLAIMS = (('gkt', 'stimulative'), ('stimulative', 'stochastic_depth'),
+          ('stochastic_depth', 'baseline'), ('gkt', 'baseline'), ('stimulative', 'baseline'),
+          ('ekd_fws', 'baseline'))
+
+
+def claims_lines(stats: dict) -> list[str]:
+  """The papers' claims checked against the seed spread: for each pair of variants in
+  `stats`, the paired difference over the seeds both finished and a verdict ("holds": every
+  seed's difference > 0; "reversed": every seed's < 0; otherwise "not resolved by the seed
+  spread"; one seed: not judged)."""
+  rows = []
+  for a, b in CLAIMS:
+    if a not in stats or b not in stats:
+      continue
+    fa, fb = _by_seed(stats[a])['full'], _by_seed(stats[b])['full']
+    common = sorted(set(fa) & set(fb))
+    if not common:
+      continue
+    diffs = [fa[s] - fb[s] for s in common]
+    if len(diffs) < 2:
+      verdict = 'one seed: not judged'
+    elif all(d > 0 for d in diffs):
+      verdict = 'holds'
+    elif all(d < 0 for d in diffs):
+      verdict = 'reversed'
+    else:
+      verdict = 'not resolved by the seed spread'
+    rows.append(f'| {a} > {b} | {_mean_std(diffs)} | '
+                f'{", ".join(f"{d:+.4f}" for d in diffs)} | {verdict} |')
+  if not rows:
+    return []
+  return ['', 'The papers\' claims (full network, paired by seed): "holds" when A beats B on '
+          'every seed, "reversed" when B beats A on every seed:', '',
+          '| claim | A - B (mean +- std) | per seed | verdict |', '|---|---|---|---|'] + rows
+
+
 def _by_seed(stat: dict) -> dict:
   """{'full': {seed: accuracy}, 'level3': {seed: level-3 accuracy}} of one `aggregate` row."""
   level3 = stat['levels'][3]
@@ -358,6 +396,7 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
                    f'{_mean_std(s["deletion_max_minus_full"])} | '
                    f'{helps} of {len(s["deletion_max_minus_full"])} |')
   lines += bn_ablation_lines(stats)
+  lines += claims_lines(stats)
   os.makedirs(docs, exist_ok=True)
   plot_path = os.path.join(docs, f'{name}_depth.png')
   _plot_depth(stats, plot_path, f'{suite["dataset"]}: accuracy vs kept blocks (mean over seeds)')

@@ -33,6 +33,29 @@ class ReproduceTest(absltest.TestCase):
     self.assertEqual(cells[6], '1, 2')
     self.assertEqual(reproduce.bn_ablation_lines({'gkt': stats['gkt']}), [])
 
+  def test_claims_are_judged_on_the_seeds_both_variants_finished(self):
+    def row(seeds, full):
+      return {'seeds': seeds, 'full_accuracy': full, 'levels': {3: []}}
+
+    stats = {'baseline': row([0, 1, 2], [0.80, 0.90, 0.70]),
+             'gkt': row([0, 1, 2], [0.81, 0.91, 0.69]),      # +, +, -: not resolved
+             'stimulative': row([1, 2], [0.80, 0.60]),        # below gkt on 1 and 2
+             'ekd_fws': row([0, 1], [0.85, 0.95]),            # above baseline on both
+             'stochastic_depth': row([2], [0.5])}
+    verdicts = {}
+    for line in reproduce.claims_lines(stats):
+      if ' > ' in line:
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        verdicts[cells[0]] = (cells[2], cells[3])
+    self.assertEqual(verdicts['gkt > baseline'], ('+0.0100, +0.0100, -0.0100',
+                                                  'not resolved by the seed spread'))
+    self.assertEqual(verdicts['gkt > stimulative'][1], 'holds')
+    self.assertEqual(verdicts['stimulative > baseline'][1], 'reversed')
+    self.assertEqual(verdicts['ekd_fws > baseline'], ('+0.0500, +0.0500', 'holds'))
+    self.assertEqual(verdicts['stochastic_depth > baseline'][1], 'one seed: not judged')
+    self.assertEqual(verdicts['stimulative > stochastic_depth'][1], 'one seed: not judged')
+    self.assertEqual(reproduce.claims_lines({'gkt': stats['gkt']}), [])
+
   def test_report_command_names_the_flags_that_change_the_numbers(self):
     self.assertEqual(reproduce.suite_command('fmnist'),
                      'python -m experiments.reproduce --suite fmnist')
