@@ -4,8 +4,9 @@ On CPU, XLA runs the backward convolutions it derives itself 15-80x slower when 
 a `lax.cond` branch or a `lax.scan` body (see shared notes `xla_cpu_nested_conv.md`). Every
 residual block of a masked ResNet sits in a cond, and ST and GKT scan over passes, so on CPU
 masked networks use `conv2d(..., impl='canonical')`: a `jax.custom_vjp` whose gradients are
-computed by stride-1 'VALID' forward convolutions of explicitly padded and zero-dilated
-arrays. The values are XLA's own gradients' to float32 rounding (tests check them). Unmasked
+computed by stride-1 forward convolutions in NHWC/HWIO form (the weight gradient with batch
+and channel axes swapped), the padding and the stride's zero dilation given to the
+convolution itself. The values are XLA's own gradients' to float32 rounding (tests check them). Unmasked
 networks on CPU, and every network on GPU/TPU, use XLA's own convolution; `impl='auto'`
 picks (`resolve_impl`).
 """
@@ -26,9 +27,10 @@ IMPLS = ('auto', 'xla', 'canonical')
 def resolve_impl(impl: str, masked: bool = True) -> str:
   """Checks the name and maps 'auto' to 'xla' off CPU; on CPU, to 'canonical' for a masked
   network (`masked`: its convolutions may sit in a cond or a scan) and to 'xla' for an
-  unmasked one. XLA's own weight gradient is the faster one outside nested computations:
-  the plain ResNet-56 gradient (batch 128, 2 CPU cores, quiet, interleaved) took 0.88 of the
-  canonical one's time (`python -m experiments.probes.plain_gradient`). A network that is
+  unmasked one. XLA's own convolution is a little faster outside nested computations: the
+  plain ResNet-56 gradient (batch 128, 2 CPU cores, quiet, interleaved) took 0.968 of the
+  canonical one's time (0.88 before the canonical backward padded inside its convolutions;
+  `python -m experiments.probes.plain_gradient`). A network that is
   differentiated inside a user's own cond or scan on CPU should set 'canonical'."""
   if impl not in IMPLS:
     raise ValueError(f'conv impl={impl!r} is not one of {IMPLS}')
@@ -54,35 +56,32 @@ def _canonical_fwd(x, w, stride, padding):
 def _canonical_bwd(stride, padding, residuals, g):
   x, w = residuals
   kh, kw = w.shape[:2]
-  (ph_lo, ph_hi), (pw_lo, pw_hi) = padding
+  (ph_lo, _), (pw_lo, _) = padding
   height, width = x.shape[1:3]
   out_h, out_w = g.shape[1:3]
-  zero = jnp.zeros((), g.dtype)
-  # g zero-dilated by the stride: g_d[j] = g[o] at j = o * stride, 0 elsewhere.
+  # g zero-dilated by the stride, g_d[j] = g[o] at j = o * stride (0 elsewhere), spans
+  # dil_h x dil_w. The zero padding and the dilation are the convolutions' own arguments
+  # (window padding, lhs/rhs dilation), not lax.pad copies: with explicit copies the
+  # weight gradient took 1.3-2.5x XLA's own on CPU (`python -m experiments.probes.conv`).
   dil_h, dil_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
 
   # dx[i] = sum_k g_d[i + p_lo - k] w[k]: a correlation of g_d, padded so the output has the
   # input's size, with w flipped in space and its in/out channel axes swapped.
-  g_for_dx = lax.pad(g, zero, (
-      (0, 0, 0),
-      (kh - 1 - ph_lo, height + ph_lo - dil_h, stride - 1),
-      (kw - 1 - pw_lo, width + pw_lo - dil_w, stride - 1),
-      (0, 0, 0)))
   w_flipped = jnp.swapaxes(w[::-1, ::-1], 2, 3)
-  dx = lax.conv_general_dilated(g_for_dx, w_flipped, (1, 1), 'VALID', dimension_numbers=_DN)
+  dx = lax.conv_general_dilated(
+      g, w_flipped, (1, 1),
+      ((kh - 1 - ph_lo, height + ph_lo - dil_h), (kw - 1 - pw_lo, width + pw_lo - dil_w)),
+      lhs_dilation=(stride, stride), dimension_numbers=_DN)
 
   # dw[k, ci, co] = sum_{n, j} x_pad[n, j + k, ci] g_d[n, j, co]: batch and channel axes
-  # swapped so the batch is the contraction ('feature') axis of a VALID forward conv.
-  x_pad = lax.pad(x, zero.astype(x.dtype), (
-      (0, 0, 0),
-      (ph_lo, dil_h + kh - 1 - height - ph_lo, 0),
-      (pw_lo, dil_w + kw - 1 - width - pw_lo, 0),
-      (0, 0, 0)))
-  g_dilated = lax.pad(g, zero, ((0, 0, 0), (0, 0, stride - 1), (0, 0, stride - 1), (0, 0, 0)))
+  # swapped so the batch is the contraction ('feature') axis of a forward conv whose
+  # "kernel" is g dilated by the stride. (A negative high padding crops x's unused edge.)
   dw = lax.conv_general_dilated(
-      jnp.transpose(x_pad, (3, 1, 2, 0)),      # [C_in, H', W', N]
-      jnp.transpose(g_dilated, (1, 2, 0, 3)),  # [h, w, N, C_out]
-      (1, 1), 'VALID', dimension_numbers=_DN)  # -> [C_in, kh, kw, C_out]
+      jnp.transpose(x, (3, 1, 2, 0)),  # [C_in, H, W, N]
+      jnp.transpose(g, (1, 2, 0, 3)),  # [out_h, out_w, N, C_out]
+      (1, 1),
+      ((ph_lo, dil_h + kh - 1 - height - ph_lo), (pw_lo, dil_w + kw - 1 - width - pw_lo)),
+      rhs_dilation=(stride, stride), dimension_numbers=_DN)  # -> [C_in, kh, kw, C_out]
   dw = jnp.transpose(dw, (1, 2, 0, 3))
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
