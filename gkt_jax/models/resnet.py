@@ -130,6 +130,30 @@ def masked_branch(block: nn.Module, branch: nn.Module, x, keep, train: bool,
                  lambda mdl, y: _zeros_with_variance_of(out_shape, y), branch, x)
 
 
+def masked_block_output(block: nn.Module, branch: nn.Module, x, shortcut, keep, scale,
+                        train: bool):
+  """relu(shortcut + scale * branch(x)) inside `block`, or relu(shortcut) where the traced
+  bool `keep` is False, without running the branch; keep None: the branch runs.
+
+  The sum and the ReLU sit inside the `lax.cond`, so a dropped block neither writes a zero
+  residual nor adds it, and its backward passes the gradient through the ReLU without
+  writing a zero input gradient for the branch. An identity shortcut (`shortcut is x`)
+  enters the cond once."""
+  def combine(mdl, y, sc, scale):
+    residual = mdl(y, train)
+    if scale is not None:
+      residual = residual * scale.astype(residual.dtype)
+    return nn.relu(sc + residual)
+
+  if keep is None or block.is_initializing():
+    return combine(branch, x, shortcut, scale)
+  if shortcut is x:
+    return nn.cond(keep, lambda mdl, y, scale: combine(mdl, y, y, scale),
+                   lambda mdl, y, scale: nn.relu(y), branch, x, scale)
+  return nn.cond(keep, combine, lambda mdl, y, sc, scale: nn.relu(sc), branch, x, shortcut,
+                 scale)
+
+
 def check_block_inputs(num_blocks: int, keep_mask, residual_scale) -> None:
   """keep_mask and residual_scale, where given, hold one value per residual block."""
   for name, value in (('keep_mask', keep_mask), ('residual_scale', residual_scale)):
@@ -175,10 +199,7 @@ class ResidualBlock(nn.Module):
                         name='branch')
     if self.block_barrier and (keep is None or self.is_initializing()):
       x = jax.lax.optimization_barrier(x)
-    residual = masked_branch(self, branch, x, keep, train, jax.eval_shape(lambda: shortcut))
-    if scale is not None:
-      residual = residual * scale.astype(residual.dtype)
-    return nn.relu(shortcut + residual)
+    return masked_block_output(self, branch, x, shortcut, keep, scale, train)
 
 
 class ResNet(nn.Module):
