@@ -250,6 +250,34 @@ class MaskedResNetTest(parameterized.TestCase):
       model.apply(variables, x, keep_mask=jnp.ones(4, bool))
 
 
+class BlockBoundaryTest(parameterized.TestCase):
+
+  @parameterized.parameters('projection', 'pad')
+  def test_unmasked_forward_same_values_with_each_boundary(self, shortcut):
+    # 'cond' (CPU's 'auto') compiles every block of an unmasked forward as its own
+    # computation; eval outputs, gradients and BatchNorm updates stay those of the flat net.
+    x, variables = _init(_tiny(shortcut=shortcut))
+    results = {}
+    for mode in (False, True, 'cond'):
+      model = _tiny(shortcut=shortcut, block_barriers=mode)
+      hlo = jax.jit(lambda v, x, model=model: model.apply(v, x)[0]).lower(
+          variables, x).compile().as_text()
+      self.assertEqual(hlo.count(' conditional('), 5 if mode == 'cond' else 0, mode)
+      results[mode] = (model.apply(variables, x)[0],
+                       _masked_grads(model, variables, x, keep=None))
+    for mode in (True, 'cond'):
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                   results[mode], results[False])
+
+  def test_auto_is_cond_on_cpu(self):
+    impl, boundary = _tiny()._checked_settings(None, None)
+    self.assertEqual((impl, boundary), ('canonical', 'cond'))
+    self.assertEqual(_tiny(block_barriers=False)._checked_settings(None, None),
+                     ('xla', 'none'))
+    with self.assertRaisesRegex(ValueError, "block_barriers='conds'"):
+      _tiny(block_barriers='conds')
+
+
 class NNXBridgeTest(absltest.TestCase):
 
   def test_nnx_user_can_wrap_the_linen_model(self):

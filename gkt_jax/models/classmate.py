@@ -52,13 +52,13 @@ class ClassmateResNet(ResNet):
                classmates: bool = False):
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f'dropout_rate={self.dropout_rate!r} is outside [0, 1)')
-    x, features, (impl, barriers) = self._trunk(x, keep_mask, train, residual_scale)
+    x, features, (impl, boundary) = self._trunk(x, keep_mask, train, residual_scale)
     features['pre_logits'], logits = self._pool_and_head(x, self.num_classes, 'head')
     if not (classmates or self.is_initializing()):
       return logits, features
     num_stages = len(self.stage_sizes)
     # Built once, called by every path through them: the weight sharing.
-    aux_stages = {s: self._stage_blocks(s, impl, barriers, prefix=AUX_PREFIX)
+    aux_stages = {s: self._stage_blocks(s, impl, boundary, prefix=AUX_PREFIX)
                   for s in range(1, num_stages)}
     path_logits, path_features = [logits], [x]
     for b in range(1, num_stages):

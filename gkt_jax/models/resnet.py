@@ -30,6 +30,7 @@ _SAVE_POLICIES = {
     'nothing': jax.checkpoint_policies.nothing_saveable,
 }
 MASKED_SAVES = ('conv_outputs', 'nothing', 'all')
+BLOCK_BARRIERS = ('auto', True, False, 'cond')
 STEMS = ('cifar', 'imagenet')
 BLOCKS = ('basic', 'bottleneck')
 
@@ -171,12 +172,16 @@ class ResidualBlock(nn.Module):
   conv_impl: str
   bn_momentum: float
   dtype: jnp.dtype
-  block_barrier: bool = False
+  boundary: str = 'none'  # of an unmasked call: 'none', 'barrier' or 'cond' (ResNet)
   masked_saves: str = 'conv_outputs'
   pad_downsample: str = 'subsample'
 
   @nn.compact
   def __call__(self, x, keep, scale, train: bool):
+    if keep is None and self.boundary == 'cond':
+      # A true predicate XLA cannot fold: the block becomes its own computation, as in a
+      # masked forward (see ResNet.block_barriers).
+      keep = jax.lax.optimization_barrier(jnp.array(True))
     out_features = self.features * (4 if self.block == 'bottleneck' else 1)
     # The shortcut always runs: a dropped block outputs it.
     if self.stride == 1 and x.shape[-1] == out_features:
@@ -197,7 +202,7 @@ class ResidualBlock(nn.Module):
                             policy=_SAVE_POLICIES[self.masked_saves])
     branch = branch_cls(self.features, self.stride, self.conv_impl, self.bn_momentum, self.dtype,
                         name='branch')
-    if self.block_barrier and (keep is None or self.is_initializing()):
+    if self.boundary == 'barrier' and (keep is None or self.is_initializing()):
       x = jax.lax.optimization_barrier(x)
     return masked_block_output(self, branch, x, shortcut, keep, scale, train)
 
@@ -220,11 +225,16 @@ class ResNet(nn.Module):
     conv_impl: 'auto', 'xla' or 'canonical' (see conv.py).
     bn_momentum: running-statistics momentum (PyTorch's 0.1 is Flax's 0.9).
     dtype: computation dtype (parameters stay float32).
-    block_barriers: put `lax.optimization_barrier` on each block input of an unmasked
-      forward ('auto': on CPU). Measured on 2 CPU cores (ResNet-56, batch 128, the trainer's
-      step): without them XLA's CPU scheduling of the flat network makes the plain step
-      1.8 s against 0.9 s with them (or with the cond boundaries of a masked forward). They
-      change no value.
+    block_barriers: what separates the blocks of an unmasked forward for XLA: False (nothing:
+      one flat program), True (a `lax.optimization_barrier` on each block input) or 'cond'
+      (each block in a `lax.cond` on a true predicate XLA cannot fold, so that it compiles
+      and runs as in a masked forward: its own computation, the canonical convolution and
+      `masked_saves`); 'auto': 'cond' on CPU, False elsewhere. None changes a value beyond
+      float rounding. Measured on 2 CPU cores (the trainer's plain step, batch 128): flat,
+      ResNet-56 took 1.8 s against 0.9 s with barriers; with conds, against barriers,
+      ResNet-56 (projection shortcuts, 100 classes) 0.88-1.07 s against 1.17-1.31 s and its
+      eval forward 182 ms against 250 ms, ResNet-20 eval 52 ms against 100 ms
+      (`bench_step --shortcut projection --num_classes 100`, `probes/eval_forward`).
     masked_saves: what a masked block's forward keeps for its backward: 'conv_outputs'
       (BN/ReLU recomputed), 'nothing' (whole branch recomputed) or 'all'. All give the same
       values. Every saved activation is written as zeros by a dropped block (a cond's
@@ -244,7 +254,7 @@ class ResNet(nn.Module):
   conv_impl: str = 'auto'
   bn_momentum: float = 0.9
   dtype: jnp.dtype = jnp.float32
-  block_barriers: bool | str = 'auto'
+  block_barriers: bool | str = 'auto'  # BLOCK_BARRIERS
   masked_saves: str = 'conv_outputs'
   pad_downsample: str = 'subsample'
 
@@ -252,7 +262,7 @@ class ResNet(nn.Module):
     """The fields are checked where they are given (not at the first call)."""
     super().__post_init__()
     choices = {'block': BLOCKS, 'stem': STEMS, 'shortcut': SHORTCUTS, 'conv_impl': IMPLS,
-               'block_barriers': ('auto', True, False), 'masked_saves': MASKED_SAVES,
+               'block_barriers': BLOCK_BARRIERS, 'masked_saves': MASKED_SAVES,
                'pad_downsample': PAD_DOWNSAMPLES}
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
@@ -276,24 +286,28 @@ class ResNet(nn.Module):
     return int(sum(self.stage_sizes))
 
   def _checked_settings(self, keep_mask, residual_scale):
-    """Validates the inputs; returns (conv impl, block barriers on/off)."""
+    """Validates the inputs; returns (conv impl, the blocks' boundary: 'none', 'barrier' or
+    'cond')."""
     check_block_inputs(self.num_blocks, keep_mask, residual_scale)
-    barriers = (jax.default_backend() == 'cpu' if self.block_barriers == 'auto'
-                else bool(self.block_barriers))
-    return resolve_impl(self.conv_impl, masked=keep_mask is not None), barriers
+    mode = self.block_barriers
+    if mode == 'auto':
+      mode = 'cond' if jax.default_backend() == 'cpu' else False
+    boundary = {False: 'none', True: 'barrier', 'cond': 'cond'}[mode]
+    masked = keep_mask is not None or boundary == 'cond'
+    return resolve_impl(self.conv_impl, masked=masked), boundary
 
-  def _stage_blocks(self, s: int, impl: str, barriers: bool, prefix: str = ''):
+  def _stage_blocks(self, s: int, impl: str, boundary: str, prefix: str = ''):
     """The residual blocks of stage s (0-based), named f'{prefix}stage{s+1}_block{j+1}'."""
     return [ResidualBlock(self.stage_widths[s], 2 if (s > 0 and j == 0) else 1, self.block,
                           self.shortcut, impl, self.bn_momentum, self.dtype,
-                          block_barrier=barriers, masked_saves=self.masked_saves,
+                          boundary=boundary, masked_saves=self.masked_saves,
                           pad_downsample=self.pad_downsample,
                           name=f'{prefix}stage{s + 1}_block{j + 1}')
             for j in range(self.stage_sizes[s])]
 
   def _trunk(self, x, keep_mask, train, residual_scale):
     """Stem and stages; returns the last feature map, the features dict and the settings."""
-    impl, barriers = self._checked_settings(keep_mask, residual_scale)
+    impl, boundary = self._checked_settings(keep_mask, residual_scale)
     features = {}
     x = x.astype(self.dtype)
     if self.stem == 'cifar':
@@ -306,13 +320,13 @@ class ResNet(nn.Module):
     features['stem'] = x
     index = 0
     for s in range(len(self.stage_sizes)):
-      for block in self._stage_blocks(s, impl, barriers):
+      for block in self._stage_blocks(s, impl, boundary):
         keep = None if keep_mask is None else keep_mask[index]
         scale = None if residual_scale is None else residual_scale[index]
         x = block(x, keep, scale, train)
         index += 1
       features[f'stage{s + 1}'] = x
-    return x, features, (impl, barriers)
+    return x, features, (impl, boundary)
 
   @staticmethod
   def _pool_and_head(x, num_classes: int, name: str):

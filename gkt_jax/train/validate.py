@@ -60,7 +60,7 @@ _MODEL_CHECKS: dict[str, Check] = {
     'stem': optional(one_of(resnet.STEMS, 'stem')),
     'conv_impl': one_of(conv.IMPLS, 'conv implementation'),
     'bn_momentum': interval(0.0, 1.0, high_open=True),
-    'block_barriers': one_of(('auto', True, False), 'block_barriers value'),
+    'block_barriers': one_of(resnet.BLOCK_BARRIERS, 'block_barriers value'),
     'masked_saves': one_of(resnet.MASKED_SAVES, 'masked_saves value'),
     'pad_downsample': one_of(resnet.PAD_DOWNSAMPLES, 'pad_downsample value'),
 }
