@@ -9,27 +9,18 @@ dropped/kept: (ResNet-56 with 9 kept - ResNet-20) / (ResNet-56 all kept - ResNet
 cost of a dropped block as a fraction of a kept one's (0: free).
 """
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gkt_jax import losses, models
+from experiments.probes import timing
+from gkt_jax import models
 
 
 def gradient_fn(arch, x, y):
   model = models.build_model(arch, 10, shortcut='pad')
-  variables = model.init(jax.random.key(2), x[:1], train=False)
-
-  def loss(params, keep):
-    (logits, _), updates = model.apply({'params': params,
-                                        'batch_stats': variables['batch_stats']},
-                                       x, keep_mask=keep, train=True, mutable=['batch_stats'])
-    return jnp.mean(losses.cross_entropy(logits, y)), updates
-
-  grad = jax.jit(jax.grad(loss, has_aux=True))
-  return lambda keep: grad(variables['params'], keep)
+  return timing.gradient_fn(model, model.init(jax.random.key(2), x[:1], train=False), x, y)
 
 
 def main(repeats):
@@ -40,15 +31,7 @@ def main(repeats):
   cases = {'resnet20, all 9 kept': (gradient_fn('resnet20', x, y), jnp.ones(9, bool)),
            'resnet56, 9 of 27 kept': (gradient_fn('resnet56', x, y), jnp.asarray(first3.ravel())),
            'resnet56, all 27 kept': (gradient_fn('resnet56', x, y), jnp.ones(27, bool))}
-  times = {name: [] for name in cases}
-  for name, (fn, keep) in cases.items():
-    jax.block_until_ready(fn(keep))
-  for _ in range(repeats):
-    for name, (fn, keep) in cases.items():
-      start = time.perf_counter()
-      jax.block_until_ready(fn(keep))
-      times[name].append(time.perf_counter() - start)
-  med = {name: float(np.median(ts)) for name, ts in times.items()}
+  med = timing.interleaved_medians(cases, repeats)
   for name, t in med.items():
     print(f'{name:24s} {t * 1000:8.1f} ms', flush=True)
   small, nine, full = med.values()
