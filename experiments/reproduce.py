@@ -266,6 +266,22 @@ def aggregate(name: str, root: str, seeds, labels) -> dict:
   return out
 
 
+def deletion_lines(stats: dict) -> list[str]:
+  """The single-block deletion table: per variant, deletion minus the full network."""
+  lines = ['', 'Single-block deletion minus the full network (mean over seeds of: the mean over '
+           'the droppable blocks, and the best block); > 0 means a deleted block helps:', '',
+           '| method | full network | mean deletion - full | best deletion - full | '
+           'seeds where a deletion helps |', '|---|---|---|---|---|']
+  for label, s in stats.items():
+    if s['deletion_max_minus_full']:
+      helps = sum(d > 0 for d in s['deletion_max_minus_full'])
+      lines.append(f'| {label} | {_mean_std(s["full_accuracy"])} | '
+                   f'{_mean_std(s["deletion_mean_minus_full"])} | '
+                   f'{_mean_std(s["deletion_max_minus_full"])} | '
+                   f'{helps} of {len(s["deletion_max_minus_full"])} |')
+  return lines
+
+
 def bn_ablation_lines(stats: dict) -> list[str]:
   """The BatchNorm ablation table (X beside X_every_pass), every column over the seeds both
   finished."""
@@ -383,18 +399,8 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
   lines += ['', 'Train FLOPs: the expected FLOPs of the run\'s training steps, 3x the forward '
             'FLOPs of every trained pass (forward + backward), the subnets\' kept blocks '
             'counted over 64 draws of the method\'s own sampler (ST++ resized subnets counted '
-            'at full size); train time: measured, evaluations excluded.', '',
-            'Single-block deletion minus the full network (mean over seeds of: the mean over '
-            'the droppable blocks, and the best block); > 0 means a deleted block helps:', '',
-            '| method | full network | mean deletion - full | best deletion - full | '
-            'seeds where a deletion helps |', '|---|---|---|---|---|']
-  for label, s in stats.items():
-    if s['deletion_max_minus_full']:
-      helps = sum(d > 0 for d in s['deletion_max_minus_full'])
-      lines.append(f'| {label} | {_mean_std(s["full_accuracy"])} | '
-                   f'{_mean_std(s["deletion_mean_minus_full"])} | '
-                   f'{_mean_std(s["deletion_max_minus_full"])} | '
-                   f'{helps} of {len(s["deletion_max_minus_full"])} |')
+            'at full size); train time: measured, evaluations excluded.']
+  lines += deletion_lines(stats)
   lines += bn_ablation_lines(stats)
   lines += claims_lines(stats)
   os.makedirs(docs, exist_ok=True)
