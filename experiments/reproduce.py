@@ -266,6 +266,16 @@ def aggregate(name: str, root: str, seeds, labels) -> dict:
   return out
 
 
+def stale_lines(name: str, root: str, seeds, labels) -> list[str]:
+  """A line naming every cell ('label seed k') with a summary.json that the report leaves
+  out because its config is not the one the suite runs now (a default changed since)."""
+  stale = [f'{label} seed {seed}' for label in labels for seed in seeds
+           if os.path.exists(os.path.join(root, name, label, f'seed{seed}', 'summary.json'))
+           and _load(root, name, label, seed) is None]
+  return ['', 'Not counted (trained with a config the suite no longer runs; the same command '
+          f'retrains them): {", ".join(stale)}.'] if stale else []
+
+
 def deletion_lines(stats: dict) -> list[str]:
   """The single-block deletion table: per variant, deletion minus the full network."""
   lines = ['', 'Single-block deletion minus the full network (mean over seeds of: the mean over '
@@ -400,7 +410,7 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
             'FLOPs of every trained pass (forward + backward), the subnets\' kept blocks '
             'counted over 64 draws of the method\'s own sampler (ST++ resized subnets counted '
             'at full size); train time: measured, evaluations excluded.']
-  lines += deletion_lines(stats)
+  lines += stale_lines(name, root, seeds, labels) + deletion_lines(stats)
   lines += bn_ablation_lines(stats)
   lines += claims_lines(stats)
   os.makedirs(docs, exist_ok=True)

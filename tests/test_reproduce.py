@@ -122,6 +122,17 @@ class ReproduceTest(absltest.TestCase):
     reproduce.run_suite('digits', root, (0,), ['baseline'], total_steps=2, reskd=False)
     self.assertEqual(before, os.path.getmtime(
         os.path.join(root, 'digits', 'baseline', 'seed0', 'summary.json')))
+    # A cell trained with another config is left out of the report, and named.
+    self.assertEqual(reproduce.stale_lines('digits', root, (0, 1), ['baseline', 'ekd_fws']), [])
+    path = os.path.join(root, 'digits', 'ekd_fws', 'seed1', 'config.json')
+    with open(path) as f:
+      stored = json.load(f)
+    stored['optim']['weight_decay'] = 0.123
+    with open(path, 'w') as f:
+      json.dump(stored, f)
+    self.assertEqual(reproduce.stale_lines('digits', root, (0, 1), ['baseline', 'ekd_fws'])[1:],
+                     ['Not counted (trained with a config the suite no longer runs; the same '
+                      'command retrains them): ekd_fws seed 1.'])
 
   @pytest.mark.slow
   def test_whole_digits_suite_smoke(self):
