@@ -230,11 +230,11 @@ class ResNet(nn.Module):
       (each block in a `lax.cond` on a true predicate XLA cannot fold, so that it compiles
       and runs as in a masked forward: its own computation, the canonical convolution and
       `masked_saves`); 'auto': 'cond' on CPU, False elsewhere. None changes a value beyond
-      float rounding. Measured on 2 CPU cores (the trainer's plain step, batch 128): flat,
-      ResNet-56 took 1.8 s against 0.9 s with barriers; with conds, against barriers,
-      ResNet-56 (projection shortcuts, 100 classes) 0.88-1.07 s against 1.17-1.31 s and its
-      eval forward 182 ms against 250 ms, ResNet-20 eval 52 ms against 100 ms
-      (`bench_step --shortcut projection --num_classes 100`, `probes/eval_forward`).
+      float rounding. Measured on 2 CPU cores, batch 128: flat, the trainer's ResNet-56 step
+      took 1.8 s against 0.9 s with barriers; conds against barriers, interleaved in one
+      process, ResNet-56 (projection shortcuts, 100 classes) gradient 785 vs 1087 ms, eval
+      forward 189 vs 271 ms; ResNet-20 273 vs 321 ms and 72 vs 84 ms
+      (`python -m experiments.probes.block_boundaries`).
     masked_saves: what a masked block's forward keeps for its backward: 'conv_outputs'
       (BN/ReLU recomputed), 'nothing' (whole branch recomputed) or 'all'. All give the same
       values. Every saved activation is written as zeros by a dropped block (a cond's
