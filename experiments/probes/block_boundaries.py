@@ -4,6 +4,8 @@ interleaved repeats in one process, medians, over True's.
 
   python -m experiments.probes.block_boundaries resnet56 projection 100 7
       # arch, shortcut, classes, repeats; batch 128, 32x32x3
+  python -m experiments.probes.block_boundaries resnet20 pad 10 21 64 8 1
+      # ... then batch, image size and channels (here digits' 8x8x1 at batch 64)
 """
 import sys
 
@@ -12,7 +14,7 @@ import jax
 from experiments.probes import timing
 from gkt_jax import models
 
-MODES = (True, 'cond')
+MODES = (True, 'cond', False)
 
 
 def main(argv):
@@ -20,8 +22,11 @@ def main(argv):
   shortcut = argv[2] if len(argv) > 2 else 'projection'
   num_classes = int(argv[3]) if len(argv) > 3 else 100
   repeats = int(argv[4]) if len(argv) > 4 else 7
-  x = jax.random.normal(jax.random.key(0), (128, 32, 32, 3))
-  y = jax.random.randint(jax.random.key(1), (128,), 0, num_classes)
+  batch = int(argv[5]) if len(argv) > 5 else 128
+  size = int(argv[6]) if len(argv) > 6 else 32
+  channels = int(argv[7]) if len(argv) > 7 else 3
+  x = jax.random.normal(jax.random.key(0), (batch, size, size, channels))
+  y = jax.random.randint(jax.random.key(1), (batch,), 0, num_classes)
   calls = {}
   for mode in MODES:
     model = models.build_model(arch, num_classes, shortcut=shortcut, block_barriers=mode)
@@ -30,9 +35,10 @@ def main(argv):
     calls[f'gradient, {mode}'] = (timing.gradient_fn(model, variables, x, y), None)
     calls[f'eval forward, {mode}'] = (forward, variables)
   medians = timing.interleaved_medians(calls, repeats)
-  print(f'{arch}, shortcut {shortcut}, {num_classes} classes, batch 128, {repeats} repeats')
+  print(f'{arch}, shortcut {shortcut}, {num_classes} classes, batch {batch}, '
+        f'{size}x{size}x{channels}, {repeats} repeats')
   for name, median in medians.items():
-    base = medians[name.replace('cond', 'True')]
+    base = medians[name.rsplit(', ', 1)[0] + ', True']
     print(f'{name:24s} {median * 1000:7.1f} ms  {median / base:.3f}', flush=True)
 
 

@@ -15,7 +15,7 @@ def get_config(arg=None):
   # The base optimiser: SGD Nesterov 0.9, lr 0.1 cosine, weight decay 5e-4.
   config = common.base('baseline')
   config.data = common.digits_data()
-  config.model = common.model(options['arch'])
+  config.model = common.digits_model(options['arch'])
   config.total_epochs = 30
   config.log_every_epochs = 3
   config.eval_every_epochs = 10
