@@ -274,6 +274,11 @@ class BlockBoundaryTest(parameterized.TestCase):
     self.assertEqual((impl, boundary), ('canonical', 'cond'))
     self.assertEqual(_tiny(block_barriers=False)._checked_settings(None, None),
                      ('xla', 'none'))
+    # The names config files and flags use for False and True.
+    self.assertEqual(_tiny(block_barriers='none')._checked_settings(None, None),
+                     ('xla', 'none'))
+    self.assertEqual(_tiny(block_barriers='barrier')._checked_settings(None, None),
+                     ('xla', 'barrier'))
     with self.assertRaisesRegex(ValueError, "block_barriers='conds'"):
       _tiny(block_barriers='conds')
 

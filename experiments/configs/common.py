@@ -220,15 +220,17 @@ def digits_data() -> dict:
 
 
 def digits_model(arch: str) -> dict:
-  """`model(arch)`; a ResNet's blocks get no boundary (`block_barriers=False`). At 8x8 the
-  CPU default, each block in a cond, runs no faster (ResNet-20 gradient at batch 64: 1.03x
-  the barrier's time, flat 1.03x; `python -m experiments.probes.block_boundaries resnet20
-  pad 10 21 64 8 1`, 2-core EPYC, 2026-12-03) and its gradient takes about 45% longer to
-  trace and compile (1.96 s against 1.36 s), which is most of a digits run's wait and of
-  the test suite's (10:12 against 7:43, default suite, quiet)."""
+  """`model(arch)`; a ResNet's blocks get no boundary (`block_barriers='none'`, i.e. False).
+
+  At 8x8 the CPU default (each block in a cond) runs no faster and its gradient's first call
+  (trace, compile, one run) takes about 50 % longer: ResNet-20 gradient at batch 64, cond
+  1.032x the barrier's median time, flat 1.023x; first calls 2.09 s, 1.45 s (barrier) and
+  1.40 s (flat) (`python -m experiments.probes.block_boundaries resnet20 pad 10 21 64 8 1`,
+  2-core EPYC, 2026-12-03). The default test suite, which trains digits configs throughout,
+  ran its pytest part in 10:12 before this and 7:43 after (fresh clones, quiet)."""
   section = model(arch)
   if arch.startswith('resnet'):
-    section['block_barriers'] = False
+    section['block_barriers'] = 'none'  # False, by name: `--config.model.block_barriers=cond`
   return section
 
 

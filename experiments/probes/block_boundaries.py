@@ -1,6 +1,7 @@
 """The unmasked ResNet's train-mode gradient and eval forward with each `block_barriers`
-setting (True: an optimization barrier per block; 'cond': each block its own computation),
-interleaved repeats in one process, medians, over True's.
+setting (True: an optimization barrier per block; 'cond': each block its own computation;
+False: one flat program), interleaved repeats in one process, medians, over True's; and each
+one's first call (trace, compile and one run), in the order True, 'cond', False.
 
   python -m experiments.probes.block_boundaries resnet56 projection 100 7
       # arch, shortcut, classes, repeats; batch 128, 32x32x3
@@ -34,12 +35,15 @@ def main(argv):
     forward = jax.jit(lambda v, model=model: model.apply(v, x, train=False)[0])
     calls[f'gradient, {mode}'] = (timing.gradient_fn(model, variables, x, y), None)
     calls[f'eval forward, {mode}'] = (forward, variables)
-  medians = timing.interleaved_medians(calls, repeats)
+  first_calls = {}
+  medians = timing.interleaved_medians(calls, repeats, first_calls)
   print(f'{arch}, shortcut {shortcut}, {num_classes} classes, batch {batch}, '
-        f'{size}x{size}x{channels}, {repeats} repeats')
+        f'{size}x{size}x{channels}, {repeats} repeats; median, over True\'s, first call '
+        f'(trace + compile + run)')
   for name, median in medians.items():
     base = medians[name.rsplit(', ', 1)[0] + ', True']
-    print(f'{name:24s} {median * 1000:7.1f} ms  {median / base:.3f}', flush=True)
+    print(f'{name:24s} {median * 1000:7.1f} ms  {median / base:.3f}  {first_calls[name]:5.2f} s',
+          flush=True)
 
 
 if __name__ == '__main__':

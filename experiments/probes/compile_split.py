@@ -17,12 +17,18 @@ _at_first_call: dict[str, float] = {}
 
 
 class _Log(list):
-  """bench_step's compile log; its clear() (just before the step's first call) also clears
-  the per-event split."""
+  """bench_step's compile log. Its clear() comes just before the step's first call; the sum
+  bench_step takes right after it iterates the log, which is when the split is taken (the
+  FLOP count and the memory analysis trace and compile again afterwards)."""
 
   def clear(self):
     _split.clear()
     super().clear()
+
+  def __iter__(self):
+    _at_first_call.clear()
+    _at_first_call.update(_split)
+    return super().__iter__()
 
 
 def _on_event(name, seconds, **kwargs):
@@ -32,21 +38,11 @@ def _on_event(name, seconds, **kwargs):
     bench_step._compile_log.append(seconds)  # pylint: disable=protected-access
 
 
-def _snapshot_then(step_memory):
-  """bench_step.step_memory, which compiles the step again: the split is taken before."""
-  def wrapped(*args):
-    _at_first_call.clear()
-    _at_first_call.update(_split)
-    return step_memory(*args)
-  return wrapped
-
-
 def main(argv):
   names = argv[1].split(',') if len(argv) > 1 else ['baseline', 'ekd_fws']
   arch = argv[2] if len(argv) > 2 else 'resnet56'
   rounds = int(argv[3]) if len(argv) > 3 else 2
   bench_step._compile_log = _Log()  # pylint: disable=protected-access
-  bench_step.step_memory = _snapshot_then(bench_step.step_memory)
   monitoring.register_event_duration_secs_listener(_on_event)
   for r in range(rounds):
     first = None

@@ -4,14 +4,18 @@ The jitted train-mode gradient of a masked CIFAR ResNet (batch 128, 32x32x3, 'pa
 with every block kept, with `drop` consecutive blocks of one stage dropped (its last ones,
 so no stride-2 block), and of the network built without those blocks (every block kept):
 interleaved repeats, medians. "kept" is what `drop` blocks cost when they run, "dropped"
-what they still cost when their mask drops them (0: free). A CIFAR ResNet's blocks all count
-the same FLOPs, so a block that saved 1/num_blocks of the block time would be "free"; the
-model then weighs each stage's saving by the expected number of blocks stochastic depth
-(linear decay to 0.5) drops there:
+what they still cost when their mask drops them (0: free).
 
-  time ratio  = 1 - sum_s E[dropped in s] * saved per block of s   (measured, dropped
-                                                                    blocks' own cost included)
-  FLOP ratio  = 1 - E[dropped] * one block's FLOPs / the network's FLOPs
+A CIFAR ResNet's stride-1 blocks all count the same FLOPs (a stage's stride-2 first block
+0.75 of one), so a block that saved its FLOP share of the step would be "free"; the model
+then weighs each stage's saving by the FLOPs of the blocks stochastic depth (linear decay to
+0.5) is expected to drop there, assuming a stride-2 block saves in proportion to its FLOPs
+(an approximation: only stride-1 blocks are dropped in the measurement):
+
+  time ratio  = 1 - sum_s (expected dropped FLOPs of s / a block's) * saved per block of s
+  FLOP ratio  = 1 - expected dropped FLOPs / the network's FLOPs
+
+and again with "kept" in place of "saved" (dropped blocks free).
 
   python -m experiments.probes.stage_costs resnet56 5 5     # arch, blocks dropped, repeats
 """
@@ -57,24 +61,30 @@ def main(argv):
   medians = timing.interleaved_medians(calls, repeats)
   full = medians['all kept']
   fixed, per_block = evaluate.block_flops(model, x.shape[1:])
-  block_share = float(per_block[0] / (fixed + per_block.sum()))
+  total_flops = fixed + per_block.sum()
   dropped = 1.0 - np.asarray(masks.stochastic_depth_survival(model.num_blocks, 0.5))
-  print(f'{arch}, batch 128, {drop} blocks dropped per case, {repeats} repeats; one block is '
-        f'{block_share:.4f} of the FLOPs')
-  time_saved, start = 0.0, 0
+  print(f'{arch}, batch 128, {drop} blocks dropped per case, {repeats} repeats')
+  time_saved = time_saved_if_free = 0.0
+  start = 0
   for s, size in enumerate(sizes):
+    stage = slice(start, start + size)
+    start += size
+    share = float(per_block[stage][-1] / total_flops)  # a stride-1 block's (the ones dropped)
     saved = (full - medians[f'stage {s + 1}']) / full / drop
     kept = (full - medians[f'stage {s + 1} built without']) / full / drop
-    expected = float(dropped[start:start + size].sum())
+    # Blocks of the stage weighted by their FLOPs (a stride-2 first block counts less).
+    expected = float(dropped[stage] @ (per_block[stage] / per_block[stage][-1]))
     time_saved += expected * saved
-    start += size
-    print(f'stage {s + 1}: a kept block costs {kept:.4f} of the step ({kept / block_share:.2f}x '
-          f'its FLOP share), a dropped one saves {saved:.4f} (still costs '
-          f'{(kept - saved) / kept:.2f} of a kept one); SD drops {expected:.2f} here', flush=True)
-  flop_ratio = 1.0 - float(dropped.sum()) * block_share
-  print(f'stochastic depth, expected: time {1 - time_saved:.3f}, FLOPs {flop_ratio:.3f}, '
-        f'time/FLOPs {(1 - time_saved) / flop_ratio:.3f}')
-
+    time_saved_if_free += expected * kept
+    print(f'stage {s + 1}: a kept block costs {kept:.4f} of the step ({kept / share:.2f}x its '
+          f'FLOP share {share:.4f}), a dropped one saves {saved:.4f} (still costs '
+          f'{(kept - saved) / kept:.2f} of a kept one); SD drops {float(dropped[stage].sum()):.2f}'
+          f' blocks here', flush=True)
+  flop_ratio = 1.0 - float(dropped @ per_block / total_flops)
+  for what, saved in (('as measured', time_saved),
+                      ('if dropped blocks were free', time_saved_if_free)):
+    print(f'stochastic depth, expected, {what}: time {1 - saved:.3f}, FLOPs {flop_ratio:.3f}, '
+          f'time/FLOPs {(1 - saved) / flop_ratio:.3f}')
 
 if __name__ == '__main__':
   main(sys.argv)

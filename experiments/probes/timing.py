@@ -21,11 +21,17 @@ def gradient_fn(model, variables, x, y):
   return lambda keep=None: grad(variables['params'], keep)
 
 
-def interleaved_medians(calls: dict, repeats: int) -> dict[str, float]:
+def interleaved_medians(calls: dict, repeats: int,
+                        first_calls: dict | None = None) -> dict[str, float]:
   """{name: (fn, arg)} -> {name: median seconds of fn(arg)}: each run once first (compiled),
-  then `repeats` rounds calling every fn in turn, so a slow spell of the machine hits all."""
-  for fn, arg in calls.values():
+  then `repeats` rounds calling every fn in turn, so a slow spell of the machine hits all.
+  `first_calls`, where given, receives {name: seconds of that first call} (trace, compile
+  and one run)."""
+  for name, (fn, arg) in calls.items():
+    start = time.perf_counter()
     jax.block_until_ready(fn(arg))
+    if first_calls is not None:
+      first_calls[name] = time.perf_counter() - start
   times = {name: [] for name in calls}
   for _ in range(repeats):
     for name, (fn, arg) in calls.items():

@@ -5,9 +5,14 @@ shortcut; each shape timed in its own loop, medians. The stage-1/stage-3 ratio s
 PyTorch's convolution spends the same time per FLOP at every stage (its blocks count the
 same FLOPs), to set beside `python -m experiments.probes.stage_costs`.
 
+With --convs: one 3x3 stride-1 convolution per shape instead, its forward, input gradient
+and weight gradient timed apart (`aten.convolution_backward`), to set beside `python -m
+experiments.probes.conv`.
+
 PyTorch is not a dependency of gkt_jax; run it from its own venv (see torch_plain.py):
 
-  /tmp/torchvenv/bin/python experiments/probes/torch_blocks.py --repeats 20 --threads 2
+  /tmp/torchvenv/bin/python experiments/probes/torch_blocks.py --repeats 20 --threads 2 \
+      [--channels_last] [--convs]
 """
 import argparse
 import statistics
@@ -45,18 +50,51 @@ def median_ms(fn, repeats: int) -> float:
   return statistics.median(times) * 1000
 
 
+def conv_times(channels: int, size: int, batch: int, channels_last: bool, repeats: int):
+  """ms of one convolution's forward, input gradient and weight gradient."""
+  layout = torch.channels_last if channels_last else torch.contiguous_format
+  x, g = (torch.randn(batch, channels, size, size).contiguous(memory_format=layout)
+          for _ in range(2))
+  w = torch.randn(channels, channels, 3, 3).contiguous(memory_format=layout)
+
+  def backward(which):
+    return lambda: torch.ops.aten.convolution_backward(
+        g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, which)
+  return (median_ms(lambda: F.conv2d(x, w, padding=1), repeats),
+          median_ms(backward([True, False, False]), repeats),
+          median_ms(backward([False, True, False]), repeats))
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--repeats', type=int, default=20)
   parser.add_argument('--threads', type=int, default=2)
   parser.add_argument('--batch', type=int, default=128)
+  parser.add_argument('--channels_last', action='store_true')
+  parser.add_argument('--convs', action='store_true')
   args = parser.parse_args()
   torch.set_num_threads(args.threads)
+  if args.convs:
+    for channels, size in SHAPES:
+      forward, input_grad, weight_grad = conv_times(channels, size, args.batch,
+                                                    args.channels_last, args.repeats)
+      print(f'conv {size}x{size}, {channels} -> {channels}: forward {forward:.2f} ms, input '
+            f'gradient {input_grad:.2f} ms, weight gradient {weight_grad:.2f} ms', flush=True)
+    return
   train = {}
   for channels, size in SHAPES:
     block = Block(channels)
-    x = torch.randn(args.batch, channels, size, size, requires_grad=True)
-    train[channels] = median_ms(lambda: block(x).sum().backward(), args.repeats)
+    x = torch.randn(args.batch, channels, size, size)
+    if args.channels_last:
+      block = block.to(memory_format=torch.channels_last)
+      x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+
+    def step(block=block, x=x):
+      block.zero_grad(set_to_none=True)  # as a training step does: no accumulated gradients
+      x.grad = None
+      block(x).sum().backward()
+    train[channels] = median_ms(step, args.repeats)
     block.eval()
     with torch.inference_mode():
       evaluation = median_ms(lambda: block(x), args.repeats)
