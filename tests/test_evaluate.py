@@ -204,6 +204,19 @@ class StochasticDepthEvaluationTest(absltest.TestCase):
     unscaled = self.model.apply(self.variables, self.x, keep_mask=ones, train=False)[0]
     self.assertGreater(float(np.max(np.abs(scaled - unscaled))), 0.1)
 
+  def test_all_true_row_is_measured_by_the_deployed_program(self):
+    # Where the masked program differs from the deployed one (float rounding on a backend
+    # without cond boundaries; made large here: every masked prediction is class c), the
+    # full-network row still reports the deployed network's accuracy, the others the masked
+    # program's.
+    deployed = self.runner.deployed_accuracy()
+    c = next(c for c in range(3) if np.mean(self.labels == c) != deployed)
+    self.method.subnet_logits = lambda v, x, keep: jnp.broadcast_to(
+        jax.nn.one_hot(c, 3), (x.shape[0], 3))
+    accs = self.runner.subnet_accuracies(np.array([[True] * 5, [True, False, True, True, False]]))
+    self.assertEqual(accs[0], deployed)
+    self.assertEqual(accs[1], np.mean(self.labels == c))
+
   def test_subnets_scale_their_kept_blocks(self):
     keep = np.array([True, False, True, True, False])
     survival = np.asarray(self.method.survival)

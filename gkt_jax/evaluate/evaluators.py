@@ -128,8 +128,11 @@ class EvalRunner:
 
   def subnet_accuracies(self, keep_masks) -> np.ndarray:
     """Accuracies f64[N] of the subnets keep_masks bool[N, L] as the method runs them at test
-    time (`method.subnet_logits`; an all-True row: the deployed network), all on each test
-    batch in turn, through one compiled program."""
+    time (`method.subnet_logits`), all on each test batch in turn, through one compiled
+    program. An all-True row is the deployed network and is measured by its own program
+    (`method.predict`, in the same pass), so it equals `deployed_accuracy` exactly on every
+    backend: where blocks have no cond boundary (GPU/TPU, `block_barriers` False) the masked
+    program may differ from the unmasked one by float rounding."""
     keep_masks = np.asarray(keep_masks, bool)
     if keep_masks.ndim != 2 or not len(keep_masks):
       raise ValueError(f'subnet_accuracies: keep_masks must be bool[N >= 1, L], got shape '
@@ -142,11 +145,20 @@ class EvalRunner:
               jnp.asarray(min(MASKS_PER_CALL, num_masks - start), jnp.int32))
              for start in range(0, num_masks, MASKS_PER_CALL)]
 
-    def counts(variables, images, labels, valid):
-      return [self._correct_subnets(variables, images, labels, valid, masks, n)
-              for masks, n in calls]
+    full = keep_masks.all(axis=1)
 
-    return self._fraction_correct(counts)[:num_masks]  # the padding rows count nothing
+    def counts(variables, images, labels, valid):
+      subnets = [self._correct_subnets(variables, images, labels, valid, masks, n)
+                 for masks, n in calls]
+      if full.any():
+        subnets.append(self._correct_deployed(variables, images, labels, valid))
+      return subnets
+
+    fractions = self._fraction_correct(counts)
+    accuracies = fractions[:num_masks]  # the padding rows count nothing
+    if full.any():
+      accuracies[full] = fractions[-1]
+    return accuracies
 
   def subnet_accuracy(self, keep_mask) -> float:
     """Accuracy of one subnet keep_mask bool[L] (`subnet_accuracies` of one row)."""
