@@ -1,7 +1,7 @@
 """Milliseconds of one CIFAR ResNet basic block per stage under PyTorch on this CPU: train-mode
 forward + backward (of the output's sum) and eval forward, batch 128, the three stage shapes
 of a CIFAR ResNet (16 channels at 32x32, 32 at 16x16, 64 at 8x8), stride 1, identity
-shortcut; each shape timed in its own loop, medians. The stage-1/stage-3 ratio says whether
+shortcut (torch_plain.py's BasicBlock); each shape timed in its own loop, medians. The stage-1/stage-3 ratio says whether
 PyTorch's convolution spends the same time per FLOP at every stage (its blocks count the
 same FLOPs), to set beside `python -m experiments.probes.stage_costs`.
 
@@ -16,38 +16,18 @@ PyTorch is not a dependency of gkt_jax; run it from its own venv (see torch_plai
 """
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+# Run as a script from its own venv: its directory is on the path.
+from torch_plain import BasicBlock, time_steps
 
 SHAPES = ((16, 32), (32, 16), (64, 8))  # channels, height = width
 
 
-class Block(nn.Module):
-  """conv3x3-BN-ReLU-conv3x3-BN, plus the identity, ReLU."""
-
-  def __init__(self, channels):
-    super().__init__()
-    self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(channels)
-    self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-    self.bn2 = nn.BatchNorm2d(channels)
-
-  def forward(self, x):
-    return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
-
-
 def median_ms(fn, repeats: int) -> float:
-  for _ in range(3):
-    fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times) * 1000
+  return statistics.median(time_steps(fn, 3, repeats)) * 1000
 
 
 def conv_times(channels: int, size: int, batch: int, channels_last: bool, repeats: int):
@@ -83,7 +63,7 @@ def main():
     return
   train = {}
   for channels, size in SHAPES:
-    block = Block(channels)
+    block = BasicBlock(channels, channels, 1, 'pad')  # stride 1: the identity shortcut
     x = torch.randn(args.batch, channels, size, size)
     if args.channels_last:
       block = block.to(memory_format=torch.channels_last)
