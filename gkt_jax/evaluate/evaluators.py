@@ -137,25 +137,26 @@ class EvalRunner:
     if keep_masks.ndim != 2 or not len(keep_masks):
       raise ValueError(f'subnet_accuracies: keep_masks must be bool[N >= 1, L], got shape '
                        f'{keep_masks.shape}')
-    num_masks = len(keep_masks)
+    full = keep_masks.all(axis=1)
+    subnets = keep_masks[~full]  # only these run through the masked program
+    num_masks = len(subnets)
     num_calls = -(-num_masks // MASKS_PER_CALL)
     padded = np.ones((num_calls * MASKS_PER_CALL, keep_masks.shape[1]), bool)
-    padded[:num_masks] = keep_masks
+    padded[:num_masks] = subnets
     calls = [(jnp.asarray(padded[start:start + MASKS_PER_CALL]),
               jnp.asarray(min(MASKS_PER_CALL, num_masks - start), jnp.int32))
              for start in range(0, num_masks, MASKS_PER_CALL)]
 
-    full = keep_masks.all(axis=1)
-
     def counts(variables, images, labels, valid):
-      subnets = [self._correct_subnets(variables, images, labels, valid, masks, n)
-                 for masks, n in calls]
+      out = [self._correct_subnets(variables, images, labels, valid, masks, n)
+             for masks, n in calls]
       if full.any():
-        subnets.append(self._correct_deployed(variables, images, labels, valid))
-      return subnets
+        out.append(self._correct_deployed(variables, images, labels, valid))
+      return out
 
     fractions = self._fraction_correct(counts)
-    accuracies = fractions[:num_masks]  # the padding rows count nothing
+    accuracies = np.empty(len(keep_masks))
+    accuracies[~full] = fractions[:num_masks]  # the padding rows count nothing
     if full.any():
       accuracies[full] = fractions[-1]
     return accuracies
