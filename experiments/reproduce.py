@@ -303,7 +303,7 @@ def bn_ablation_lines(stats: dict) -> list[str]:
               'network\'s pass only (default) or by every pass in order (the authors\' '
               'loops); every column over the seeds both settings finished:', '',
               '| method | full_network: full | every_pass: full | every_pass - full_network '
-              '(paired) | level-3, full_network | level-3, every_pass | seeds |',
+              '(paired) | level-3, full_network | level-3, every_pass | seed ids |',
               '|---|---|---|---|---|---|---|']
     for label, other in ablation:
       a, b = (_by_seed(stats[label]), _by_seed(stats[other]))
