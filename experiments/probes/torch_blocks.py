@@ -1,9 +1,10 @@
 """Milliseconds of one CIFAR ResNet basic block per stage under PyTorch on this CPU: train-mode
 forward + backward (of the output's sum) and eval forward, batch 128, the three stage shapes
 of a CIFAR ResNet (16 channels at 32x32, 32 at 16x16, 64 at 8x8), stride 1, identity
-shortcut (torch_plain.py's BasicBlock); each shape timed in its own loop, medians. The stage-1/stage-3 ratio says whether
-PyTorch's convolution spends the same time per FLOP at every stage (its blocks count the
-same FLOPs), to set beside `python -m experiments.probes.stage_costs`.
+shortcut (torch_plain.py's BasicBlock); each shape timed in its own loop, medians. The
+stage-1/stage-3 ratio says whether PyTorch's convolution spends the same time per FLOP at
+every stage (its blocks count the same FLOPs), to set beside `python -m
+experiments.probes.stage_costs`.
 
 With --convs: one 3x3 stride-1 convolution per shape instead, its forward, input gradient
 and weight gradient timed apart (`aten.convolution_backward`), to set beside `python -m
