@@ -81,6 +81,14 @@ def _pass_gradients(model, params, images, labels, sizes, *, temperature, kl_wei
   return run_pass
 
 
+def _logits_dtype(model, params) -> jnp.dtype:
+  """The dtype of the logits a pass stores as knowledge: at least float32, wider where the
+  model computes or holds its weights in a wider type (float64 runs keep their teacher
+  exact)."""
+  return jnp.result_type(jnp.float32, getattr(model, 'dtype', jnp.float32),
+                         *(leaf.dtype for leaf in jax.tree.leaves(params)))
+
+
 def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, levels: int,
                     aggregate: str = 'ema', momentum: float = 0.5, temperature: float = 1.0,
                     kl_weight: float = 1.0, label_weight: float = 0.0,
@@ -161,7 +169,8 @@ def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, le
       lambda: run_model(model, params, batch_stats, images[:1], train=False)[0]).shape[-1]
   # Under shard_map ('pmap' mode) the knowledge and the passes' statistics vary over the
   # devices as the images do; a scan's carry must start as it ends.
-  knowledge = with_variance_of(jnp.zeros((levels + 1, batch, num_classes), jnp.float32), images)
+  knowledge = with_variance_of(
+      jnp.zeros((levels + 1, batch, num_classes), _logits_dtype(model, params)), images)
   start_stats = jax.tree.map(lambda x: with_variance_of(x, images), batch_stats)
   zeros = jax.tree.map(jnp.zeros_like, params)
   if sizes is None:

@@ -335,9 +335,11 @@ class ResNet(nn.Module):
 
   @staticmethod
   def _pool_and_head(x, num_classes: int, name: str):
-    """Global average pool and a linear head: (pre_logits, logits f32)."""
+    """Global average pool and a linear head: (pre_logits, logits in at least float32; a
+    float64 network's stay float64)."""
     pooled = jnp.mean(x, axis=(1, 2))
-    return pooled, nn.Dense(num_classes, name=name)(pooled.astype(jnp.float32))
+    return pooled, nn.Dense(num_classes, name=name)(
+        pooled.astype(jnp.promote_types(pooled.dtype, jnp.float32)))
 
   @nn.compact
   def __call__(self, x, keep_mask=None, train: bool = False, residual_scale=None):
