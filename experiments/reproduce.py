@@ -3,6 +3,7 @@ r"""Runs a named results suite (every method x seeds, same data order) and write
   python -m experiments.reproduce --suite fmnist            # or: make results
   python -m experiments.reproduce --suite digits            # the pipeline's quick check
   python -m experiments.reproduce --suite fmnist --report_only
+  python -m experiments.reproduce --suite fmnist_scarce       # the papers' regime (below)
 
 Every (method, seed) is one run of the trainer in ROOT/<suite>/<label>/seed<k> (ROOT: results/);
 a finished run (its summary.json, committed) is not trained again and an interrupted one
@@ -11,8 +12,14 @@ Runs of one seed share the data order and the schedule (the batch of step s depe
 (seed, s)). The report, written to docs/results/<suite>.md, .json and _depth.png, gives for
 each method the final-evaluation (not best-epoch) test accuracy of the full network as mean
 +- std over seeds, the difference from the baseline paired by seed, the subnet levels, the
-depth-accuracy curve and the training time relative to the baseline; and the ResKD chain's
-accuracy-vs-cost table when the suite has one.
+depth-accuracy curve and the training time relative to the baseline, the deployed network's
+training accuracy (eval mode) and generalisation gap where the runs measured them; and the
+ResKD chain's accuracy-vs-cost table when the suite has one.
+
+The scarce suites (`fmnist_scarce`: ResNet-20 x0.5; `fmnist_scarce_r56`: ResNet-56 x0.5) train
+on a fixed class-stratified subset of Fashion-MNIST's training split (`SCARCE_DATA`, the same
+images for every method and seed), long enough that the plain network fits it: the regime in
+which the papers claim their gains (CIFAR-100: 500 images a class, fitted almost perfectly).
 """
 
 from __future__ import annotations
@@ -30,7 +37,13 @@ from gkt_jax import methods
 
 VARIANTS = common.VARIANTS  # label: (method, extra config fields); every row of a suite
 
-# dataset, model fields, duration, seeds, evaluators' subnet counts, ResKD chain or not.
+# The scarce suites' training set and length (chosen by a pilot of the baseline alone: the
+# plain network fits it, >= 0.995 training accuracy in eval mode, and tests >= 4 points lower).
+SCARCE_DATA = {'train_examples_per_class': 200}
+SCARCE_EPOCHS = 200
+
+# dataset, model fields, data options, duration, seeds, evaluators' subnet counts, ResKD
+# chain or not.
 SUITES = {
     'digits': dict(dataset='digits', model={}, epochs=10, seeds=(0, 1), reskd=True,
                    num_chains=4, depth_subnets=8, reskd_epochs=10),
@@ -43,6 +56,23 @@ SUITES = {
     'fmnist': dict(dataset='fashion_mnist', model={'width_multiplier': 0.5}, epochs=2,
                    seeds=(0, 1, 2), reskd=True, num_chains=4, depth_subnets=8,
                    reskd_epochs=2),
+    # Issue 29: the papers' regime, a plain network that fits its training set and tests well
+    # below it: ResNet-20 and ResNet-56 at width 0.5.
+    # Cells listed in `cell_seeds` run on those seeds only.
+    'fmnist_scarce': dict(dataset='fashion_mnist', model={'width_multiplier': 0.5},
+                          data_options=SCARCE_DATA, epochs=SCARCE_EPOCHS, seeds=(0, 1, 2),
+                          reskd=False, num_chains=4, depth_subnets=8,
+                          labels=('baseline', 'stochastic_depth', 'stimulative', 'gkt',
+                                  'ekd_fws', 'stimulative_stpp', 'gkt_geometric',
+                                  'stimulative_every_pass', 'gkt_every_pass'),
+                          cell_seeds={label: (0,) for label in (
+                              'stimulative_stpp', 'gkt_geometric', 'stimulative_every_pass',
+                              'gkt_every_pass')}),
+    'fmnist_scarce_r56': dict(dataset='fashion_mnist',
+                              model={'arch': 'resnet56', 'width_multiplier': 0.5},
+                              data_options=SCARCE_DATA, epochs=SCARCE_EPOCHS, seeds=(0, 1, 2),
+                              reskd=False, num_chains=4, depth_subnets=8,
+                              labels=('baseline', 'stimulative', 'gkt')),
 }
 
 _SUITE = flags.DEFINE_enum('suite', 'fmnist', list(SUITES), 'Which suite.')
@@ -64,6 +94,11 @@ def suite_cells(suite: dict) -> list[str]:
   for label, lengths in suite.get('extra_lengths', {}).items():
     cells += [f'{label}_{e:g}ep' for e in lengths]
   return cells
+
+
+def cell_seeds(suite: dict, cell: str) -> tuple[int, ...]:
+  """The seeds a cell runs on: the suite's, or fewer (suite['cell_seeds'])."""
+  return tuple(suite.get('cell_seeds', {}).get(cell, suite['seeds']))
 
 
 def parse_cell(suite: dict, cell: str) -> tuple[str, float]:
@@ -90,6 +125,7 @@ def run_config(suite: dict, cell: str, seed: int, total_steps: int | None = None
   config = common.get_config(method, suite['dataset'])
   config.method.update(extra)
   config.model.update(suite['model'])
+  config.data.options.update(suite.get('data_options', {}))
   config.seed = seed
   config.total_epochs = epochs
   config.eval_every_epochs = epochs  # final evaluation only
@@ -129,10 +165,12 @@ def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True)
   from gkt_jax.pipelines import reskd_chain  # pylint: disable=g-import-not-at-top
   from gkt_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
   suite = SUITES[name]
-  total = len(seeds) * len(labels)
+  cells = [(seed, label) for seed in seeds for label in labels
+           if seed in cell_seeds(suite, label)]
+  total = len(cells)
   done = 0
   for seed in seeds:
-    for label in labels:
+    for label in (l for s, l in cells if s == seed):
       done += 1
       workdir = os.path.join(root, name, label, f'seed{seed}')
       if _finished(workdir, suite, label, seed, total_steps):
@@ -187,6 +225,16 @@ def _same_method(stored: dict | None, current: dict) -> bool:
     return False
 
 
+def _set_options(data: dict | None) -> dict | None:
+  """A stored data section without its unset (None) options: a cell trained before an option
+  existed was trained as a config that leaves it unset is now."""
+  if not data:
+    return data
+  options = {k: v for k, v in (data.get('options') or {}).items() if v is not None}
+  return {**{k: v for k, v in data.items() if k != 'options'},
+          **({'options': options} if options else {})}
+
+
 def _summary_if_current(workdir: str, suite: dict, label: str, seed: int, total_steps=None):
   """The cell's summary, or None when it has none or its config.json differs from the
   config the suite would run now in any of _RESULT_SECTIONS."""
@@ -196,6 +244,8 @@ def _summary_if_current(workdir: str, suite: dict, label: str, seed: int, total_
   with open(paths[1]) as f:
     stored = json.load(f)
   current = json.loads(run_config(suite, label, seed, total_steps).to_json_best_effort())
+  stored['data'], current['data'] = (_set_options(stored.get('data')),
+                                     _set_options(current.get('data')))
   if (any(stored.get(k) != current.get(k) for k in _RESULT_SECTIONS if k != 'method')
       or not _same_method(stored.get('method'), current['method'])):
     return None
@@ -236,6 +286,10 @@ def aggregate(name: str, root: str, seeds, labels) -> dict:
     if not runs:
       continue
     full = [r['full_accuracy'] for r in runs.values()]
+    # The regime (runs that measured it): the deployed network's training accuracy (eval
+    # mode) and train minus test.
+    train = {s: r['train_accuracy'] for s, r in runs.items()
+             if r.get('train_accuracy') is not None}
     diffs = [r['full_accuracy'] - base[s]['full_accuracy'] for s, r in runs.items()
              if base.get(s)]
     time_ratio = [r['train_seconds'] / base[s]['train_seconds'] for s, r in runs.items()
@@ -247,6 +301,9 @@ def aggregate(name: str, root: str, seeds, labels) -> dict:
     out[label] = {
         'method': VARIANTS[parse_cell(suite, label)[0]][0], 'seeds': sorted(runs),
         'full_accuracy': full,
+        'train_accuracy': list(train.values()),
+        'gap': [a - runs[s]['full_accuracy'] for s, a in train.items()],
+        'train_seeds': sorted(train),
         'diff_vs_baseline': diffs, 'time_vs_baseline': time_ratio,
         'levels': {g: [v for v in vs if v is not None] for g, vs in levels.items()},
         'depth_curve': _mean_curve(runs.values(), 'depth_curve'),
@@ -377,39 +434,77 @@ def suite_command(name: str) -> str:
   return ' '.join(parts)
 
 
+# The papers' regime (issue 29): the plain network fits its training set and tests well below.
+REGIME_TRAIN_ACCURACY = 0.995
+REGIME_GAP = 0.04
+
+
+def regime_lines(baseline: dict | None) -> list[str]:
+  """Whether the baseline's runs are in the papers' regime, seed by seed: training accuracy
+  >= REGIME_TRAIN_ACCURACY and train minus test >= REGIME_GAP."""
+  if not baseline or not baseline['train_accuracy']:
+    return []
+  per_seed = [f'seed {seed}: {train:.4f} / {gap:+.4f}' for seed, train, gap in
+              zip(baseline['train_seeds'], baseline['train_accuracy'], baseline['gap'])]
+  met = sum(t >= REGIME_TRAIN_ACCURACY and g >= REGIME_GAP
+            for t, g in zip(baseline['train_accuracy'], baseline['gap']))
+  return ['', f'Regime of the plain network (baseline train accuracy / gap): '
+          f'{"; ".join(per_seed)}. Train accuracy >= {REGIME_TRAIN_ACCURACY} and gap >= '
+          f'{REGIME_GAP} (the papers\' regime) on {met} of {len(per_seed)} seeds.']
+
+
+def suite_network(suite: dict) -> str:
+  """E.g. 'ResNet-20 x0.5'."""
+  arch = suite['model'].get('arch', 'resnet20')
+  name = f'ResNet-{arch.removeprefix("resnet")}' if arch.startswith('resnet') else arch
+  return f'{name} x{suite["model"].get("width_multiplier", 1.0):g}'
+
+
+def suite_data(suite: dict) -> str:
+  """E.g. 'fashion_mnist' or 'fashion_mnist, 500 training images a class'."""
+  per_class = suite.get('data_options', {}).get('train_examples_per_class')
+  return suite['dataset'] + (f', {per_class} training images a class' if per_class else '')
+
+
 def report(name: str, root: str, docs: str, seeds, labels) -> str:
   from gkt_jax.train import reporting  # pylint: disable=g-import-not-at-top
   suite = SUITES[name]
   stats = aggregate(name, root, seeds, labels)
   if not stats:
     raise SystemExit(f'no finished runs under {root}/{name}')
-  width = suite['model'].get('width_multiplier', 1.0)
   epochs = sorted({e for s in stats.values() for e in s['epochs']})
   steps = sorted({n for s in stats.values() for n in s['steps']})
-  lines = [f'### Suite `{name}`: {suite["dataset"]}, ResNet-20 x{width:g}, '
+  regime = any(s['train_accuracy'] for s in stats.values())
+  lines = [f'### Suite `{name}`: {suite_data(suite)}, {suite_network(suite)}, '
            f'{"/".join(f"{e:g}" for e in epochs)} epochs ({"/".join(map(str, steps))} '
            f'steps), seeds {list(seeds)}', '',
            f'Command: `{suite_command(name)}`. Machine: '
            f'{reporting.machine()}. Accuracy: the final evaluation (not the best epoch) on the '
            'whole test set; "vs baseline" pairs each seed with the baseline of the same seed '
-           'and length (same data order); mean +- std (ddof 1) over the seeds that finished.',
+           'and length (same data order); mean +- std (ddof 1) over the seeds that finished.'
+           + (' Train accuracy: the deployed network on the training images (eval mode, no '
+              'augmentation; at most 10,000, a fixed sample); gap: train minus test.'
+              if regime else ''),
            '',
-           '| method | full network (final) | vs baseline (paired) | level-1 | level-2 | '
-           'level-3 | train time vs baseline | train FLOPs | seeds |',
-           '|---|---|---|---|---|---|---|---|---|']
+           '| method | full network (final) | vs baseline (paired) | '
+           + ('train accuracy | gap (train - test) | ' if regime else '')
+           + 'level-1 | level-2 | level-3 | train time vs baseline | train FLOPs | seeds |',
+           '|---|---|---|' + ('---|---|' if regime else '') + '---|---|---|---|---|---|']
   for label, s in stats.items():
     s['train_flops'] = train_flops(suite, label, s['steps'][0], s['batch_size'])
     lines.append('| ' + ' | '.join([
         label, _mean_std(s['full_accuracy']),
         ('+' if np.mean(s['diff_vs_baseline']) >= 0 else '') + _mean_std(s['diff_vs_baseline'])
-        if s['diff_vs_baseline'] and label != baseline_cell(suite, label) else '',
-        _mean_std(s['levels'][1]), _mean_std(s['levels'][2]), _mean_std(s['levels'][3]),
-        f'{np.mean(s["time_vs_baseline"]):.2f}x' if s['time_vs_baseline'] else '',
-        f'{s["train_flops"]:.3g}', str(len(s['seeds']))]) + ' |')
+        if s['diff_vs_baseline'] and label != baseline_cell(suite, label) else '']
+        + ([_mean_std(s['train_accuracy']), _mean_std(s['gap'])] if regime else [])
+        + [_mean_std(s['levels'][1]), _mean_std(s['levels'][2]), _mean_std(s['levels'][3]),
+           f'{np.mean(s["time_vs_baseline"]):.2f}x' if s['time_vs_baseline'] else '',
+           f'{s["train_flops"]:.3g}', str(len(s['seeds']))]) + ' |')
   lines += ['', 'Train FLOPs: the expected FLOPs of the run\'s training steps, 3x the forward '
             'FLOPs of every trained pass (forward + backward), the subnets\' kept blocks '
             'counted over 64 draws of the method\'s own sampler (ST++ resized subnets counted '
             'at full size); train time: measured, evaluations excluded.']
+  lines += regime_lines(stats.get('baseline'))
   lines += stale_lines(name, root, seeds, labels) + deletion_lines(stats)
   lines += bn_ablation_lines(stats)
   lines += claims_lines(stats)
@@ -483,6 +578,21 @@ def _plot_depth(stats, path, title) -> None:
   plt.close(fig)
 
 
+def same_data_suites(name: str) -> list[str]:
+  """The suites trained on the same data as `name` (dataset and data options), which one
+  accuracy-vs-compute plot shows together."""
+  def data_key(suite):
+    return suite['dataset'], json.dumps(suite.get('data_options', {}), sort_keys=True)
+  return [n for n, s in SUITES.items() if data_key(s) == data_key(SUITES[name])]
+
+
+def compute_plot_name(names) -> str:
+  """'<dataset>_compute.png' for a whole training split, '<first suite>_compute.png' for a
+  subset of one."""
+  suite = SUITES[names[0]]
+  return f'{names[0] if suite.get("data_options") else suite["dataset"]}_compute.png'
+
+
 def compute_plot(root: str, docs: str, names) -> str | None:
   """Full-network accuracy against training compute (expected FLOPs, and measured train
   seconds) of every finished cell of the suites `names` (of one dataset), mean +- std over
@@ -492,10 +602,13 @@ def compute_plot(root: str, docs: str, names) -> str | None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   points = []  # (variant, epochs, flops, seconds, accuracies)
+  networks = {suite_network(SUITES[name]) for name in names}
   for name in names:
     suite = SUITES[name]
     for cell, s in aggregate(name, root, suite['seeds'], suite_cells(suite)).items():
       label, epochs = parse_cell(suite, cell)
+      if len(networks) > 1:
+        label = f'{label}, {suite_network(suite)}'
       flops = train_flops(suite, cell, s['steps'][0], s['batch_size'])
       points.append((label, epochs, flops, float(np.mean(s['train_seconds'])),
                      s['full_accuracy']))
@@ -520,10 +633,11 @@ def compute_plot(root: str, docs: str, names) -> str | None:
     ax.set_xlabel(what)
   axes[0].set_ylabel('full-network test accuracy (final)')
   axes[0].legend(fontsize=7)
-  fig.suptitle('accuracy against training compute (mean +- std over seeds)', fontsize=9)
+  fig.suptitle(f'{suite_data(SUITES[names[0]])}: accuracy against training compute (mean +- '
+               'std over seeds)', fontsize=9)
   fig.tight_layout()
   os.makedirs(docs, exist_ok=True)
-  path = os.path.join(docs, f'{SUITES[names[0]]["dataset"]}_compute.png')
+  path = os.path.join(docs, compute_plot_name(names))
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
@@ -546,8 +660,7 @@ def main(argv):
   if not _REPORT.value:
     return
   print(report(_SUITE.value, _ROOT.value, _DOCS.value, seeds, cells))
-  same_data = [n for n, s in SUITES.items()
-               if (s['dataset'], s['model']) == (suite['dataset'], suite['model'])]
+  same_data = same_data_suites(_SUITE.value)
   path = compute_plot(_ROOT.value, _DOCS.value, same_data)
   if path:
     print(f'accuracy against training compute ({", ".join(same_data)}): {path}')

@@ -181,7 +181,8 @@ class RecipesTest(parameterized.TestCase):
                       config.optim.schedule, config.optim.warmup_steps),
                      (0.2, True, 1e-4, 'cosine', 0))
     self.assertEqual(dict(config.data.augment), dict(random_resized_crop=True, flip=True))
-    self.assertEqual(dict(config.data.options), dict(image_size=224, resize_size=256))
+    self.assertEqual(dict(config.data.options), dict(image_size=224, resize_size=256,
+                                                     train_examples_per_class=None))
 
   def test_imagenet_stpp(self):
     config = common.get_config('stimulative', 'imagenet2012', 'stpp')

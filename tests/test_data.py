@@ -539,6 +539,77 @@ class ArrayDatasetInterfaceTest(absltest.TestCase):
         data.load_dataset('digits', test_examples=bad)
 
 
+class TrainSubsetTest(parameterized.TestCase):
+  """`train_examples_per_class` and the training-accuracy sample (gkt_jax/data/subsets.py)."""
+
+  def test_rule_written_out(self):
+    labels = np.array([2, 0, 1, 0, 2, 1, 0, 2, 1, 1, 0, 2])
+    got = data.class_stratified_indices(labels, 2, 3)
+    rng = np.random.default_rng(0)  # the docstring's rule, class by class
+    want = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:2]
+                                   for c in range(3)]))
+    np.testing.assert_array_equal(got, want)
+    self.assertEqual(got.dtype, np.int64)
+    np.testing.assert_array_equal(np.bincount(labels[got]), [2, 2, 2])
+
+  def test_smaller_subsets_nest_and_calls_repeat(self):
+    labels = np.random.default_rng(5).integers(0, 4, 200)
+    small = data.class_stratified_indices(labels, 10, 4)
+    large = data.class_stratified_indices(labels, 30, 4)
+    self.assertTrue(set(small) <= set(large))
+    np.testing.assert_array_equal(small, data.class_stratified_indices(labels, 10, 4))
+
+  @parameterized.parameters(
+      (0, r'digits: train_examples_per_class=0 must be an integer >= 1 \(or None'),
+      (-3, r'train_examples_per_class=-3 must be an integer >= 1'),
+      (True, r'train_examples_per_class=True must be an integer >= 1'),
+      (2.5, r'train_examples_per_class=2.5 must be an integer >= 1'),
+      (175, r'digits: train_examples_per_class=175 is more than class 8 has \(139 train '
+            r'examples\); allowed: 1 to 139'))
+  def test_bad_values_are_one_line_errors(self, value, message):
+    with self.assertRaisesRegex(ValueError, message) as caught:
+      data.load_dataset('digits', train_examples_per_class=value)
+    self.assertNotIn('\n', str(caught.exception))
+
+  def test_in_memory_dataset_keeps_the_subset_and_the_rest(self):
+    full = data.load_dataset('digits')
+    cut = data.load_dataset('digits', train_examples_per_class=20, test_examples=30)
+    kept = data.class_stratified_indices(full.train_labels, 20, 10)
+    self.assertEqual((cut.num_train, cut.num_test), (200, 30))
+    np.testing.assert_array_equal(cut.train_images, full.train_images[kept])
+    np.testing.assert_array_equal(cut.train_labels, full.train_labels[kept])
+    np.testing.assert_array_equal(cut.test_images, full.test_images[:30])
+    np.testing.assert_array_equal(cut.mean, full.mean)  # the whole split's statistics
+    np.testing.assert_array_equal(cut.std, full.std)
+    self.assertEqual(cut.train_batches(50, seed=0).steps_per_epoch, 4)
+    # The largest subset is the whole split, in its own order.
+    self.assertEqual(data.load_dataset('digits', train_examples_per_class=139).num_train, 1390)
+
+  def test_train_eval_batches(self):
+    ds = data.load_dataset('digits')
+    sample = np.array([5, 17, 400, 1437])
+    out = list(ds.train_eval_batches(3, sample))
+    self.assertEqual([n for _, _, n in out], [3, 1])
+    np.testing.assert_array_equal(np.concatenate([b[0][:b[2]] for b in out]),
+                                  ds.train_images[sample])
+    np.testing.assert_array_equal(np.concatenate([b[1][:b[2]] for b in out]),
+                                  ds.train_labels[sample])
+    whole = list(ds.train_eval_batches(500))
+    self.assertEqual(sum(n for _, _, n in whole), 1438)
+
+  def test_train_sample(self):
+    self.assertIsNone(data.train_sample(100, None))
+    self.assertIsNone(data.train_sample(100, 100))
+    sample = data.train_sample(100, 30)
+    self.assertLen(set(sample), 30)
+    self.assertTrue(np.all(np.diff(sample) > 0) and sample.max() < 100)
+    np.testing.assert_array_equal(sample, data.train_sample(100, 30))
+    np.testing.assert_array_equal(
+        sample, np.sort(np.random.default_rng(0).choice(100, 30, replace=False)))
+    with self.assertRaisesRegex(ValueError, r'train_accuracy_examples=0 must be an integer'):
+      data.train_sample(100, 0)
+
+
 class EvalBatchesTest(parameterized.TestCase):
 
   @parameterized.parameters((23, 5), (20, 5), (3, 8), (7, 1))

@@ -84,6 +84,35 @@ class ReproduceTest(absltest.TestCase):
     self.assertFalse(reproduce._same_method(dict(current, name='stimulative'), current))
     self.assertFalse(reproduce._same_method(None, current))
 
+  def test_regime_lines(self):
+    baseline = {'train_accuracy': [0.999, 0.99], 'gap': [0.12, 0.11], 'train_seeds': [0, 2]}
+    self.assertEqual(reproduce.regime_lines(baseline), [
+        '', 'Regime of the plain network (baseline train accuracy / gap): seed 0: 0.9990 / '
+        '+0.1200; seed 2: 0.9900 / +0.1100. Train accuracy >= 0.995 and gap >= 0.04 (the '
+        'papers\' regime) on 1 of 2 seeds.'])
+    self.assertEqual(reproduce.regime_lines({'train_accuracy': [], 'gap': []}), [])
+    self.assertEqual(reproduce.regime_lines(None), [])
+
+  def test_scarce_suites_train_on_the_same_subset(self):
+    configs = [reproduce.run_config(reproduce.SUITES[name], cell, seed)
+               for name in ('fmnist_scarce', 'fmnist_scarce_r56')
+               for cell in reproduce.suite_cells(reproduce.SUITES[name]) for seed in (0, 2)]
+    self.assertEqual({c.data.options.train_examples_per_class for c in configs}, {500})
+    self.assertEqual({c.model.arch for c in configs}, {'resnet20', 'resnet56'})
+    self.assertEqual({c.total_epochs for c in configs}, {reproduce.SCARCE_EPOCHS})
+    self.assertEqual(reproduce.same_data_suites('fmnist_scarce'),
+                     ['fmnist_scarce', 'fmnist_scarce_r56'])
+    self.assertEqual(reproduce.same_data_suites('fmnist'), ['fmnist_long', 'fmnist'])
+    self.assertEqual(reproduce.compute_plot_name(['fmnist_scarce', 'fmnist_scarce_r56']),
+                     'fmnist_scarce_compute.png')
+    self.assertEqual(reproduce.compute_plot_name(['fmnist_long', 'fmnist']),
+                     'fashion_mnist_compute.png')
+    scarce = reproduce.SUITES['fmnist_scarce']
+    self.assertEqual(reproduce.cell_seeds(scarce, 'gkt'), (0, 1, 2))
+    self.assertEqual(reproduce.cell_seeds(scarce, 'gkt_geometric'), (0,))
+    self.assertEqual(reproduce.suite_network(reproduce.SUITES['fmnist_scarce_r56']),
+                     'ResNet-56 x0.5')
+
   def test_suite_cells_report_and_rerun(self):
     root, docs, text = self._run(['baseline', 'ekd_fws'], (0, 1))
     self.assertIn('| baseline | ', text)
@@ -113,6 +142,14 @@ class ReproduceTest(absltest.TestCase):
                            ekd / forward, places=9)
     self.assertIn('train FLOPs', text)
     self.assertIn('best deletion - full', text)
+    # The regime, per method: training accuracy and train minus test of every seed.
+    self.assertIn('| train accuracy | gap (train - test) |', text)
+    self.assertIn('Regime of the plain network (baseline train accuracy / gap): seed 0: ', text)
+    for s in (0, 1):
+      with open(os.path.join(root, 'digits', 'ekd_fws', f'seed{s}', 'summary.json')) as f:
+        ekd = json.load(f)
+      self.assertAlmostEqual(stats['ekd_fws']['gap'][s],
+                             ekd['train_accuracy'] - ekd['full_accuracy'])
     # Same data order across methods: the seed alone fixes the batches.
     cfgs = [reproduce.run_config(reproduce.SUITES['digits'], l, 1) for l in reproduce.VARIANTS]
     self.assertLen({(c.seed, c.data.batch_size, c.total_epochs, c.optim.to_json())
@@ -124,6 +161,22 @@ class ReproduceTest(absltest.TestCase):
         os.path.join(root, 'digits', 'baseline', 'seed0', 'summary.json')))
     # A cell trained with another config is left out of the report, and named.
     self.assertEqual(reproduce.stale_lines('digits', root, (0, 1), ['baseline', 'ekd_fws']), [])
+    # A cell trained before a data option existed counts as the config that leaves it unset;
+    # one trained on another subset does not.
+    path = os.path.join(root, 'digits', 'baseline', 'seed1', 'config.json')
+    with open(path) as f:
+      stored = json.load(f)
+    self.assertEqual(stored['data']['options'], {'train_examples_per_class': None})
+    del stored['data']['options']
+    with open(path, 'w') as f:
+      json.dump(stored, f)
+    self.assertEqual(reproduce.stale_lines('digits', root, (0, 1), ['baseline']), [])
+    stored['data']['options'] = {'train_examples_per_class': 50}
+    with open(path, 'w') as f:
+      json.dump(stored, f)
+    self.assertEqual(reproduce.stale_lines('digits', root, (0, 1), ['baseline'])[1:],
+                     ['Not counted (trained with a config the suite no longer runs; the same '
+                      'command retrains them): baseline seed 1.'])
     path = os.path.join(root, 'digits', 'ekd_fws', 'seed1', 'config.json')
     with open(path) as f:
       stored = json.load(f)

@@ -237,6 +237,30 @@ class MockedTest(parameterized.TestCase):
       np.testing.assert_array_equal(got[0], expected[0])
       np.testing.assert_array_equal(got[1], expected[1])
 
+  @parameterized.parameters(False, True)
+  def test_train_examples_per_class(self, cache):
+    full = _load('cifar10')
+    labels = np.array([int(full.train_source[i]['label']) for i in range(full.num_train)])
+    ds = _load('cifar10', train_examples_per_class=1, cache=cache)
+    kept = data.class_stratified_indices(labels, 1, 10)
+    self.assertEqual((ds.num_train, ds.num_test), (10, NUM_EXAMPLES))
+    self.assertEqual(sorted(labels[kept]), list(range(10)))
+    batches = ds.train_batches(5, seed=3)
+    self.assertEqual(batches.steps_per_epoch, 2)
+    images, batch_labels = batches.get(1)
+    for image, label, index in zip(images, batch_labels, kept[batches.indices(1)]):
+      np.testing.assert_array_equal(image, full.train_source[int(index)]['image'])
+      self.assertEqual(label, labels[index])
+    out = list(ds.train_eval_batches(4))
+    self.assertEqual([n for _, _, n in out], [4, 4, 2])
+    np.testing.assert_array_equal(np.concatenate([b[1][:b[2]] for b in out]), labels[kept])
+    smallest = int(np.argmin(np.bincount(labels, minlength=10)))
+    with self.assertRaisesRegex(ValueError, rf'cifar10: train_examples_per_class=20 is more '
+                                rf'than class {smallest} has'):
+      _load('cifar10', train_examples_per_class=20)
+    with self.assertRaisesRegex(ValueError, 'train_examples_per_class=0 must be an integer'):
+      _load('cifar10', train_examples_per_class=0)
+
   def test_bad_options(self):
     with self.assertRaisesRegex(ValueError, r"unknown keys \['crop'\]"):
       _load('cifar10').train_batches(8, seed=0, augment=dict(crop=2))
@@ -299,10 +323,12 @@ class FakeCifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield i, {'id': f'{split}_{i}', 'image': Image.fromarray(image), 'label': int(label)}
 
 
-def _write_fake_cifar10(data_dir, num_train=20, num_test=7):
+def _write_fake_cifar10(data_dir, num_train=20, num_test=7, cycle_labels=False):
+  """Random images and labels (cycle_labels: label i % 10 for example i)."""
   rng = np.random.default_rng(0)
   arrays = {split: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                    rng.integers(0, 10, n).astype(np.int32))
+                    (np.arange(n) % 10 if cycle_labels else rng.integers(0, 10, n))
+                    .astype(np.int32))
             for split, n in (('train', num_train), ('test', num_test))}
   FakeCifar10.examples = arrays
   FakeCifar10(data_dir=data_dir, file_format='array_record').download_and_prepare(
@@ -361,6 +387,21 @@ class ArrayRecordFilesTest(absltest.TestCase):
                         'train')
     np.testing.assert_array_equal(ds.train_source.images, self.arrays['train'][0][order])
     np.testing.assert_array_equal(ds.train_source.labels, self.arrays['train'][1][order])
+
+  def test_train_examples_per_class_reads_labels_without_decoding(self):
+    data_dir = self.create_tempdir().full_path
+    _write_fake_cifar10(data_dir, 30, 2, cycle_labels=True)
+    full = data.load_dataset('cifar10', data_dir=data_dir)
+    labels = tfds_data.split_labels('cifar10', 'train', data_dir, None)
+    np.testing.assert_array_equal(
+        labels, [int(full.train_source[i]['label']) for i in range(full.num_train)])
+    ds = data.load_dataset('cifar10', data_dir=data_dir, train_examples_per_class=2)
+    kept = data.class_stratified_indices(labels, 2, 10)
+    self.assertEqual(ds.num_train, 20)
+    for i, index in enumerate(kept):
+      np.testing.assert_array_equal(ds.train_source[i]['image'],
+                                    full.train_source[int(index)]['image'])
+    self.assertNotIn('tensorflow', sys.modules)
 
   def test_split_slices(self):
     ds = data.load_dataset('cifar10', data_dir=self.data_dir, test_split='test[:3]')

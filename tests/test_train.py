@@ -63,6 +63,14 @@ class TrainTest(parameterized.TestCase):
       self.assertAlmostEqual(on_disk[f'subnet_acc/level{level}'] * num_test,
                              np.mean([num_correct(c[level - 1]) for c in chains]), delta=1e-6)
     self.assertTrue(on_disk['depth_curve'])
+    # The regime: the deployed network on all 1,438 training images, unaugmented.
+    train_images = data_lib.normalize(digits.train_images, digits.mean, digits.std)
+    train_correct = int(np.sum(np.argmax(subnet_logits(saved, train_images, np.ones(9, bool)),
+                                         -1) == digits.train_labels))
+    self.assertEqual(on_disk['train_accuracy_examples'], 1438)
+    self.assertAlmostEqual(on_disk['train_accuracy'] * 1438, train_correct, delta=1e-6)
+    self.assertAlmostEqual(on_disk['generalization_gap'],
+                           on_disk['train_accuracy'] - on_disk['full_accuracy'], places=12)
     self.assertEqual(summary['steps'], 4)
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       records = [json.loads(line) for line in f]

@@ -13,6 +13,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from gkt_jax import methods, models
+from gkt_jax.train import trainer
 
 
 def method_fields(method: str) -> dict:
@@ -181,6 +182,9 @@ def _run_fields(config: ml_collections.ConfigDict) -> None:
   config.init = placeholder(str)      # a workdir/checkpoint to take weights from
   config.plots = True
   config.verbose = True
+  # The final evaluation's training accuracy (the regime: train minus test accuracy): on the
+  # whole train split up to this many images, else on a fixed sample of this many; None: all.
+  config.train_accuracy_examples = trainer.TRAIN_ACCURACY_EXAMPLES
 
 
 def base(method: str, recipe: dict | None = None) -> ml_collections.ConfigDict:
@@ -213,10 +217,17 @@ def resnet(arch: str, **fields) -> dict:
 
 # ----- digits and Fashion-MNIST: in-memory, a short cosine schedule on 2 CPU cores -----
 
+def data_options(**options) -> dict:
+  """A data section's `options`: `train_examples_per_class` (None: the whole train split;
+  n: a fixed class-stratified subset, n images of every class; every dataset) and the
+  dataset's own."""
+  return dict(train_examples_per_class=placeholder(int), **options)
+
+
 def digits_data() -> dict:
   """8x8 images: ResNet-20 runs its stages at 8x8, 4x4 and 2x2."""
   return dict(name='digits', dir=placeholder(str), batch_size=64, eval_batch_size=400,
-              augment=dict(pad=1, flip=False))
+              augment=dict(pad=1, flip=False), options=data_options())
 
 
 def digits_model(arch: str) -> dict:
@@ -236,7 +247,7 @@ def digits_model(arch: str) -> dict:
 
 def fashion_mnist_data() -> dict:
   return dict(name='fashion_mnist', dir=placeholder(str), batch_size=128, eval_batch_size=500,
-              augment=dict(pad=2, flip=True))
+              augment=dict(pad=2, flip=True), options=data_options())
 
 
 def _check_arch(arch: str) -> None:
@@ -266,7 +277,7 @@ def small_smoke(config: ml_collections.ConfigDict) -> None:
   check)."""
   _smoke_durations(config)
   if config.data.name == 'fashion_mnist':
-    config.data.options = dict(test_examples=500)
+    config.data.options.test_examples = 500
 
 
 # ----- CIFAR-10/100 (tfds) -----
@@ -303,7 +314,8 @@ def ekd_cifar(dataset: str, arch: str) -> tuple[float, float, float, float]:
 def cifar_data(dataset: str, recipe: dict) -> dict:
   """cache: 60,000 32x32 images decoded into memory once (180 MB, a few seconds)."""
   return dict(name=dataset, dir=placeholder(str), batch_size=recipe['batch_size'],
-              eval_batch_size=500, augment=dict(recipe['augment']), options=dict(cache=True))
+              eval_batch_size=500, augment=dict(recipe['augment']),
+              options=data_options(cache=True))
 
 
 def cifar_resnet(arch: str) -> dict:
@@ -318,7 +330,7 @@ def cifar_smoke(config: ml_collections.ConfigDict) -> None:
   config.model.arch = 'resnet20'
   config.data.batch_size = 32
   config.data.eval_batch_size = 100
-  config.data.options = dict(cache=False, test_split='test[:200]')
+  config.data.options.update(cache=False, test_split='test[:200]')
   _smoke_durations(config)
 
 
@@ -327,14 +339,14 @@ def cifar_smoke(config: ml_collections.ConfigDict) -> None:
 def imagenet_data(recipe: dict) -> dict:
   return dict(name='imagenet2012', dir=placeholder(str), batch_size=recipe['batch_size'],
               eval_batch_size=500, augment=dict(recipe['augment']),
-              options=dict(image_size=224, resize_size=256))
+              options=data_options(image_size=224, resize_size=256))
 
 
 def imagenet_smoke(config: ml_collections.ConfigDict) -> None:
   """4 steps at batch 8 on 64x64 crops, 64 validation images."""
   config.data.batch_size = 8
   config.data.eval_batch_size = 32
-  config.data.options = dict(image_size=64, resize_size=73, test_split='validation[:64]')
+  config.data.options.update(image_size=64, resize_size=73, test_split='validation[:64]')
   _smoke_durations(config)
 
 

@@ -4,9 +4,10 @@
   in memory (`ArrayDataset`): 'digits', 'fashion_mnist', 'mnist', 'tiny_imagenet';
   random access from tfds ArrayRecord files read with grain (`tfds_data.TfdsDataset`):
   'cifar10', 'cifar100', 'imagenet2012', 'imagenet_resized/32x32', 'imagenet_resized/64x64'.
-  Options: tiny_imagenet `num_threads`; tfds datasets `num_threads`, `train_split`,
-  `test_split`, `cache` (decode into memory once; not imagenet2012), imagenet2012 also
-  `image_size` (224), `resize_size` (256). A dataset that is
+  Options: every dataset `train_examples_per_class` (train on a fixed class-stratified
+  subset: `class_stratified_indices`); tiny_imagenet `num_threads`; tfds datasets
+  `num_threads`, `train_split`, `test_split`, `cache` (decode into memory once; not
+  imagenet2012), imagenet2012 also `image_size` (224), `resize_size` (256). A dataset that is
   missing or not prepared raises FileNotFoundError (ValueError for a TFRecord-only tfds copy)
   with one line naming the dataset and directory and saying how to get or prepare it.
 
@@ -40,6 +41,9 @@ Every dataset object (`interface.Dataset`) has:
     labels int32[batch_size], num_valid): the whole test split in order, every batch of
     exactly batch_size rows; only the last may be padded, after its num_valid real rows,
     with zero images and label 0 (imagenet2012: resized to resize_size and center-cropped).
+  train_eval_batches(batch_size, indices=None) -> the same over the train split (or its
+    examples `indices`, int[n], e.g. `train_sample(num_train, n)`), in order, with the
+    test-time transform: what the training accuracy is measured on.
 A fixed set of training images (e.g. for BatchNorm recalibration) is
 `train_batches(n, seed=s).get(0)`. `ArrayDataset` also keeps its arrays (`train_images`,
 `train_labels`, `test_images`, `test_labels`); the tfds datasets do not hold their data.
@@ -63,9 +67,12 @@ from gkt_jax.data.sources import DATASETS
 from gkt_jax.data.sources import digits_split_indices
 from gkt_jax.data.sources import FASHION_MNIST_DIR
 from gkt_jax.data.sources import load_dataset
+from gkt_jax.data.subsets import class_stratified_indices
+from gkt_jax.data.subsets import train_sample
 
 __all__ = [
     'ArrayDataset', 'DATASETS', 'DataError', 'Dataset', 'FASHION_MNIST_DIR', 'TrainBatchSource',
-    'TrainBatches', 'device_pad_crop_flip', 'digits_split_indices', 'eval_batches', 'load_dataset',
-    'normalize', 'pad_crop_flip', 'process_rows', 'read_idx'
+    'TrainBatches', 'class_stratified_indices', 'device_pad_crop_flip', 'digits_split_indices',
+    'eval_batches', 'load_dataset', 'normalize', 'pad_crop_flip', 'process_rows', 'read_idx',
+    'train_sample'
 ]

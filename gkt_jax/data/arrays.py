@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 
 from gkt_jax.data import pipeline
+from gkt_jax.data import subsets
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -73,6 +74,15 @@ class ArrayDataset:
     """`pipeline.eval_batches` over the test split, in order."""
     return pipeline.eval_batches(self.test_images, self.test_labels, batch_size)
 
+  def train_eval_batches(self, batch_size: int, indices: np.ndarray | None = None
+                         ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """`pipeline.eval_batches` over the train split (or its examples `indices`, int[n]), in
+    order, without augmentation: what the training accuracy is measured on."""
+    if indices is None:
+      return pipeline.eval_batches(self.train_images, self.train_labels, batch_size)
+    return pipeline.eval_batches(self.train_images[indices], self.train_labels[indices],
+                                 batch_size)
+
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Exact per-channel mean and population std of uint8[N, H, W, C] in [0, 1] units.
@@ -118,3 +128,13 @@ def first_test_examples(dataset: ArrayDataset, count: int | None) -> ArrayDatase
     raise ValueError(f'{dataset.name}: test_examples={count!r} must be an integer >= 1')
   return dataclasses.replace(dataset, test_images=dataset.test_images[:count],
                              test_labels=dataset.test_labels[:count])
+
+
+def train_examples_per_class(dataset: ArrayDataset, per_class: int) -> ArrayDataset:
+  """`dataset` with its train split cut to `per_class` examples of every class
+  (`subsets.class_stratified_indices`); the test split, and the normalisation statistics of
+  the whole train split, stay as they are."""
+  kept = subsets.class_stratified_indices(dataset.train_labels, per_class, dataset.num_classes,
+                                          dataset.name)
+  return dataclasses.replace(dataset, train_images=_readonly(dataset.train_images[kept]),
+                             train_labels=_readonly(dataset.train_labels[kept]))

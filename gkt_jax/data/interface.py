@@ -38,3 +38,8 @@ class Dataset(Protocol):
 
   def eval_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """The test split in order, in padded fixed-size batches; see `gkt_jax.data`."""
+
+  def train_eval_batches(self, batch_size: int, indices: np.ndarray | None = None
+                         ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """The train split (or its examples `indices`) in order, test-time transform, in padded
+    fixed-size batches; see `gkt_jax.data`."""

@@ -9,7 +9,8 @@ import os
 import numpy as np
 
 from gkt_jax.data import idx
-from gkt_jax.data.arrays import ArrayDataset, first_test_examples, make_array_dataset
+from gkt_jax.data.arrays import (ArrayDataset, first_test_examples, make_array_dataset,
+                                 train_examples_per_class)
 
 # Where `apt-get install dataset-fashion-mnist` (Debian) puts the four gzip'd IDX files.
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
@@ -150,7 +151,11 @@ def load_dataset(name: str, data_dir: str | None = None, **options):
       'imagenet_resized/64x64' (tfds ArrayRecord copies in data_dir, default the tfds data
       dir; see `tfds_data.load_tfds_dataset`).
     data_dir: where the files are.
-    **options: dataset-specific options, passed on: for tiny_imagenet `num_threads`; for the
+    **options: `train_examples_per_class` (every dataset; None or absent: the whole train
+      split): train on a fixed class-stratified subset of the train split, that many
+      examples of every class (`subsets.class_stratified_indices`: the same images in every
+      run, a smaller subset inside a larger one); the test split stays whole. Dataset-specific
+      options are passed on: for tiny_imagenet `num_threads`; for the
       tfds datasets `num_threads`, `train_split`, `test_split`, `cache`, and for
       imagenet2012 `image_size`, `resize_size`; for the in-memory IDX/digits datasets
       `test_examples` (evaluate on the first N test examples only; quick checks).
@@ -160,13 +165,20 @@ def load_dataset(name: str, data_dir: str | None = None, **options):
     `tfds_data.TfdsDataset`.
 
   Raises:
-    ValueError: unknown name or option, or corrupt files.
+    ValueError: unknown name or option, corrupt files, or train_examples_per_class not an
+      integer from 1 to the smallest class's count.
     FileNotFoundError: the files are missing, or the tfds dataset is not prepared (one line
       saying how to get or prepare them).
   """
   if name not in DATASETS:
     raise ValueError(f'unknown dataset name={name!r}; allowed: {tuple(DATASETS)}')
-  return DATASETS[name](data_dir, **options)
+  per_class = options.pop('train_examples_per_class', None)
+  if name in TFDS_DATASET_NAMES:  # cut before `cache` decodes anything
+    return DATASETS[name](data_dir, train_examples_per_class=per_class, **options)
+  dataset = DATASETS[name](data_dir, **options)
+  if per_class is None:
+    return dataset
+  return train_examples_per_class(dataset, per_class)
 
 
 def _in_memory(name: str, data_dir: str | None, **options) -> ArrayDataset:

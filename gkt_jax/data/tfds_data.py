@@ -41,6 +41,7 @@ import numpy as np
 
 from gkt_jax.data import augment as augment_lib
 from gkt_jax.data import pipeline
+from gkt_jax.data import subsets
 
 # Per-channel mean and (population) standard deviation of the training images in [0, 1]
 # units: the widely used published values (ImageNet's are torchvision's), not recomputed
@@ -152,6 +153,34 @@ class ArraySource:
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     return {'image': self.images[index], 'label': self.labels[index]}
+
+
+class SubsetSource:
+  """Examples `indices` of a data source, with the data-source interface (len, [i])."""
+
+  def __init__(self, source, indices: np.ndarray):
+    self.source = source
+    self.indices = np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self.source[int(self.indices[index])]
+
+
+def split_labels(name: str, split: str, data_dir: str, source) -> np.ndarray:
+  """int64[N], the labels of a split, read with its images left undecoded
+  (`tfds.decode.SkipDecoding`); from the decoded examples of `source` where the files cannot
+  be read that way (tfds' mock data)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    raw = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                           decoders={'image': tfds.decode.SkipDecoding()})
+    examples = raw.__getitems__(list(range(len(raw))))
+  except Exception:  # pylint: disable=broad-except
+    examples = [source[k] for k in range(len(source))]
+  return np.asarray([int(e['label']) for e in examples], np.int64)
 
 
 def _example_pair(example: dict[str, Any]) -> tuple[np.ndarray, np.int32]:
@@ -437,28 +466,37 @@ class TfdsDataset:
                    ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """The test split in order, as (images uint8[batch_size, H, W, C], labels
     int32[batch_size], num_valid), the last batch padded (`pipeline.eval_batches`)."""
+    return self._eval_batches(self.test_source, range(self.num_test), batch_size, prefetch)
+
+  def train_eval_batches(self, batch_size: int, indices: np.ndarray | None = None, *,
+                         prefetch: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """`eval_batches` over the train split (or its examples `indices`, int[n]), in order,
+    through the test-time transform: what the training accuracy is measured on."""
+    keys = range(self.num_train) if indices is None else [int(i) for i in indices]
+    return self._eval_batches(self.train_source, keys, batch_size, prefetch)
+
+  def _eval_batches(self, source, keys, batch_size: int, prefetch: int):
     import grain  # pylint: disable=g-import-not-at-top
     batch_size = int(batch_size)
     if batch_size < 1:
       raise ValueError(f'batch_size={batch_size} must be >= 1')
-    elements = (grain.MapDataset.source(self.test_source).map(_example_pair)
-                .map(self.eval_transform))
-    num = self.num_test
+    elements = grain.MapDataset.source(source).map(_example_pair).map(self.eval_transform)
 
     def make(start):
-      keys = list(range(start, min(start + batch_size, num)))
-      images, labels = _stack(self.map_elements(elements.__getitem__, keys,
+      images, labels = _stack(self.map_elements(elements.__getitem__,
+                                                list(keys[start:start + batch_size]),
                                                 parallel=not self.cached))
       return pipeline.pad_batch(images, labels, batch_size)
 
-    for _, batch in _prefetched(make, iter(range(0, num, batch_size)), prefetch):
+    for _, batch in _prefetched(make, iter(range(0, len(keys), batch_size)), prefetch):
       yield batch
 
 
 def load_tfds_dataset(name: str, data_dir: str | None = None, *,
                       num_threads: int | None = None, train_split: str | None = None,
                       test_split: str | None = None, image_size: int | None = None,
-                      resize_size: int | None = None, cache: bool = False) -> TfdsDataset:
+                      resize_size: int | None = None, cache: bool = False,
+                      train_examples_per_class: int | None = None) -> TfdsDataset:
   """Opens a prepared tfds dataset for random access (nothing is downloaded).
 
   Args:
@@ -476,6 +514,9 @@ def load_tfds_dataset(name: str, data_dir: str | None = None, *,
       (default 256).
     cache: decode both splits into memory when loading (`TfdsDataset.cache`; fixed-size
       datasets only; CIFAR: 180 MB, a few seconds): same batches, no decoding per step.
+    train_examples_per_class: None (the whole train split) or n: train on n examples of every
+      class (`subsets.class_stratified_indices` of the split's labels, read once with the
+      images undecoded); before `cache`, which then decodes only those.
 
   Raises:
     FileNotFoundError: not prepared in data_dir (one line with the command that prepares it).
@@ -493,8 +534,11 @@ def load_tfds_dataset(name: str, data_dir: str | None = None, *,
   elif image_size is not None or resize_size is not None:
     raise ValueError(f'{name}: image_size and resize_size are imagenet2012 options (its '
                      f'images are {spec.image_shape[0]}x{spec.image_shape[1]})')
+  if train_examples_per_class is not None:  # before any label is read
+    subsets.check_examples_per_class(train_examples_per_class, name)
   data_dir = os.fspath(data_dir) if data_dir else default_data_dir()
-  train_source = open_source(name, train_split or spec.train_split, data_dir)
+  train_split = train_split or spec.train_split
+  train_source = open_source(name, train_split, data_dir)
   test_source = open_source(name, test_split or spec.test_split, data_dir)
   features = getattr(getattr(train_source, 'dataset_info', None), 'features', None)
   if features is not None and 'label' in features:
@@ -502,6 +546,11 @@ def load_tfds_dataset(name: str, data_dir: str | None = None, *,
     if stored != spec.num_classes:
       raise ValueError(f'{name} in {data_dir} has {stored} classes, expected '
                        f'{spec.num_classes}')
+  if train_examples_per_class is not None:
+    kept = subsets.class_stratified_indices(
+        split_labels(name, train_split, data_dir, train_source), train_examples_per_class,
+        spec.num_classes, name)
+    train_source = SubsetSource(train_source, kept)
   dataset = TfdsDataset(name, spec, train_source, test_source, data_dir=data_dir,
                         image_size=image_size, resize_size=resize_size,
                         num_threads=num_threads)

@@ -99,23 +99,31 @@ class EvalRunner:
     rows = data_lib.process_rows(len(array), jax.process_index(), jax.process_count())
     return jax.make_array_from_process_local_data(self.data_sharding, array[rows])
 
-  def _fraction_correct(self, counts_fn) -> np.ndarray:
-    """The sum over the eval set of `counts_fn(variables, images, labels, valid)` (an array
-    or a list of them, of correct counts), summed on the device and moved to the host once,
-    over the number of examples: f64 (a list's arrays concatenated)."""
+  def _fraction_correct(self, counts_fn, eval_source=None,
+                        num_examples: int | None = None) -> np.ndarray:
+    """The sum over the eval set (or `eval_source`'s `num_examples`) of
+    `counts_fn(variables, images, labels, valid)` (an array or a list of them, of correct
+    counts), summed on the device and moved to the host once, over the number of examples:
+    f64 (a list's arrays concatenated)."""
+    if eval_source is None:
+      eval_source, num_examples = self.eval_source, self.num_examples
     total = None
-    for images, labels, num_valid in self.eval_source(self.batch_size):
+    for images, labels, num_valid in eval_source(self.batch_size):
       valid = np.arange(len(labels)) < num_valid
       counts = counts_fn(self.variables, self._put(images), self._put(labels), self._put(valid))
       total = counts if total is None else jax.tree.map(jnp.add, total, counts)
     if total is None:
       raise ValueError('EvalRunner: the evaluation set has no examples')
     total = np.concatenate([np.ravel(np.asarray(t, np.int64)) for t in jax.tree.leaves(total)])
-    return total.astype(np.float64) / self.num_examples
+    return total.astype(np.float64) / num_examples
 
-  def deployed_accuracy(self) -> float:
-    """Accuracy of the method's test-time network (e.g. stochastic depth's scaled one)."""
-    return float(self._fraction_correct(self._correct_deployed)[0])
+  def deployed_accuracy(self, eval_source=None, num_examples: int | None = None) -> float:
+    """Accuracy of the method's test-time network (e.g. stochastic depth's scaled one) on the
+    eval set, or on `eval_source` (batch_size -> iterator of (images, labels, num_valid)) of
+    `num_examples` images, e.g. the training images (same compiled program)."""
+    if (eval_source is None) != (num_examples is None):
+      raise ValueError('deployed_accuracy: give eval_source and num_examples together')
+    return float(self._fraction_correct(self._correct_deployed, eval_source, num_examples)[0])
 
   def accuracies(self, name: str, logits_fn: Callable) -> np.ndarray:
     """Accuracies of K predictors computed together: `logits_fn(variables, images)` returns

@@ -33,7 +33,8 @@ STATE = 'state'
 META = 'meta'
 # Config fields that must match for a resume (fields of other kinds may change, e.g. a longer
 # schedule or a new eval frequency).
-RESUME_MUST_MATCH = ('model', 'method.name', 'data.name')
+RESUME_MUST_MATCH = ('model', 'method.name', 'data.name',
+                     'data.options.train_examples_per_class')
 
 
 class ResumeMismatchError(ValueError):

@@ -32,6 +32,9 @@ from gkt_jax.train import checkpoint, optim, preemption, reporting, validate
 
 # The host dispatches at most this many steps ahead of the device (a signal's delay bound).
 MAX_STEPS_IN_FLIGHT = 2
+# config.train_accuracy_examples when unset: the training accuracy of the final evaluation is
+# measured on the whole train split up to this size, else on a fixed sample of this many.
+TRAIN_ACCURACY_EXAMPLES = 10_000
 
 
 @struct.dataclass
@@ -479,18 +482,28 @@ def _evaluator(run: Run, frozen) -> Any:
   eval_batch -= eval_batch % run.num_devices
   dataset = run.dataset
 
-  def checked_eval_batches(size):
-    for images, labels, num_valid in dataset.eval_batches(size):
-      validate.validate_labels(labels[:num_valid], dataset.num_classes, 'test')
-      yield images, labels, num_valid
+  def checked(batches, split):
+    if run.labels_checked:
+      return batches
+
+    def checked_batches(size):
+      for images, labels, num_valid in batches(size):
+        validate.validate_labels(labels[:num_valid], dataset.num_classes, split)
+        yield images, labels, num_valid
+    return checked_batches
 
   runner = evaluate.EvalRunner(
       run.model, run.method, None, None, mean=dataset.mean, std=dataset.std,
       batch_size=eval_batch, data_sharding=run.sharded, replicated_sharding=run.replicated,
-      eval_source=dataset.eval_batches if run.labels_checked else checked_eval_batches,
-      num_examples=dataset.num_test)
+      eval_source=checked(dataset.eval_batches, 'test'), num_examples=dataset.num_test)
   recalibration = _recalibration(run)
   evals_config = run.config.get('evals', {'full': {'type': 'full'}})
+  # The regime: the deployed network on (a fixed sample of) the training images, test-time
+  # transform, at the final evaluation only.
+  train_sample = data_lib.train_sample(
+      dataset.num_train, run.config.get('train_accuracy_examples', TRAIN_ACCURACY_EXAMPLES))
+  num_train_eval = dataset.num_train if train_sample is None else len(train_sample)
+  train_source = checked(lambda size: dataset.train_eval_batches(size, train_sample), 'train')
 
   def evaluate_state(state, final: bool) -> dict:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -500,7 +513,11 @@ def _evaluator(run: Run, frozen) -> Any:
       recalibrate, recal_batches = recalibration
       variables = recalibrate(variables, recal_batches)
     runner.variables = variables
-    return evaluate.run_evaluators(runner, evals_config, final=final)
+    results = evaluate.run_evaluators(runner, evals_config, final=final)
+    if final:
+      results['train_accuracy'] = runner.deployed_accuracy(train_source, num_train_eval)
+      results['train_accuracy_examples'] = num_train_eval
+    return results
 
   return evaluate_state
 
@@ -627,6 +644,9 @@ def _summary(run: Run, results, history, clock: RunClock, train_seconds: float,
       'resumed_from_step': start_step or None,  # the last resume; all of them:
       'resumed_from_steps': resumes,
       **results,
+      # Training accuracy minus test accuracy of the deployed network (final evaluation).
+      'generalization_gap': (results['train_accuracy'] - results['full_accuracy']
+                             if 'full_accuracy' in results else None),
       'best_full_accuracy': max(full) if full else None,
       'compile_seconds': clock.compile_seconds,
       'train_seconds': train_seconds,

@@ -162,6 +162,9 @@ def _check_data(data_cfg: Fields, num_devices: int | None) -> None:
   integer(1)('data.batch_size', data_cfg.get('batch_size'))
   if 'eval_batch_size' in data_cfg:
     integer(1)('data.eval_batch_size', data_cfg['eval_batch_size'])
+  per_class = (data_cfg.get('options') or {}).get('train_examples_per_class')
+  if per_class is not None:  # (more than a class has: found when the labels are read)
+    integer(1)('data.options.train_examples_per_class', per_class)
   augment = data_cfg.get('augment') or {}
   if 'pad' in augment:
     integer(0)('data.augment.pad', augment['pad'])
@@ -216,8 +219,9 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
       boolean(name, config[name])
   if 'parallel' in config:
     one_of(PARALLEL_MODES, 'parallel mode')('parallel', config.parallel)
-  if config.get('max_checkpoints') is not None:
-    integer(1)('max_checkpoints', config.max_checkpoints)
+  for name in ('max_checkpoints', 'train_accuracy_examples'):
+    if config.get(name) is not None:
+      integer(1)(name, config[name])
   for name in ('resume', 'init'):
     path = config.get(name)
     if path is not None and not os.path.isdir(path):
