@@ -136,7 +136,8 @@ def ensemble_distillation_loss(path_logits: jax.Array, labels: jax.Array, *,
                                path_features: jax.Array | None = None,
                                temperature: float = 3.0, kd_weight: float = 1.0,
                                att_weight: float = 1.0, label_smoothing: float = 0.0,
-                               detach_teacher: bool = False) -> dict[str, jax.Array]:
+                               detach_teacher: bool = False,
+                               attention_eps: float = 1e-6) -> dict[str, jax.Array]:
   """EKD-FWSNet's loss (methods/ekd_fwsnet.md): paths teach their first one (the main path).
 
   With z_0 the main path's logits and z_1..z_{P-1} the classmates',
@@ -153,6 +154,8 @@ def ensemble_distillation_loss(path_logits: jax.Array, labels: jax.Array, *,
       no attention term.
     temperature, kd_weight, att_weight, label_smoothing: as in the formula above.
     detach_teacher: stop gradients through z_ens and A_ens (the authors' code does not).
+    attention_eps: added to each attention map's standard deviation (`attention_map`'s eps;
+      the authors' code adds nothing, which is 0 here).
 
   Returns:
     A dict of per-example values: 'loss' f32[B], 'ce' f32[P, B] (each path's cross-entropy),
@@ -168,7 +171,7 @@ def ensemble_distillation_loss(path_logits: jax.Array, labels: jax.Array, *,
   kd = distillation_kl(path_logits[0], teacher, temperature)
   att = jnp.zeros_like(kd)
   if path_features is not None and att_weight:
-    maps = jax.vmap(attention_map)(path_features)  # [P, B, H, W]
+    maps = jax.vmap(lambda f: attention_map(f, attention_eps))(path_features)  # [P, B, H, W]
     mean_map = jnp.mean(maps, axis=0)
     if detach_teacher:
       mean_map = jax.lax.stop_gradient(mean_map)

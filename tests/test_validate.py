@@ -67,7 +67,7 @@ class DefaultConfigsTest(parameterized.TestCase):
                   resize_min_scale=0.5, resize_buckets=2, n_sub=3, max_shortening=(2, 3, 1),
                   levels=2, loops=1, sampler='geometric', drop_prob=0.1, gamma=2.0,
                   aggregate='mean', momentum=0.9, kd_weight=2.0, att_weight=0.5,
-                  dropout_rate=0.1, detach_teacher=True, alpha=0.5,
+                  dropout_rate=0.1, detach_teacher=True, attention_eps=0.0, alpha=0.5,
                   residual_target='kd', student_features=True, bn_stats='every_pass')
     run = self.create_tempdir()  # a trained run's workdir, as far as validation looks
     run.create_file('config.json', '{}')

@@ -43,6 +43,9 @@ class EKDFWSSettings(MethodSettings):
       None, optional(interval(0.0, 1.0, high_open=True, what='a probability')), unset=float)
   # False, as in the authors' code: the ensemble teacher is not detached.
   detach_teacher: bool = setting(False, boolean)
+  # Added to each attention map's standard deviation; the authors' code divides by the bare
+  # standard deviation (0 here), which is NaN for a constant map.
+  attention_eps: float = setting(1e-6, non_negative)
 
 
 class EKDFWS(Method):
@@ -80,7 +83,8 @@ class EKDFWS(Method):
     return losses.ensemble_distillation_loss(
         path_logits, labels, path_features=path_features, temperature=self.temperature,
         kd_weight=self.kd_weight, att_weight=self.att_weight,
-        label_smoothing=self.label_smoothing(), detach_teacher=self.detach_teacher)
+        label_smoothing=self.label_smoothing(), detach_teacher=self.detach_teacher,
+        attention_eps=float(self.settings.attention_eps))
 
   def gradients(self, params, batch_stats, batch, key, method_state):
     labels = batch['labels']
