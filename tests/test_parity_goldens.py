@@ -88,8 +88,9 @@ def _in_float64(tree):
 
 
 def _check_batch_stats(test, golden, stats, diffs):
-  """Running means against theirs, running variances against the biased-convention ones;
-  returns the convention's effect: max |theirs - biased| / |theirs| over the variances."""
+  """Running means against theirs, running variances against the biased-convention ones
+  (into `diffs`); returns the convention's effect, max |theirs - ours| / |theirs| over the
+  variances, and its bound."""
   after = cases.read_tree(golden, 'batch_stats_after')
   biased = cases.read_tree(golden, 'batch_stats_biased')
   test.assertEqual(set(after), set(stats))
@@ -103,8 +104,7 @@ def _check_batch_stats(test, golden, stats, diffs):
   # Each batch's variance enters theirs n / (n - 1) times ours (n = N * H * W, 4 at a 1x1 map
   # of a batch of 4), so the two differ by at most 1 / (n - 1) of the smallest n, relative.
   smallest = min(min(counts) for counts in cases.meta(golden)['bn_counts'].values())
-  test.assertBetween(effect, 1e-6, 1 / (smallest - 1))
-  return effect
+  return effect, 1 / (smallest - 1)
 
 
 class StimulativeGoldenTest(parameterized.TestCase):
@@ -205,15 +205,15 @@ class StimulativeGoldenTest(parameterized.TestCase):
     # BatchNorm: every pass updates the running statistics of the layers it ran, in running
     # order (bn_stats='every_pass', the authors' loop): the full network's layers once per pass,
     # a block's layers once more per subnet that keeps it.
-    stats = ours_flat(new_stats)
-    effect = _check_batch_stats(self, golden, stats, diffs)
-    print(f'{name}: biased against unbiased running variance: {effect:.3g} relative')
+    effect, bound = _check_batch_stats(self, golden, ours_flat(new_stats), diffs)
     eval_entries = cases.read_tree(golden, 'eval')
     diffs.values['eval/logits'] = cases.relative_difference(deployed,
                                                             eval_entries['logits_biased'])
-    self._bn_calls(golden, method, meta)
     worst = diffs.check(self)
-    print(f'{name}: largest relative difference {worst:.2e}')
+    self._bn_calls(golden, method, meta)
+    self.assertBetween(effect, 1e-6, bound)  # the variance convention: listed, measured
+    print(f'{name}: largest relative difference {worst:.2e}; biased against unbiased '
+          f'running variance: {effect:.3g} relative (bound {bound:.3g})')
 
   @parameterized.parameters(('st', 'default'), ('st_pp', 'space3'))
   def test_sampler_draws_like_authors(self, name, space):
@@ -369,8 +369,7 @@ class EKDGoldenTest(parameterized.TestCase):
       head_biases = ('head/bias',) + tuple(f'head_cm{b}/bias' for b in range(1, paths))
     diffs.group('grads', ours_flat(grads), skip=head_biases)
     diffs.group('params_after', ours_flat(params_after), skip=head_biases)
-    effect = _check_batch_stats(self, golden, ours_flat(new_stats), diffs)
-    print(f'{name}: biased against unbiased running variance: {effect:.3g} relative')
+    effect, bound = _check_batch_stats(self, golden, ours_flat(new_stats), diffs)
     eval_entries = cases.read_tree(golden, 'eval')
     diffs.values['eval/main_path_export'] = cases.relative_difference(
         deployed if without_bias is None else without_bias, eval_entries['logits_biased'])
@@ -390,7 +389,9 @@ class EKDGoldenTest(parameterized.TestCase):
       print(f'{name}: head biases (theirs: none) after one step: max |b| = {moved:.3g}, '
             f'{moved / scale:.3g} of the largest deployed logit')
     worst = diffs.check(self)
-    print(f'{name}: largest relative difference {worst:.2e}')
+    self.assertBetween(effect, 1e-6, bound)  # the variance convention: listed, measured
+    print(f'{name}: largest relative difference {worst:.2e}; biased against unbiased '
+          f'running variance: {effect:.3g} relative (bound {bound:.3g})')
 
 
 class GoldenFilesTest(absltest.TestCase):
