@@ -97,7 +97,8 @@ class ReproduceTest(absltest.TestCase):
     configs = [reproduce.run_config(reproduce.SUITES[name], cell, seed)
                for name in ('fmnist_scarce', 'fmnist_scarce_r56')
                for cell in reproduce.suite_cells(reproduce.SUITES[name]) for seed in (0, 2)]
-    self.assertEqual({c.data.options.train_examples_per_class for c in configs}, {500})
+    self.assertEqual({c.data.options.train_examples_per_class for c in configs},
+                     {reproduce.SCARCE_DATA['train_examples_per_class']})
     self.assertEqual({c.model.arch for c in configs}, {'resnet20', 'resnet56'})
     self.assertEqual({c.total_epochs for c in configs}, {reproduce.SCARCE_EPOCHS})
     self.assertEqual(reproduce.same_data_suites('fmnist_scarce'),
@@ -177,6 +178,9 @@ class ReproduceTest(absltest.TestCase):
     self.assertEqual(reproduce.stale_lines('digits', root, (0, 1), ['baseline'])[1:],
                      ['Not counted (trained with a config the suite no longer runs; the same '
                       'command retrains them): baseline seed 1.'])
+    stored['data']['options'] = {'train_examples_per_class': None}
+    with open(path, 'w') as f:
+      json.dump(stored, f)
     path = os.path.join(root, 'digits', 'ekd_fws', 'seed1', 'config.json')
     with open(path) as f:
       stored = json.load(f)
