@@ -134,9 +134,9 @@ def final_table(summary: dict) -> str:
   lines = [f'{"network".ljust(width)}  test accuracy', '-' * (width + 15)]
   lines += [f'{name.ljust(width)}  {acc:.4f}' for name, acc in rows if acc is not None]
   if summary.get('train_accuracy') is not None:
-    lines.append(f'training accuracy of the deployed network: {summary["train_accuracy"]:.4f} '
-                 f'(eval mode, {summary["train_accuracy_examples"]} train images; train - test '
-                 f'{summary["generalization_gap"]:+.4f})')
+    lines.append(f'deployed network on {summary["train_accuracy_examples"]} training images '
+                 f'(eval mode): {summary["train_accuracy"]:.4f}, train - test '
+                 f'{summary["generalization_gap"]:+.4f}')
   return '\n'.join(lines)
 
 
