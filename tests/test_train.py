@@ -45,7 +45,8 @@ class TrainTest(parameterized.TestCase):
     # The accuracies recomputed from the final checkpoint on digits' 359 test images: the
     # deployed network's, and each level's mean over the evaluator's 2 nested chains
     # (bernoulli, drop_prob 0.2, seed 0). Equal numbers of correct images.
-    model, saved, saved_config = export.load_run(workdir)
+    with self.assertNoLogs('absl', level='WARNING'):  # loading a finished run is silent
+      model, saved, saved_config = export.load_run(workdir)
     subnet_logits = jax.jit(methods.get_method(saved_config.method, model).subnet_logits)
     digits = data_lib.load_dataset('digits')
     images = data_lib.normalize(digits.test_images, digits.mean, digits.std)

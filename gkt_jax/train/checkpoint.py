@@ -20,7 +20,6 @@ import contextlib
 import logging as std_logging
 import os
 import sys
-import warnings
 
 from absl import logging
 import jax
@@ -87,6 +86,20 @@ def abstract_tree(tree):
       tree)
 
 
+@contextlib.contextmanager
+def _without_absl_warning(prefix: str):
+  """Drops absl log records whose message starts with `prefix` inside the block."""
+  def keep(record: std_logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(prefix)
+
+  absl_logger = std_logging.getLogger('absl')
+  absl_logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(keep)
+
+
 class Checkpointer:
   """Async Orbax checkpoints every `every_steps`, at most `max_to_keep` kept.
 
@@ -102,11 +115,18 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     self.every_steps = int(every_steps or 0)
     self.read_only = read_only
+    # A read-only manager saves and deletes nothing: said here, so that Orbax does not warn
+    # that it sets them. Handlers for both items, so that restoring one of them (the meta
+    # first) does not warn that the other "could not be restored".
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+        max_to_keep=None if read_only else max_to_keep, create=not read_only,
+        read_only=read_only, save_interval_steps=0 if read_only else 1,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=(STATE, META))
+    with _without_absl_warning('Given directory is read only'):
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=options,
+          item_handlers={STATE: ocp.StandardCheckpointHandler(),
+                         META: ocp.JsonCheckpointHandler()})
     self._quieted = None  # (previous unraisablehook, asyncio log filter) while restoring
 
   def all_steps(self) -> list[int]:
@@ -238,11 +258,9 @@ class Checkpointer:
   def restore_raw(self, step: int) -> dict:
     """The state tree saved at `step` as host numpy arrays (no target needed)."""
     metadata = self._manager.item_metadata(step)[STATE]
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-    with warnings.catch_warnings():  # host arrays: no target sharding is the point
-      warnings.filterwarnings('ignore', message='Sharding info not provided')
-      return self._manager.restore(step, args=ocp.args.Composite(**{
-          STATE: ocp.args.PyTreeRestore(restore_args=restore_args)}))[STATE]
+    target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), metadata)
+    return self._manager.restore(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.StandardRestore(target)}))[STATE]
 
   def restore_weights(self, like_params, like_batch_stats, adapt=None):
     """(params, batch stats, step, notes) of the newest readable checkpoint, for `config.init`.
