@@ -79,8 +79,9 @@ def main(argv):
   try:
     result = train_and_evaluate(config, _WORKDIR.value)
   except (FileNotFoundError, data.DataError, validate.ConfigError,
-          checkpoint.ResumeMismatchError) as e:
-    # Missing or corrupt data, a bad config, a resume with another model: the message says.
+          checkpoint.ResumeMismatchError, checkpoint.UnreadableCheckpointsError) as e:
+    # Missing or corrupt data, a bad config, a resume with another model, no readable
+    # checkpoint: the message says.
     cli.fail(str(e))
   except KeyboardInterrupt:  # a second Ctrl-C, or one after training (the first one saves)
     print('stopped at once by Ctrl-C: the last checkpoint is kept; run the same command '

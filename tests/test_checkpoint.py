@@ -128,6 +128,25 @@ class ResumeTest(absltest.TestCase):
       summary = json.load(f)
     self.assertEqual((summary['resumed_from_step'], summary['steps']), (2, 6))
     self.assertEqual(sorted(os.listdir(ckpt_dir)), ['2', '4', '6', 'corrupt-4'])
+    # Every checkpoint unreadable: one line, exit status 2, nothing in the workdir changed.
+    for step in (2, 4, 6):
+      for path in glob.glob(os.path.join(ckpt_dir, str(step), 'state', '**', 'd', '*'),
+                            recursive=True):
+        with open(path, 'wb') as f:
+          f.write(b'')
+    before = {name: os.path.getmtime(os.path.join(workdir, name))
+              for name in ('config.json', 'summary.json', 'metrics.jsonl')}
+    failed = subprocess.run(command + ['--config.total_steps=8'], cwd=workers.REPO, env=env,
+                            capture_output=True, text=True, timeout=workers.TIMEOUT)
+    self.assertEqual(failed.returncode, 2, failed.stderr[-3000:])
+    lines = failed.stderr.splitlines()
+    self.assertLen(lines, 1, failed.stderr[-3000:])
+    self.assertRegex(lines[0], rf'^error: no checkpoint in {ckpt_dir} is readable \(steps 6, '
+                     r'4, 2; step 6: .*\): move that directory aside and run again to train '
+                     r'from scratch, or restore a readable copy of it$')
+    self.assertEqual(sorted(os.listdir(ckpt_dir)), ['2', '4', '6', 'corrupt-4'])
+    self.assertEqual(before, {name: os.path.getmtime(os.path.join(workdir, name))
+                              for name in before})
 
   def test_resume_with_a_changed_model_is_a_clear_error_and_changes_nothing(self):
     workdir = self.create_tempdir().full_path

@@ -40,6 +40,10 @@ class ResumeMismatchError(ValueError):
   """The checkpoint was written by a run with a different model, method or dataset."""
 
 
+class UnreadableCheckpointsError(RuntimeError):
+  """Checkpoints exist, but none of them can be restored."""
+
+
 def _get_field(config, dotted: str):
   value = config
   for part in dotted.split('.'):
@@ -128,6 +132,7 @@ class Checkpointer:
           item_handlers={STATE: ocp.StandardCheckpointHandler(),
                          META: ocp.JsonCheckpointHandler()})
     self._quieted = None  # (previous unraisablehook, asyncio log filter) while restoring
+    self._failed_reads = False
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -171,6 +176,7 @@ class Checkpointer:
             **{META: ocp.args.JsonRestore()}))[META]
       except Exception as e:  # pylint: disable=broad-except
         error = _describe(candidate, e)
+        self._failed_reads = True
       if meta is not None:
         source = f'{self.directory}/{candidate}'
         if meta.get('weights_only'):
@@ -185,6 +191,7 @@ class Checkpointer:
               **{STATE: ocp.args.StandardRestore(target)}))[STATE]
         except Exception as e:  # pylint: disable=broad-except
           error = _describe(candidate, e)
+          self._failed_reads = True
       # Every process must take the same step (or all skip it), else they would diverge.
       if not utils.all_processes(error is None):
         errors.append(error or f'step {candidate}: unreadable in another process')
@@ -195,7 +202,10 @@ class Checkpointer:
         self._warn_unreadable(unreadable, errors, f'resuming from step {candidate}',
                               set_aside=not self.read_only)
       return tree_to_state(restored, like), meta
-    raise RuntimeError(f'no readable checkpoint in {self.directory}: ' + '; '.join(errors))
+    raise UnreadableCheckpointsError(
+        f'no checkpoint in {self.directory} is readable (steps '
+        f'{", ".join(str(s) for s in steps)}; {errors[0]}): move that directory aside and run '
+        'again to train from scratch, or restore a readable copy of it')
 
   def _warn_unreadable(self, steps, errors, outcome: str, set_aside: bool = False) -> None:
     """One line: which steps were unreadable (the first error), what happened to them."""
@@ -276,6 +286,7 @@ class Checkpointer:
         tree = self.restore_raw(candidate)
       except Exception as e:  # pylint: disable=broad-except
         errors.append(_describe(candidate, e))
+        self._failed_reads = True
         continue
       if errors:
         self._warn_unreadable(self.all_steps()[::-1][:len(errors)], errors,
@@ -305,7 +316,8 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
-    self._unquiet()
+    if not self._failed_reads:  # their reads may still complete into the closed loop
+      self._unquiet()
 
 
 def fit_weights(loaded, like, what: str, source: str):
