@@ -163,6 +163,28 @@ class ResumeTest(absltest.TestCase):
     for name, content in files.items():  # export and config.init still read this workdir
       with open(os.path.join(workdir, name), 'rb') as f:
         self.assertEqual(f.read(), content, name)
+    # A changed hyperparameter: refused in one line naming it, unless explicitly allowed;
+    # an accepted change (and a longer run) is recorded.
+    config = _smoke('baseline', total_steps=4)
+    config.optim.weight_decay = 1e-4
+    config.method.label_smoothing = 0.1
+    with self.assertRaises(checkpoint.ResumeMismatchError) as caught:
+      train_and_evaluate(config, workdir)
+    self.assertEqual(str(caught.exception), (
+        f'{workdir}: resuming at step 2 with other values than its checkpoint: '
+        'method.label_smoothing (0.0 -> 0.1), optim.weight_decay (0.0005 -> 0.0001); resume '
+        'with the saved values, or accept the change with --config.allow_resume_changes='
+        "method.label_smoothing,optim.weight_decay (it is recorded in summary.json's "
+        'resume_changes)'))
+    for name, content in files.items():
+      with open(os.path.join(workdir, name), 'rb') as f:
+        self.assertEqual(f.read(), content, name)
+    config.method.label_smoothing = 0.0
+    config.allow_resume_changes = 'optim.weight_decay'
+    summary = train_and_evaluate(config, workdir)
+    self.assertEqual(summary['resume_changes'], [
+        {'step': 2, 'field': 'optim.weight_decay', 'saved': 0.0005, 'now': 0.0001},
+        {'step': 2, 'field': 'total_steps', 'saved': 2, 'now': 4}])
 
   def test_init_loads_weights_only(self):
     source = self.create_tempdir().full_path

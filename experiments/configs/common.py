@@ -185,6 +185,9 @@ def _run_fields(config: ml_collections.ConfigDict) -> None:
   # The final evaluation's training accuracy (the regime: train minus test accuracy): on the
   # whole train split up to this many images, else on a fixed sample of this many; None: all.
   config.train_accuracy_examples = trainer.TRAIN_ACCURACY_EXAMPLES
+  # Fields a resume may change besides its length, cadence and evaluation (comma-separated
+  # dotted names, e.g. 'method.loops'; gkt_jax.train.checkpoint.RESUME_MAY_CHANGE).
+  config.allow_resume_changes = ''
 
 
 def base(method: str, recipe: dict | None = None) -> ml_collections.ConfigDict:

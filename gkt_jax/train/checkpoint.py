@@ -17,6 +17,7 @@ warning. A later Orbax migration touches this file only.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging as std_logging
 import os
 import sys
@@ -34,6 +35,55 @@ META = 'meta'
 # schedule or a new eval frequency).
 RESUME_MUST_MATCH = ('model', 'method.name', 'data.name',
                      'data.options.train_examples_per_class')
+
+
+# Config fields a resumed run may change: its length, cadence, evaluation, outputs and where
+# its files are (dotted names; a section's name covers its fields). Any other change is refused
+# unless `config.allow_resume_changes` names the field; every change is recorded.
+RESUME_MAY_CHANGE = (
+    'total_steps', 'total_epochs', 'log_every_steps', 'log_every_epochs', 'eval_every_steps',
+    'eval_every_epochs', 'ckpt_every_steps', 'ckpt_every_epochs', 'evals', 'plots', 'verbose',
+    'checkpoints', 'max_checkpoints', 'resume', 'init', 'train_accuracy_examples',
+    'allow_resume_changes', 'data.dir', 'data.eval_batch_size', 'data.options.cache',
+    'data.options.num_threads', 'data.options.test_examples', 'data.options.test_split')
+
+
+def plain_config(config) -> dict:
+  """A config (ConfigDict or dict) as the JSON-plain dict checkpoints keep."""
+  if hasattr(config, 'to_json_best_effort'):
+    return json.loads(config.to_json_best_effort())
+  return json.loads(json.dumps(config, default=str))
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict) and value:
+      out.update(_flat(value, name + '.'))
+    else:
+      out[name] = value
+  return out
+
+
+def config_changes(saved: dict, config) -> tuple[list[dict], list[str]]:
+  """The fields `config` changes against the config a checkpoint was saved with.
+
+  Returns (changes, refused): changes are {'field', 'saved', 'now'} for every differing
+  dotted field; refused names those neither in RESUME_MAY_CHANGE nor in
+  `config.allow_resume_changes` (comma-separated dotted names).
+  """
+  now = plain_config(config)
+  allowed = RESUME_MAY_CHANGE + tuple(
+      f.strip() for f in str(now.get('allow_resume_changes') or '').split(',') if f.strip())
+  before, after = _flat(saved), _flat(now)
+  changes, refused = [], []
+  for field in sorted((set(before) | set(after)) - {'allow_resume_changes'}):
+    if before.get(field) != after.get(field):
+      changes.append({'field': field, 'saved': before.get(field), 'now': after.get(field)})
+      if not any(field == a or field.startswith(a + '.') for a in allowed):
+        refused.append(field)
+  return changes, refused
 
 
 class ResumeMismatchError(ValueError):

@@ -395,6 +395,7 @@ def _train(run: Run, watcher, cleanup) -> tuple[dict, TrainState]:
         f'{workdir} was trained against other frozen networks ({meta.get("frozen")}) than '
         f'config.method names now ({frozen_id}): delete {workdir} to train it again')
   start_step = int(meta.get('step', 0))
+  resume_changes = _check_resume_changes(meta, config, workdir)
   summary_path = os.path.join(workdir, 'summary.json')
   if start_step >= run.total_steps and os.path.exists(summary_path):
     run.log(f'{workdir} already finished its {run.total_steps} steps: summary.json is its '
@@ -413,8 +414,27 @@ def _train(run: Run, watcher, cleanup) -> tuple[dict, TrainState]:
   clock = RunClock(float(meta.get('train_seconds', 0.0)))
   saver = _Saver(ckpt, lambda: {'identity': checkpoint.identity_fields(config),
                                 'frozen': frozen_id, 'train_seconds': clock.train_seconds(),
-                                'resumes': resumes})
+                                'resumes': resumes, 'resume_changes': resume_changes,
+                                'config': checkpoint.plain_config(config)})
   return _train_from(run, state, start_step, resumes, clock, saver, watcher, cleanup)
+
+
+def _check_resume_changes(meta: dict, config, workdir: str) -> list[dict]:
+  """Every config change of this and earlier resumes ({'step', 'field', 'saved', 'now'});
+  raises ResumeMismatchError (nothing written yet) for a change the run may not make."""
+  earlier = list(meta.get('resume_changes', []))
+  if 'config' not in meta:  # a fresh run, weights only, or a checkpoint without its config
+    return earlier
+  changes, refused = checkpoint.config_changes(meta['config'], config)
+  if refused:
+    shown = ', '.join(f'{c["field"]} ({c["saved"]!r} -> {c["now"]!r})' for c in changes
+                      if c['field'] in refused)
+    raise checkpoint.ResumeMismatchError(
+        f'{workdir}: resuming at step {meta["step"]} with other values than its checkpoint: '
+        f'{shown}; resume with the saved values, or accept the change with '
+        f'--config.allow_resume_changes={",".join(refused)} (it is recorded in '
+        'summary.json\'s resume_changes)')
+  return earlier + [dict(step=int(meta['step']), **c) for c in changes]
 
 
 @dataclasses.dataclass
@@ -470,6 +490,7 @@ def _train_from(run, state, start_step, resumes, clock, saver, watcher, cleanup)
   history = [h for h in history if h['step'] != step] + [{'step': step, **results}]
   writer.write(step, {f'eval/{k}': v for k, v in results.items()})
   summary = _summary(run, results, history, clock, train_seconds, start_step, resumes)
+  summary['resume_changes'] = saver.meta()['resume_changes']  # config changes on resume
   summary['eval_seconds'] = time.perf_counter() - eval_start
   _write_summary(run, summary)
   return summary, state
