@@ -412,10 +412,11 @@ def _train(run: Run, watcher, cleanup) -> tuple[dict, TrainState]:
   # Every step this workdir was resumed from, oldest first (kept in the checkpoints' meta).
   resumes = list(meta.get('resumes', [])) + ([start_step] if start_step else [])
   clock = RunClock(float(meta.get('train_seconds', 0.0)))
+  saved_config = checkpoint.plain_config(config)  # the config does not change while training
   saver = _Saver(ckpt, lambda: {'identity': checkpoint.identity_fields(config),
                                 'frozen': frozen_id, 'train_seconds': clock.train_seconds(),
                                 'resumes': resumes, 'resume_changes': resume_changes,
-                                'config': checkpoint.plain_config(config)})
+                                'config': saved_config})
   return _train_from(run, state, start_step, resumes, clock, saver, watcher, cleanup)
 
 
