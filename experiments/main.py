@@ -78,8 +78,15 @@ def main(argv):
   from gkt_jax.train import checkpoint, train_and_evaluate, validate
   try:
     result = train_and_evaluate(config, _WORKDIR.value)
+  except checkpoint.UnreadableCheckpointsError as e:
+    # The failed reads of every checkpoint can still be completing in TensorStore's threads
+    # into Orbax's closed event loop while the interpreter shuts down, each a traceback that
+    # no hook catches once shutdown has begun. Nothing was written: leave at once.
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(cli.EXIT_USAGE)
   except (FileNotFoundError, data.DataError, validate.ConfigError,
-          checkpoint.ResumeMismatchError, checkpoint.UnreadableCheckpointsError) as e:
+          checkpoint.ResumeMismatchError) as e:
     # Missing or corrupt data, a bad config, a resume with another model, no readable
     # checkpoint: the message says.
     cli.fail(str(e))

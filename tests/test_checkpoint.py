@@ -121,9 +121,10 @@ class ResumeTest(absltest.TestCase):
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
     # Orbax's failed read used to add one traceback per array (6,600 lines for a ResNet-50).
     lines = resumed.stderr.splitlines()
-    self.assertLen(lines, 1, resumed.stderr[-3000:])
-    self.assertRegex(lines[0], r'checkpoint step 4 in .* unreadable \(step 4: .*\); set aside '
-                     r'as corrupt-4; resuming from step 2$')
+    self.assertLen(lines, 1, '\n'.join(lines[:20]))
+    self.assertRegex(lines[0], r'checkpoint step 4 in .* unreadable \(step 4: ValueError: '
+                     r'OUT_OF_RANGE: Requested byte range \[0, \d+\) is not valid for value of '
+                     r'size \d+\); set aside as corrupt-4; resuming from step 2$')
     with open(os.path.join(workdir, 'summary.json')) as f:
       summary = json.load(f)
     self.assertEqual((summary['resumed_from_step'], summary['steps']), (2, 6))
@@ -140,7 +141,7 @@ class ResumeTest(absltest.TestCase):
                             capture_output=True, text=True, timeout=workers.TIMEOUT)
     self.assertEqual(failed.returncode, 2, failed.stderr[-3000:])
     lines = failed.stderr.splitlines()
-    self.assertLen(lines, 1, failed.stderr[-3000:])
+    self.assertLen(lines, 1, '\n'.join(lines[:20]))
     self.assertRegex(lines[0], rf'^error: no checkpoint in {ckpt_dir} is readable \(steps 6, '
                      r'4, 2; step 6: .*\): move that directory aside and run again to train '
                      r'from scratch, or restore a readable copy of it$')
@@ -205,6 +206,33 @@ class ResumeTest(absltest.TestCase):
     summary = train_and_evaluate(_smoke('baseline', total_steps=4, resume=source),
                                  self.create_tempdir().full_path)
     self.assertEqual(summary['resumed_from_step'], 2)
+
+
+class DescribeTest(absltest.TestCase):
+
+  def test_tensorstore_error_is_its_status_and_cause(self):
+    spec = '[tensorstore_spec=\'{"context":{"cache_pool":{}},"driver":"zarr"}\']'
+    error = ValueError(
+        'OUT_OF_RANGE: Error opening "zarr" driver: Error reading "params.conv/.zarray" in OCDBT '
+        'database at local file "/c/4/state/": Error reading Byte range [0, 7859) of local file '
+        f'"/c/4/state/d/ddab": Requested byte range [0, 7859) is not valid for value of size 0 {spec}')
+    self.assertEqual(checkpoint._describe(4, error),
+                     'step 4: ValueError: OUT_OF_RANGE: Requested byte range [0, 7859) is not '
+                     'valid for value of size 0')
+    missing = ValueError('NOT_FOUND: Error opening "zarr" driver: Error reading Byte range '
+                         f'[0, 7859) of local file "/c/4/state/d/ddab" {spec}')
+    self.assertEqual(checkpoint._describe(4, missing),
+                     'step 4: ValueError: NOT_FOUND: Error reading Byte range [0, 7859) of local '
+                     'file "/c/4/state/d/ddab"')
+
+  def test_object_reprs_are_dropped_and_long_messages_cut_at_a_word(self):
+    error = TypeError('could not read item: <bound method pybind11_detail_function_record_v1_'
+                      'system_libstdcpp_gxx_abi_1xxx.read of <tensorstore.Kv')
+    self.assertEqual(checkpoint._describe(2, error), 'step 2: TypeError: could not read item')
+    described = checkpoint._describe(2, OSError('word ' * 100 + '\nsecond line'))
+    self.assertLessEqual(len(described), 260)
+    self.assertTrue(described.endswith('word ...'), described)
+    self.assertNotIn('second', described)
 
 
 class NonFiniteTest(absltest.TestCase):

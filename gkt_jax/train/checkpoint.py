@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging as std_logging
 import os
+import re
 import sys
 
 from absl import logging
@@ -396,10 +397,28 @@ def fit_variables(params, batch_stats, like_params, like_batch_stats, source: st
           fit_weights(batch_stats, like_batch_stats, 'batch_stats', source))
 
 
-def _describe(step: int, error: Exception) -> str:
-  """'step N: Type: first line of the message' (Orbax errors run to many lines)."""
-  first_line = (str(error).splitlines() or [''])[0]
-  return f'step {step}: {type(error).__name__}: {first_line[:200]}'
+_SPEC = re.compile(r'\s*\[tensorstore_spec=.*$')
+_OBJECT_REPR = re.compile(r'\s*<(?:bound method|function|built-in|pybind11)[^>]*>?')
+_CHAIN_LINK = re.compile(r'(?<=["\w\])]): (?=[A-Z])')  # "...: Error reading ...: Cause"
+_STATUS = re.compile(r'^([A-Z][A-Z_]+): ')
+
+
+def _describe(step: int, error: Exception, limit: int = 240) -> str:
+  """'step N: Type: cause', short enough for one log line.
+
+  TensorStore's errors are one line of 2,000 characters: a status, a chain of "Error
+  opening/reading ...: " links and a JSON spec. The status and the last link (the cause, e.g.
+  "Requested byte range [0, 7859) is not valid for value of size 0") are kept; object reprs
+  such as `<bound method pybind11_...>` are dropped. A cut message ends in '...'.
+  """
+  text = (str(error).splitlines() or [''])[0]
+  text = _OBJECT_REPR.sub('', _SPEC.sub('', text)).strip().rstrip(':')
+  status = _STATUS.match(text)
+  if status:
+    text = f'{status.group(1)}: {_CHAIN_LINK.split(text[status.end():])[-1]}'
+  if len(text) > limit:
+    text = text[:limit].rsplit(' ', 1)[0] + ' ...'
+  return f'step {step}: {type(error).__name__}: {text}'
 
 
 
