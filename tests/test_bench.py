@@ -8,9 +8,25 @@ import numpy as np
 
 from experiments import bench_data, bench_eval, bench_step, profile_step
 from experiments.configs import common
+from gkt_jax import masks
 from gkt_jax.train import train_and_evaluate
 
-_TINY = dict(arch='resnet8', batch=4, steps=1, side=8, conv_impl='auto')
+# ResNet-14: two blocks per stage, so every stage has a block that subnets may drop.
+_TINY = dict(arch='resnet14', batch=4, steps=1, side=8, conv_impl='auto')
+
+
+def _resnet14_flops(side: int, num_classes: int = 10):
+  """(fixed, per_block f64[6]) forward FLOPs per example of the CIFAR ResNet-14 (16/32/64
+  channels, parameter-free shortcuts) on side x side x 3 images, counted by hand: 2 x
+  multiply-adds of each 3x3 convolution at its output size, and of the head."""
+  conv = lambda hw, cin, cout: 2.0 * hw * hw * 9 * cin * cout
+  s1, s2, s3 = side, -(-side // 2), -(-side // 4)
+  fixed = conv(s1, 3, 16) + 2.0 * 64 * num_classes
+  per_block = np.array([
+      2 * conv(s1, 16, 16), 2 * conv(s1, 16, 16),
+      conv(s2, 16, 32) + conv(s2, 32, 32), 2 * conv(s2, 32, 32),
+      conv(s3, 32, 64) + conv(s3, 64, 64), 2 * conv(s3, 64, 64)])
+  return fixed, per_block
 
 
 class BenchStepTest(absltest.TestCase):
@@ -34,9 +50,28 @@ class BenchStepTest(absltest.TestCase):
     self.assertAlmostEqual(self.rows['baseline']['flops_per_example'], plain)
     # kd: the student's forward and backward (3 forwards) + the frozen teacher's forward.
     self.assertAlmostEqual(self.rows['kd']['flops_per_example'] / plain, 4 / 3)
-    # gkt: the full network + 6 subnets. ResNet-8 has one block per stage, each the first
-    # of its stage, which no subnet sampler drops: every subnet is the full network.
-    self.assertAlmostEqual(self.rows['gkt']['flops_per_example'] / plain, 7.0)
+
+  def test_gkt_flops_count_the_blocks_its_subnets_keep(self):
+    # The masks of the 1 + steps steps bench_method ran, drawn here from their keys with
+    # GKT's sampler (2 loops of 3 nested levels, bernoulli, drop_prob 0.2, after the full
+    # network), priced with ResNet-14's hand-counted FLOPs.
+    row = self.rows['gkt']
+    fixed, per_block = _resnet14_flops(_TINY['side'])
+    plain = fixed + per_block.sum()
+    self.assertEqual(row['plain_flops_per_example'], plain)
+    _, _, state, _ = bench_step.build_step('gkt', 'resnet14', _TINY['batch'], _TINY['side'])
+    step_flops = []
+    for step in range(1 + _TINY['steps']):
+      key = jax.random.split(jax.random.fold_in(state.key, step))[0]
+      chains = [np.asarray(masks.sample_nested_subnets(k, (2, 2, 2), 3, sampler='bernoulli',
+                                                       drop_prob=0.2))
+                for k in jax.random.split(key, 2)]
+      kept = np.concatenate([np.ones((1, 6), bool)] + chains)
+      step_flops.append(sum(fixed + per_block[m].sum() for m in kept))
+    want = np.mean(step_flops) / plain
+    self.assertLess(want, 7.0 - 0.05)  # these draws drop blocks: fewer FLOPs than 7 passes
+    self.assertAlmostEqual(row['flops_per_example'] / plain, want, places=9,
+                           msg='GKT\'s FLOPs are not those of the blocks its steps kept')
 
   def test_bfloat16_convolutions(self):
     step_impl, _, state, args = bench_step.build_step('gkt', 'resnet8', 4, 8, dtype='bfloat16')
@@ -51,7 +86,7 @@ class BenchStepTest(absltest.TestCase):
                  compile_ratio_to_plain=1.0) for r in self.rows.values()]
     text = bench_step.markdown(rows)
     self.assertIn('Machine: ', text)
-    self.assertLen([l for l in text.splitlines() if l.startswith('| resnet8 |')], 3)
+    self.assertLen([l for l in text.splitlines() if l.startswith('| resnet14 |')], 3)
 
   def test_other_codebases_shapes_and_method_overrides(self):
     with flagsaver.flagsaver(methods=['gkt', 'stimulative_stpp']):
