@@ -10,6 +10,7 @@ from absl.testing import absltest, parameterized
 
 from gkt_jax import masks, methods
 from gkt_jax.models import ResNet
+from gkt_jax.models.resnet import BasicBranch
 
 
 def _setup(batch=8, side=8, num_classes=5):
@@ -67,6 +68,28 @@ def _reference_gkt(model, params, stats, batch, subnet_masks, levels, loops, mom
       counts[g] += 1
       i += 1
   return total, stats
+
+
+def _block_names(stage_sizes):
+  return [f'stage{s + 1}_block{j + 1}' for s, n in enumerate(stage_sizes) for j in range(n)]
+
+
+def _scale_branches(params, stage_sizes, factors):
+  """params with the last BatchNorm (bn2) of block i's residual branch multiplied, scale and
+  bias, by factors[i]: in eval and train mode alike (BatchNorm's statistics do not depend on
+  its scale and bias), the plain network then computes relu(shortcut + factors[i] * branch);
+  factor 0: the branch outputs zeros, the block outputs relu(shortcut), as a dropped one."""
+  params = dict(params)
+  for name, factor in zip(_block_names(stage_sizes), factors):
+    branch = dict(params[name]['branch'])
+    branch['bn2'] = jax.tree.map(lambda a: a * factor, branch['bn2'])
+    params[name] = {**params[name], 'branch': branch}
+  return params
+
+
+def _linear_survival(num_blocks, final_survival):
+  """Stochastic depth's linear rule by hand: p_i = 1 - (i / L)(1 - p_L), i = 1..L."""
+  return 1.0 - np.arange(1, num_blocks + 1) / num_blocks * (1.0 - final_survival)
 
 
 def _resize_bilinear_reference(images, side):
@@ -303,8 +326,6 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
                  batch['labels'])
 
     chex.assert_trees_all_close(grads, jax.grad(reference)(variables['params']), atol=1e-6)
-    want = model.apply(variables, batch['images'], train=False, residual_scale=survival)[0]
-    np.testing.assert_allclose(method.predict(variables, batch['images']), want, atol=1e-6)
 
   def test_stochastic_depth_inverted_mode(self):
     # test_scaling=False: kept branches scaled by 1/p_i in training, the plain network at test.
@@ -324,10 +345,6 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
         jax.tree.leaves(grads), jax.tree.leaves(unscaled))), 1e-4)
     plain = model.apply(variables, batch['images'], train=False)[0]
     np.testing.assert_array_equal(method.predict(variables, batch['images']), plain)
-    full = jnp.ones(6, bool)
-    np.testing.assert_array_equal(method.subnet_logits(variables, batch['images'], full),
-                                  model.apply(variables, batch['images'], keep_mask=full,
-                                              train=False)[0])
 
   def test_stochastic_depth_keep_rate(self):
     model, batch, variables = _setup()
@@ -351,6 +368,97 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
                              msg=f'block {i + 1}')
     self.assertAlmostEqual(rates.mean(), 51 / 72,
                            delta=4 * np.sqrt(np.sum(survival * (1 - survival)) / 36 / num))
+
+
+class SurvivalScalingTest(parameterized.TestCase):
+  """Stochastic depth's scaling by p strictly between 0 and 1, against networks whose
+  residual branches are scaled in their weights (`_scale_branches`) and run plainly: no keep
+  mask, no residual_scale, survival probabilities written out by hand."""
+
+  def _method_and_survival(self, model, test_scaling, rule):
+    method = _method(model, name='stochastic_depth', final_survival=0.3, rule=rule,
+                     test_scaling=test_scaling)
+    survival = _linear_survival(6, 0.3) if rule == 'linear' else np.full(6, 0.3)
+    self.assertTrue(np.all((survival > 0) & (survival < 1)))
+    return method, survival
+
+  @parameterized.parameters('linear', 'uniform')
+  def test_test_time_network_is_shortcut_plus_survival_times_branch(self, rule):
+    model, batch, variables = _setup()
+    method, survival = self._method_and_survival(model, True, rule)
+    images = batch['images']
+
+    def scaled_network(factors):
+      return model.apply({'params': _scale_branches(variables['params'], (3, 3), factors),
+                          'batch_stats': variables['batch_stats']}, images, train=False)[0]
+
+    want = scaled_network(survival)
+    plain = model.apply(variables, images, train=False)[0]
+    self.assertGreater(float(jnp.max(jnp.abs(want - plain))), 0.05)  # scaling shows
+    np.testing.assert_allclose(method.predict(variables, images), want, atol=1e-5, rtol=1e-5,
+                               err_msg='predict is not relu(shortcut + p_i * branch_i)')
+    np.testing.assert_allclose(method.subnet_logits(variables, images, jnp.ones(6, bool)),
+                               want, atol=1e-5, rtol=1e-5)
+    # A subnet: dropped blocks (a downsampling one among them) output their shortcut, kept
+    # ones shortcut + p_i * branch.
+    keep = np.array([True, False, True, False, True, True])
+    np.testing.assert_allclose(
+        method.subnet_logits(variables, images, jnp.asarray(keep)),
+        scaled_network(keep * survival), atol=1e-5, rtol=1e-5,
+        err_msg='subnet_logits is not relu(shortcut + keep_i * p_i * branch_i)')
+
+  def test_inverted_variant_trains_kept_branches_scaled_by_inverse_survival(self):
+    model, batch, variables = _setup()
+    method, survival = self._method_and_survival(model, False, 'linear')
+    key = jax.random.key(11)
+    grads, (_, _, measurements) = method.gradients(
+        variables['params'], variables['batch_stats'], batch, key, {})
+    keep = np.asarray(method.masks_run(key)[0])
+    self.assertTrue(0 < keep.sum() < 6)  # kept and dropped blocks both
+
+    def reference(params):
+      (logits, _), _ = model.apply(
+          {'params': _scale_branches(params, (3, 3), keep / survival),
+           'batch_stats': variables['batch_stats']}, batch['images'], train=True,
+          mutable=['batch_stats'])
+      return _ce(logits, batch['labels'])
+
+    want_loss, want_grads = jax.value_and_grad(reference)(variables['params'])
+    np.testing.assert_allclose(measurements['loss'], want_loss, rtol=1e-5, atol=1e-5,
+                               err_msg='the step is not relu(shortcut + branch_i / p_i)')
+    chex.assert_trees_all_close(grads, want_grads, atol=1e-5, rtol=1e-4)
+    # At test time the plain network, masked subnets unscaled.
+    subnet = np.array([True, True, False, True, False, True])
+    np.testing.assert_allclose(
+        method.subnet_logits(variables, batch['images'], jnp.asarray(subnet)),
+        model.apply({'params': _scale_branches(variables['params'], (3, 3), subnet * 1.0),
+                     'batch_stats': variables['batch_stats']}, batch['images'],
+                    train=False)[0], atol=1e-5, rtol=1e-5)
+
+  def test_block_output_from_its_shortcut_and_branch(self):
+    # One stage of one block, then a downsampling block with the parameter-free shortcut:
+    # each block's output rebuilt from the block's input (the features), its branch run as
+    # a module on its own weights, and the shortcut by hand in numpy.
+    model = ResNet(stage_sizes=(1, 1), stage_widths=(4, 8), num_classes=3, stem_width=4,
+                   shortcut='pad')
+    images = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
+    variables = model.init(jax.random.key(4), images, train=False)
+    branch = lambda name, width, stride, x: np.asarray(BasicBranch(
+        width, stride, 'xla', 0.9, jnp.float32).apply(
+            {'params': variables['params'][name]['branch'],
+             'batch_stats': variables['batch_stats'][name]['branch']}, x, False))
+    scale = np.array([0.7, 0.4])
+    for keep in ([True, True], [True, False], [False, True]):
+      _, features = model.apply(variables, images, keep_mask=jnp.asarray(keep),
+                                residual_scale=jnp.asarray(scale), train=False)
+      stem, stage1 = np.asarray(features['stem']), np.asarray(features['stage1'])
+      want1 = np.maximum(stem + keep[0] * scale[0] * branch('stage1_block1', 4, 1, stem), 0)
+      np.testing.assert_allclose(stage1, want1, atol=1e-5, err_msg=f'block 1, keep {keep}')
+      shortcut = np.pad(stage1[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (2, 2)))
+      want2 = np.maximum(
+          shortcut + keep[1] * scale[1] * branch('stage2_block1', 8, 2, stage1), 0)
+      np.testing.assert_allclose(features['stage2'], want2, atol=1e-5,
+                                 err_msg=f'block 2, keep {keep}')
 
 
 class RegistryTest(parameterized.TestCase):
