@@ -317,8 +317,9 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
     np.testing.assert_array_equal(method.masks_run(key), keep[None])
     return model, batch, variables, method, grads, keep, survival
 
-  def test_stochastic_depth_uses_sampled_mask_and_scales_at_test(self):
-    model, batch, variables, method, grads, keep, survival = self._stochastic_depth_step(
+  def test_stochastic_depth_trains_the_sampled_mask_unscaled(self):
+    # Test-time scaling: SurvivalScalingTest.
+    model, batch, variables, _, grads, keep, _ = self._stochastic_depth_step(
         jax.random.key(4), rule='linear')
 
     def reference(params):
