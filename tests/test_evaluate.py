@@ -171,38 +171,71 @@ class SummaryRowsTest(absltest.TestCase):
 
 
 class StochasticDepthEvaluationTest(absltest.TestCase):
-  """Subnet evaluators run a method's test-time network: stochastic depth's scaled one."""
+  """Subnet evaluators run a method's test-time network: stochastic depth's scaled one.
+
+  Expected accuracies come from the plain network (no keep mask, no residual_scale) whose
+  last branch BatchNorm of block i is multiplied by keep_i * p_i (`_scale_branches`), with
+  p_i written out by hand, and an argmax in numpy. The labels are the predictions of that
+  scaled full network, so the deployed network scores 1.0 and every misplaced scale shows.
+  """
 
   def setUp(self):
     super().setUp()
     self.model = ResNet(stage_sizes=(3, 2), stage_widths=(4, 8), num_classes=3, stem_width=4)
     rng = np.random.default_rng(1)
     self.images = rng.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)
-    self.labels = rng.integers(0, 3, (64,)).astype(np.int32)
-    variables = self.model.init(jax.random.key(2), jnp.zeros((1, 8, 8, 1)), train=False)
-    # Large residual branches, so that scaling them by p_i changes predictions.
-    self.variables = {**variables, 'params': jax.tree.map(lambda a: 3.0 * a,
-                                                          variables['params'])}
+    self.x = (self.images.astype(np.float32) / 255.0 - 0.5) / 0.25
+    self.survival = 1.0 - np.arange(1, 6) / 5 * (1.0 - 0.2)  # linear rule, p_L = 0.2
+    variables = self.model.init(jax.random.key(1), jnp.zeros((1, 8, 8, 1)), train=False)
+    # A head centred and whitened on the scaled network's pooled features: random images
+    # pool to nearly equal features, which a plain head maps to one class for every image.
+    pooled = self._reference(variables, self.survival)[1]
+    kernel = np.asarray(jax.random.normal(jax.random.key(101), (8, 3))) / (
+        pooled.std(0)[:, None] + 1e-6)
+    self.variables = {**variables, 'params': {**variables['params'], 'head': {
+        'kernel': jnp.asarray(kernel, jnp.float32),
+        'bias': jnp.asarray(-pooled.mean(0) @ kernel, jnp.float32)}}}
+    logits = self._reference_logits(self.survival)
+    self.labels = np.argmax(logits, -1).astype(np.int32)
+    self.assertEqual(len(set(self.labels.tolist())), 3)
+    top2 = np.sort(logits, -1)[:, -2:]
+    self.assertGreater(np.min(top2[:, 1] - top2[:, 0]), 1e-4)  # no near-ties to round over
     self.method = methods.get_method(ml_collections.ConfigDict(
         {'name': 'stochastic_depth', 'final_survival': 0.2}), self.model)
     self.runner = evaluate.EvalRunner(self.model, self.method, self.images, self.labels,
                                       mean=[0.5], std=[0.25], batch_size=32)
     self.runner.variables = self.variables
-    self.x = (self.images.astype(np.float32) / 255.0 - 0.5) / 0.25
+
+  def _reference(self, variables, factors):
+    """(logits, pooled features) in numpy of the plain network with the residual branch of
+    block i scaled by factors[i] in its weights."""
+    params = dict(variables['params'])
+    for s, n in enumerate(self.model.stage_sizes):
+      for j in range(n):
+        name = f'stage{s + 1}_block{j + 1}'
+        factor = factors[sum(self.model.stage_sizes[:s]) + j]
+        branch = params[name]['branch']
+        params[name] = {**params[name], 'branch': {
+            **branch, 'bn2': jax.tree.map(lambda a: a * factor, branch['bn2'])}}
+    logits, features = self.model.apply({**variables, 'params': params}, self.x, train=False)
+    return np.asarray(logits), np.asarray(features['pre_logits'])
+
+  def _reference_logits(self, factors):
+    return self._reference(self.variables, np.asarray(factors, np.float64))[0]
 
   def _accuracy(self, logits):
     return float(np.mean(np.argmax(logits, -1) == self.labels))
 
-  def test_all_blocks_equals_deployed_accuracy(self):
+  def test_all_blocks_point_is_the_scaled_network(self):
     curve = evaluate.EVALUATORS['depth_curve'](self.runner, num_subnets=4)['depth_curve']
-    deployed = self.runner.deployed_accuracy()
     self.assertEqual(curve[-1][0], 5)
-    self.assertEqual(curve[-1][1], deployed)
-    ones = jnp.ones(5, bool)
-    scaled = self.method.subnet_logits(self.variables, self.x, ones)
-    np.testing.assert_array_equal(scaled, self.method.predict(self.variables, self.x))
-    unscaled = self.model.apply(self.variables, self.x, keep_mask=ones, train=False)[0]
-    self.assertGreater(float(np.max(np.abs(scaled - unscaled))), 0.1)
+    want = self._accuracy(self._reference_logits(self.survival))  # 1.0: the labels
+    self.assertEqual(want, 1.0)
+    self.assertEqual(curve[-1][1], want,
+                     msg='the depth curve\'s all-blocks point is not the scaled network\'s')
+    self.assertEqual(evaluate.EVALUATORS['full'](self.runner)['full_accuracy'], want)
+    # The unscaled network disagrees on many images: the check tells the two apart.
+    self.assertLess(self._accuracy(self._reference_logits(np.ones(5))), 0.9)
 
   def test_all_true_row_is_measured_by_the_deployed_program(self):
     # Where the masked program differs from the deployed one (float rounding on a backend
@@ -219,17 +252,17 @@ class StochasticDepthEvaluationTest(absltest.TestCase):
 
   def test_subnets_scale_their_kept_blocks(self):
     keep = np.array([True, False, True, True, False])
-    survival = np.asarray(self.method.survival)
-    want = self.model.apply(self.variables, self.x, keep_mask=jnp.asarray(keep), train=False,
-                            residual_scale=jnp.asarray(survival))[0]
-    self.assertAlmostEqual(self.runner.subnet_accuracy(keep), self._accuracy(want), places=6)
+    want = self._accuracy(self._reference_logits(keep * self.survival))
+    self.assertNotEqual(want, self._accuracy(self._reference_logits(keep * 1.0)))
+    self.assertAlmostEqual(self.runner.subnet_accuracy(keep), want, places=9,
+                           msg='a subnet is not relu(shortcut + keep_i * p_i * branch_i)')
     deletion = evaluate.EVALUATORS['block_deletion'](self.runner)['block_deletion']
+    self.assertEqual([b for b, _ in deletion], [1, 2, 4])
     for block, acc in deletion:
-      mask = np.ones(5, bool)
-      mask[block] = False
-      logits = self.model.apply(self.variables, self.x, keep_mask=jnp.asarray(mask),
-                                train=False, residual_scale=jnp.asarray(survival))[0]
-      self.assertAlmostEqual(acc, self._accuracy(logits), places=6)
+      mask = np.ones(5)
+      mask[block] = 0.0
+      self.assertAlmostEqual(acc, self._accuracy(self._reference_logits(mask * self.survival)),
+                             places=9, msg=f'block {block} deleted')
 
 
 if __name__ == '__main__':
