@@ -174,7 +174,7 @@ class StochasticDepthEvaluationTest(absltest.TestCase):
   """Subnet evaluators run a method's test-time network: stochastic depth's scaled one.
 
   Expected accuracies come from the plain network (no keep mask, no residual_scale) whose
-  last branch BatchNorm of block i is multiplied by keep_i * p_i (`_scale_branches`), with
+  last branch BatchNorm of block i is multiplied by keep_i * p_i (`_reference`), with
   p_i written out by hand, and an argmax in numpy. The labels are the predictions of that
   scaled full network, so the deployed network scores 1.0 and every misplaced scale shows.
   """
