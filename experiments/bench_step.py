@@ -6,6 +6,7 @@ r"""Times one training step of every method against the plain (baseline) step, i
   python -m experiments.bench_step --dtype bfloat16 ...       # bf16 convolutions (GPU/TPU)
   python -m experiments.bench_step --arch resnet20 --shortcut projection --num_classes 100 \
       --method_overrides gkt.loops=1              # another codebase's shapes and settings
+  python -m experiments.bench_step --dropped_block --arch resnet56,vit_ti,wrn16_4 --batch 8
 
 Prints, per (architecture, method), a JSON line, a table row or a markdown row with
   seconds_per_step      mean over `--steps` steps after the compiled first one
@@ -27,6 +28,19 @@ Prints, per (architecture, method), a JSON line, a table row or a markdown row w
                         temporaries - donated (aliased) buffers; device_peak_bytes_so_far:
                         the device's measured peak since the process started, where the
                         backend reports it (GPU, TPU): methods timed before count
+With --dropped_block, no method is timed: per architecture, one row of a dropped block's cost
+against a kept one in the compiled gradient of a train-mode forward with a traced keep mask
+(the program every masked training pass runs). Each block's branch sits in `lax.cond`s (one
+in the forward, one in the backward); the cost of a branch is the bytes its instructions
+write (fusion, convolution, dot, copy and broadcast outputs; XLA's optimised program, so
+fused elementwise work writes nothing). Bytes leave out the kept branch's arithmetic (its
+convolutions and matmuls), which a dropped branch does not do. Deterministic: it reads the
+compiled program and runs nothing. Columns
+  dropped_over_kept     bytes written by the dropped branches / by the kept branches,
+                        forward and backward, summed over the blocks (at most 0.25: exit
+                        status 1 where an architecture exceeds it)
+  forward_ratio, backward_ratio   the same for the forward and the backward conds alone
+  dropped_bytes_per_block, kept_bytes_per_block   the sums over the blocks / the blocks
 Ratios divide by the plain step of the same architecture, timed in the same process. kd is
 ResKD's student step; a res-student's step (reskd) needs its trained chain and is not timed
 here. Inputs are random images of CIFAR shape; masks come from the step key as in training, so
@@ -37,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import time
 
@@ -49,7 +64,7 @@ from jax import monitoring
 
 from experiments import cli
 from experiments.configs import common
-from gkt_jax import evaluate, methods, models
+from gkt_jax import evaluate, losses, methods, models
 from gkt_jax.train import optim, reporting
 from gkt_jax.train.trainer import init_state, make_train_step, step_key
 
@@ -75,6 +90,10 @@ _SHORTCUT = flags.DEFINE_enum('shortcut', None, ['pad', 'projection'],
                               "ResNets' shortcut (default: the architecture's own, 'pad' for "
                               "CIFAR ResNets, 'projection' for resnet18/34/50).")
 _CLASSES = flags.DEFINE_integer('num_classes', 10, 'Classifier outputs (e.g. 100: CIFAR-100).')
+_DROPPED_BLOCK = flags.DEFINE_bool('dropped_block', False,
+                                   "Measure a dropped block's cost against a kept one "
+                                   '(bytes its branches write in the compiled gradient) '
+                                   'instead of timing methods.')
 _OVERRIDES = flags.DEFINE_list('method_overrides', [],
                                "Fields over a method's defaults, LABEL.FIELD=VALUE with LABEL "
                                'as in --methods, e.g. gkt.loops=1,stimulative.n_sub=2.')
@@ -83,6 +102,7 @@ _COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
                    '/jax/core/compile/jaxpr_to_mlir_module_duration',
                    '/jax/core/compile/backend_compile_duration')
 _compile_log: list[float] = []
+MAX_DROPPED_OVER_KEPT = 0.25  # --dropped_block: the most a dropped block may cost
 
 
 def _on_event(name, seconds, **kwargs):
@@ -300,6 +320,147 @@ def markdown(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+# Bytes per element of XLA's array types; an instruction writes the arrays of its output shape.
+_ELEMENT_BYTES = {'pred': 1, 's8': 1, 'u8': 1, 's16': 2, 'u16': 2, 'f16': 2, 'bf16': 2,
+                  's32': 4, 'u32': 4, 'f32': 4, 's64': 8, 'u64': 8, 'f64': 8, 'c64': 8,
+                  'c128': 16}
+_HLO_ARRAY = re.compile(r'\b(' + '|'.join(_ELEMENT_BYTES) + r')\[([\d,]*)\]')
+_HLO_COMPUTATION = re.compile(r'^(?:ENTRY\s+)?%?([\w.\-]+) \(.*\) -> .*\{$')
+_HLO_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?[\w.\-]+ = (.*?) ([\w\-]+)\((.*)$')
+# Instructions that write no array of their own (control flow: its computations write).
+_WRITES_NOTHING = ('parameter', 'get-tuple-element', 'tuple', 'bitcast', 'constant',
+                   'after-all', 'conditional', 'while', 'call')
+
+
+def hlo_computations(hlo_text: str) -> dict[str, list[tuple[str, str, str]]]:
+  """{computation name: [(output shape, opcode, operands and attributes), ...]} of an HLO
+  module's text (`compiled.as_text()`)."""
+  computations, current = {}, None
+  for line in hlo_text.splitlines():
+    header = _HLO_COMPUTATION.match(line)
+    if header:
+      current = computations.setdefault(header.group(1), [])
+    elif line.startswith('}'):
+      current = None
+    elif current is not None and (instruction := _HLO_INSTRUCTION.match(line)):
+      current.append(instruction.groups())
+  return computations
+
+
+def _array_bytes(shape: str) -> int:
+  return sum(_ELEMENT_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(',') if d]))
+             for dtype, dims in _HLO_ARRAY.findall(shape))
+
+
+def _branches(attributes: str) -> list[str]:
+  """The branch computations of a conditional, in branch-index order (a bool predicate's
+  false branch first)."""
+  listed = re.search(r'branch_computations=\{([^}]*)\}', attributes)
+  if listed:
+    return [name.strip().lstrip('%') for name in listed.group(1).split(',')]
+  return [re.search(rf'{which}_computation=%?([\w.\-]+)', attributes).group(1)
+          for which in ('false', 'true')]
+
+
+def bytes_written(computations, name: str, memo: dict | None = None) -> int:
+  """Bytes the instructions of computation `name` write; a nested conditional counts its
+  largest branch, a while loop its body once, a call its computation."""
+  memo = {} if memo is None else memo
+  if name not in memo:
+    total = 0
+    for shape, opcode, attributes in computations.get(name, ()):
+      if opcode == 'conditional':
+        total += max(bytes_written(computations, b, memo) for b in _branches(attributes))
+      elif opcode in ('while', 'call'):
+        for callee in re.findall(r'(?:body|to_apply)=%?([\w.\-]+)', attributes):
+          total += bytes_written(computations, callee, memo)
+      elif opcode not in _WRITES_NOTHING:
+        total += _array_bytes(shape)
+    memo[name] = total
+  return memo[name]
+
+
+def cond_branch_bytes(hlo_text: str) -> list[dict]:
+  """One dict per two-branch conditional of a compiled program: its JAX op name, whether it
+  is in the backward ('transpose' in the name), and the bytes its false (`dropped`) and true
+  (`kept`) branches write."""
+  computations, memo, rows = hlo_computations(hlo_text), {}, []
+  for instructions in computations.values():
+    for _, opcode, attributes in instructions:
+      if opcode != 'conditional' or len(branches := _branches(attributes)) != 2:
+        continue
+      op_name = re.search(r'op_name="([^"]*)"', attributes)
+      op_name = op_name.group(1) if op_name else ''
+      rows.append({'op_name': op_name, 'backward': 'transpose(' in op_name,
+                   'dropped': bytes_written(computations, branches[0], memo),
+                   'kept': bytes_written(computations, branches[1], memo)})
+  return rows
+
+
+def dropped_block_cost(arch: str, batch: int, side: int, channels: int = 3,
+                       num_classes: int = 10, **fields) -> dict:
+  """A dropped block's cost against a kept one (module docstring, --dropped_block) in the
+  compiled gradient of the cross-entropy of `arch`'s train-mode forward with a traced keep
+  mask, batch `batch` of side x side x channels images. `fields`: model fields."""
+  model = models.build_model(arch, num_classes, **fields)
+  images = jax.ShapeDtypeStruct((batch, side, side, channels), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  keep_mask = jax.ShapeDtypeStruct((model.num_blocks,), jnp.bool_)
+
+  def loss(params, others, keep_mask, images, labels):
+    (logits, _), _ = model.apply({**others, 'params': params}, images, keep_mask=keep_mask,
+                                 train=True, mutable=['batch_stats'],
+                                 rngs={'dropout': jax.random.key(0)})
+    return jnp.mean(losses.cross_entropy(logits, labels))
+
+  others = {k: v for k, v in variables.items() if k != 'params'}
+  compiled = jax.jit(jax.grad(loss)).lower(variables['params'], others, keep_mask, images,
+                                           labels).compile()
+  conds = cond_branch_bytes(compiled.as_text())
+  if not conds:
+    raise ValueError(f'{arch}: no block of the compiled gradient sits in a conditional')
+
+  def ratio(rows):
+    return sum(r['dropped'] for r in rows) / max(sum(r['kept'] for r in rows), 1)
+
+  blocks = model.num_blocks
+  return {'arch': arch, 'batch': batch, 'image_shape': [side, side, channels],
+          'backend': jax.default_backend(), 'blocks': blocks, 'conds': len(conds),
+          'dropped_bytes_per_block': sum(r['dropped'] for r in conds) / blocks,
+          'kept_bytes_per_block': sum(r['kept'] for r in conds) / blocks,
+          'forward_ratio': ratio([r for r in conds if not r['backward']]),
+          'backward_ratio': ratio([r for r in conds if r['backward']]),
+          'dropped_over_kept': ratio(conds)}
+
+
+def print_dropped_block_costs(rows: list[dict], output_format: str) -> None:
+  """The --dropped_block rows as JSON lines, a text table or a markdown table."""
+  if output_format == 'json':
+    for row in rows:
+      print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                        for k, v in row.items()}))
+    return
+  if output_format == 'markdown':
+    print(f'Machine: {reporting.machine()}; batch {rows[0]["batch"]}, '
+          f'{rows[0]["image_shape"]} images; bytes written by the blocks\' branches in the '
+          'compiled train-mode gradient.\n')
+    print('| arch | blocks | dropped KiB/block | kept KiB/block | forward | backward | '
+          'dropped / kept |\n|---|---|---|---|---|---|---|')
+    for r in rows:
+      print(f'| {r["arch"]} | {r["blocks"]} | {r["dropped_bytes_per_block"] / 2**10:.0f} | '
+            f'{r["kept_bytes_per_block"] / 2**10:.0f} | {r["forward_ratio"]:.3f} | '
+            f'{r["backward_ratio"]:.3f} | {r["dropped_over_kept"]:.3f} |')
+    return
+  print(f'batch {rows[0]["batch"]}, {rows[0]["image_shape"]} images, {reporting.machine()}')
+  print(f'{"arch":9s} {"blocks":>6s} {"dropped KiB":>11s} {"kept KiB":>9s} {"forward":>7s} '
+        f'{"backward":>8s} {"dropped/kept":>12s}')
+  for r in rows:
+    print(f'{r["arch"]:9s} {r["blocks"]:6d} {r["dropped_bytes_per_block"] / 2**10:11.0f} '
+          f'{r["kept_bytes_per_block"] / 2**10:9.0f} {r["forward_ratio"]:7.3f} '
+          f'{r["backward_ratio"]:8.3f} {r["dropped_over_kept"]:12.3f}')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -315,6 +476,21 @@ def main(argv):
   for arch in _ARCH.value:
     if arch not in models.ARCHITECTURES:
       raise app.UsageError(f'--arch: {arch!r} is not one of {tuple(models.ARCHITECTURES)}')
+  if _DROPPED_BLOCK.value:
+    fields = dict(conv_impl=_CONV.value, dtype=jnp.dtype(_DTYPE.value))
+    if _WIDTH.value != 1.0:
+      fields['width_multiplier'] = _WIDTH.value
+    if _SHORTCUT.value is not None:
+      fields['shortcut'] = _SHORTCUT.value
+    rows = [dropped_block_cost(arch, _BATCH.value, _SIDE.value, _CHANNELS.value,
+                               _CLASSES.value, **fields) for arch in _ARCH.value]
+    print_dropped_block_costs(rows, _FORMAT.value)
+    over = [r['arch'] for r in rows if r['dropped_over_kept'] > MAX_DROPPED_OVER_KEPT]
+    if over:
+      print(f'error: a dropped block costs more than {MAX_DROPPED_OVER_KEPT} of a kept one '
+            f'in {over}', file=sys.stderr)
+      sys.exit(1)
+    return
   overrides = method_overrides(_OVERRIDES.value, names)
   rows = [row for arch in _ARCH.value for row in bench_arch(arch, names, overrides)]
   if _FORMAT.value == 'markdown':

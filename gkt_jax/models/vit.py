@@ -3,23 +3,35 @@
 `ViT(...).apply(variables, x, keep_mask=None, train=False, residual_scale=None)` returns
 `(logits, features)`, as the ResNets do. The network is one stage of `depth` pre-norm
 transformer blocks, x + branch(x) with branch(x) = a + MLP(LN(x + a)), a = MHSA(LN(x)); a
-dropped block returns x and does no work (`resnet.masked_branch`). The subnet samplers keep
-every stage's first block, so the first block is the one GKT and stimulative training never
-drop (stochastic depth may, at its survival probability).
+dropped block returns x and does no work (`resnet.masked_branch`). A masked block's branch
+saves only the outputs of its dense layers (qkv, proj, mlp1, mlp2) for the backward; layer
+norms, GELU and the attention (scores and probabilities) are recomputed, as ResNet blocks
+save only their convolution outputs, so that a dropped block writes zeros for those alone.
+The subnet samplers keep every stage's first block, so the first block is the one GKT and
+stimulative training never drop (stochastic depth may, at its survival probability).
 
 Patch embedding (a strided convolution, `stem_conv`) with `patch_size` 4 for inputs of side
 >= 32 and 2 for smaller ones (28x28 Fashion-MNIST: 14x14 tokens), learned position
 embeddings, global average pooling of the final LayerNorm's tokens, a linear head.
 ViT-Ti: width 192, 3 heads; ViT-S: width 384, 6 heads; 12 blocks, MLP ratio 4.
 No BatchNorm: `batch_stats` is empty and recalibration changes nothing.
+
+The patch side and the position grid are fixed at `init` by its input. An input of another
+size (ST++'s `subnet_resize`) keeps them: it is zero-padded at its bottom and right to whole
+patches and the position embeddings are bilinearly resized to its grid (a 32x32 network
+with 4x4 patches takes 26x26 images as 7x7 tokens). The embeddings of a non-square grid take
+only inputs of their own size.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
 
 from gkt_jax.models.conv import IMPLS, resolve_impl
 from gkt_jax.models.resnet import Conv, check_block_inputs, masked_branch
@@ -28,6 +40,9 @@ from gkt_jax.models.resnet import Conv, check_block_inputs, masked_branch
 SIZES = {'ti': (192, 3), 's': (384, 6)}
 
 _dense_init = nn.initializers.truncated_normal(0.02)
+# What a masked branch saves for its backward: the outputs of its dense layers (named
+# 'dense_out'), as ResNet blocks save their convolution outputs.
+SAVE_DENSE_OUTPUTS = jax.checkpoint_policies.save_only_these_names('dense_out')
 
 
 class Attention(nn.Module):
@@ -55,7 +70,9 @@ class TransformerBranch(nn.Module):
   dtype: jnp.dtype
 
   def dense(self, features, name):
-    return nn.Dense(features, kernel_init=_dense_init, dtype=self.dtype, name=name)
+    """A dense layer whose output is named 'dense_out' (SAVE_DENSE_OUTPUTS)."""
+    dense = nn.Dense(features, kernel_init=_dense_init, dtype=self.dtype, name=name)
+    return lambda x: checkpoint_name(dense(x), 'dense_out')
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -81,8 +98,12 @@ class TransformerBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, keep, scale, train: bool):
-    branch = TransformerBranch(self.width, self.heads, self.mlp_ratio, self.dtype,
-                               name='branch')
+    branch_cls = TransformerBranch
+    if keep is not None:
+      # The backward of a cond reads what the kept branch saves, and a dropped branch writes
+      # zeros for all of it: save the dense outputs alone.
+      branch_cls = nn.remat(branch_cls, static_argnums=(2,), policy=SAVE_DENSE_OUTPUTS)
+    branch = branch_cls(self.width, self.heads, self.mlp_ratio, self.dtype, name='branch')
     residual = masked_branch(self, branch, x, keep, train, jax.ShapeDtypeStruct(x.shape, x.dtype))
     if scale is not None:
       residual = residual * scale.astype(residual.dtype)
@@ -98,7 +119,8 @@ class ViT(nn.Module):
     depth: transformer blocks (12).
     heads: attention heads (width must be a multiple).
     mlp_ratio: MLP hidden width / width (4).
-    patch_size: patch side; None: 4 for inputs of side >= 32, else 2.
+    patch_size: patch side; None: 4 for init inputs of side >= 32, else 2 (later inputs of
+      other sizes use the init's patch).
     conv_impl: the patch embedding's convolution ('auto', 'xla', 'canonical').
     dtype: computation dtype (parameters stay float32).
   """
@@ -123,7 +145,7 @@ class ViT(nn.Module):
     if self.patch_size is not None and (not isinstance(self.patch_size, (int, np.integer))
                                         or self.patch_size < 1):
       raise ValueError(f'model.patch_size={self.patch_size!r}: must be an integer >= 1 or '
-                       'None (4 for inputs of side >= 32, else 2)')
+                       'None (4 for init inputs of side >= 32, else 2)')
     if self.conv_impl not in IMPLS:
       raise ValueError(f'model.conv_impl={self.conv_impl!r} is not one of {IMPLS}')
 
@@ -136,9 +158,31 @@ class ViT(nn.Module):
     return self.depth
 
   def patch_side(self, image_side: int) -> int:
+    """The patch side of a network initialised on inputs of side `image_side`."""
     if self.patch_size is not None:
       return self.patch_size
     return 4 if image_side >= 32 else 2
+
+  def _patch_and_grid(self, image_shape) -> tuple[int, tuple[int, int]]:
+    """(patch side, (rows, cols) of the position embeddings): at init from the input's side
+    (`patch_side`), afterwards from the parameters (the stem kernel, the embeddings)."""
+    params = {} if self.is_initializing() else self.variables.get('params', {})
+    if 'position' not in params:
+      patch = self.patch_side(image_shape[0])
+      if image_shape[0] % patch or image_shape[1] % patch:
+        raise ValueError(f'input of {image_shape[0]}x{image_shape[1]} pixels does not split '
+                         f'into {patch}x{patch} patches (model.patch_size)')
+      return patch, (image_shape[0] // patch, image_shape[1] // patch)
+    patch = int(np.shape(params['stem_conv']['kernel'])[0])
+    tokens = int(np.shape(params['position'])[1])
+    rows, cols = -(-image_shape[0] // patch), -(-image_shape[1] // patch)
+    if rows * cols != tokens:
+      rows = cols = math.isqrt(tokens)
+      if rows * cols != tokens:
+        raise ValueError(f'input of {image_shape[0]}x{image_shape[1]} pixels: the position '
+                         f'embeddings of {tokens} tokens are not a square grid, so they take '
+                         'only inputs of their own size')
+    return patch, (rows, cols)
 
   @nn.compact
   def __call__(self, x, keep_mask=None, train: bool = False, residual_scale=None):
@@ -149,16 +193,21 @@ class ViT(nn.Module):
       f[N, T, width]), 'stage1' (the last block's tokens), 'pre_logits'.
     """
     check_block_inputs(self.num_blocks, keep_mask, residual_scale)
-    patch = self.patch_side(x.shape[1])
-    if x.shape[1] % patch or x.shape[2] % patch:
-      raise ValueError(f'input of {x.shape[1]}x{x.shape[2]} pixels does not split into '
-                       f'{patch}x{patch} patches (model.patch_size)')
+    patch, grid = self._patch_and_grid(x.shape[1:3])
+    # Another size than init's (ST++'s resized subnets): zero-pad to whole patches.
+    rows, cols = -(-x.shape[1] // patch), -(-x.shape[2] // patch)
+    x = jnp.pad(x, ((0, 0), (0, rows * patch - x.shape[1]), (0, cols * patch - x.shape[2]),
+                    (0, 0)))
     impl = resolve_impl(self.conv_impl, masked=keep_mask is not None)
     x = Conv(self.width, patch, patch, impl=impl, dtype=self.dtype, padding=((0, 0), (0, 0)),
              name='stem_conv')(x.astype(self.dtype))
     x = x.reshape(x.shape[0], -1, self.width)
-    position = self.param('position', _dense_init, (1,) + x.shape[1:], jnp.float32)
-    x = x + position.astype(self.dtype)
+    position = self.param('position', _dense_init, (1, grid[0] * grid[1], self.width),
+                          jnp.float32)
+    if (rows, cols) != grid:
+      position = jax.image.resize(position.reshape(grid + (self.width,)),
+                                  (rows, cols, self.width), 'bilinear', antialias=False)
+    x = x + position.reshape(1, rows * cols, self.width).astype(self.dtype)
     features = {'stem': x}
     for i in range(self.depth):
       keep = None if keep_mask is None else keep_mask[i]

@@ -3,11 +3,18 @@
 WRN-d-k: a 3x3 stem of 16 channels, three stages of n = (d - 4) / 6 pre-activation blocks of
 16k, 32k and 64k channels (the second and third start with stride 2), then BN-ReLU, global
 average pooling and a linear head. A block is shortcut(x) + branch(x); the branch is
-[BN-ReLU-]conv3x3-BN-ReLU-conv3x3 (no dropout: the paper also reports WRNs without it). Where
-convolution of the pre-activated input relu(bn(x)), and that pre-activation belongs to the
-shortcut (it runs when the block is dropped); elsewhere the shortcut is x. A dropped block
-returns its shortcut and does no work (`resnet.masked_branch`). `apply` is the ResNets':
-(variables, x, keep_mask=None, train=False, residual_scale=None) -> (logits, features).
+[BN-ReLU-]conv3x3-BN-ReLU-[dropout-]conv3x3 (dropout at `dropout_rate`, default 0: the
+paper reports WRNs with and without it; WRN-28-10's reference numbers use 0.3). A block that
+changes shape (stride 2 or a new width) has a 1x1 projection shortcut reading the
+pre-activated input relu(bn(x)), which the branch's first convolution reads too: that
+pre-activation belongs to the shortcut and runs when the block is dropped. Elsewhere the
+shortcut is x and the branch begins with its own BN-ReLU.
+
+A dropped block returns its shortcut and does no work (`resnet.masked_branch`); a masked
+block's branch saves only its convolution outputs for the backward (BN, ReLU and dropout are
+recomputed), as the ResNets' blocks do, so that a dropped block writes zeros for those alone.
+`apply` is the ResNets': (variables, x, keep_mask=None, train=False, residual_scale=None)
+-> (logits, features); with dropout, a train-mode call needs `rngs={'dropout': key}`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from gkt_jax.models.conv import IMPLS, resolve_impl
 from gkt_jax.models.resnet import Conv, check_block_inputs, masked_branch
 
 DEPTHS = (16, 22, 28, 40)
+# What a masked branch saves for its backward: the outputs of its convolutions (the
+# `resnet.Conv` outputs are named 'conv_out'), as ResNet blocks' default masked_saves.
+SAVE_CONV_OUTPUTS = jax.checkpoint_policies.save_only_these_names('conv_out')
 
 
 def _bn(train: bool, momentum: float, name: str):
@@ -37,6 +47,7 @@ class WideBranch(nn.Module):
   conv_impl: str
   bn_momentum: float
   dtype: jnp.dtype
+  dropout_rate: float = 0.0
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -45,6 +56,7 @@ class WideBranch(nn.Module):
     y = Conv(self.features, 3, self.stride, impl=self.conv_impl, dtype=self.dtype,
              name='conv1')(x)
     y = nn.relu(_bn(train, self.bn_momentum, 'bn2')(y))
+    y = nn.Dropout(self.dropout_rate, deterministic=not train, name='dropout')(y)
     return Conv(self.features, 3, 1, impl=self.conv_impl, dtype=self.dtype, name='conv2')(y)
 
 
@@ -55,6 +67,7 @@ class WideBlock(nn.Module):
   conv_impl: str
   bn_momentum: float
   dtype: jnp.dtype
+  dropout_rate: float = 0.0
 
   @nn.compact
   def __call__(self, x, keep, scale, train: bool):
@@ -65,8 +78,13 @@ class WideBlock(nn.Module):
       x = nn.relu(_bn(train, self.bn_momentum, 'preact_bn')(x))
       shortcut = Conv(self.features, 1, self.stride, impl=self.conv_impl, dtype=self.dtype,
                       name='proj_conv')(x)
-    branch = WideBranch(self.features, self.stride, identity, self.conv_impl,
-                        self.bn_momentum, self.dtype, name='branch')
+    branch_cls = WideBranch
+    if keep is not None:
+      # The backward of a cond reads what the kept branch saves, and a dropped branch writes
+      # zeros for all of it: save the convolution outputs alone.
+      branch_cls = nn.remat(branch_cls, static_argnums=(2,), policy=SAVE_CONV_OUTPUTS)
+    branch = branch_cls(self.features, self.stride, identity, self.conv_impl,
+                        self.bn_momentum, self.dtype, self.dropout_rate, name='branch')
     residual = masked_branch(self, branch, x, keep, train, jax.eval_shape(lambda: shortcut))
     if scale is not None:
       residual = residual * scale.astype(residual.dtype)
@@ -83,6 +101,8 @@ class WideResNet(nn.Module):
     conv_impl: 'auto', 'xla' or 'canonical' (see conv.py).
     bn_momentum: running-statistics momentum (Flax convention; PyTorch's 0.1 is 0.9).
     dtype: computation dtype (parameters stay float32).
+    dropout_rate: dropout between the two convolutions of every branch, in train mode only
+      (then `apply` needs `rngs={'dropout': key}`); 0 (default) draws nothing.
   """
   depth: int
   widen_factor: int
@@ -90,6 +110,7 @@ class WideResNet(nn.Module):
   conv_impl: str = 'auto'
   bn_momentum: float = 0.9
   dtype: jnp.dtype = jnp.float32
+  dropout_rate: float = 0.0
 
   def __post_init__(self):
     super().__post_init__()
@@ -104,6 +125,9 @@ class WideResNet(nn.Module):
       raise ValueError(f'model.conv_impl={self.conv_impl!r} is not one of {IMPLS}')
     if not 0.0 <= self.bn_momentum < 1.0:
       raise ValueError(f'model.bn_momentum={self.bn_momentum!r}: must be in [0, 1)')
+    if (not isinstance(self.dropout_rate, (int, float, np.floating))
+        or isinstance(self.dropout_rate, bool) or not 0.0 <= self.dropout_rate < 1.0):
+      raise ValueError(f'model.dropout_rate={self.dropout_rate!r}: must be a number in [0, 1)')
 
   @property
   def stage_sizes(self) -> tuple[int, ...]:
@@ -126,6 +150,10 @@ class WideResNet(nn.Module):
       logits f32[N, num_classes] and a dict of features: 'stem', 'stage1'.., 'pre_logits'.
     """
     check_block_inputs(self.num_blocks, keep_mask, residual_scale)
+    if (train and self.dropout_rate > 0 and not self.is_initializing()
+        and not self.has_rng('dropout')):
+      raise ValueError(f'model.dropout_rate={self.dropout_rate}: a train-mode apply needs a '
+                       "dropout key, apply(..., rngs={'dropout': key})")
     impl = resolve_impl(self.conv_impl, masked=keep_mask is not None)
     x = Conv(16, 3, 1, impl=impl, dtype=self.dtype, name='stem_conv')(x.astype(self.dtype))
     features = {'stem': x}
@@ -135,7 +163,8 @@ class WideResNet(nn.Module):
         keep = None if keep_mask is None else keep_mask[index]
         scale = None if residual_scale is None else residual_scale[index]
         x = WideBlock(width, 2 if (s > 0 and j == 0) else 1, impl, self.bn_momentum,
-                      self.dtype, name=f'stage{s + 1}_block{j + 1}')(x, keep, scale, train)
+                      self.dtype, self.dropout_rate,
+                      name=f'stage{s + 1}_block{j + 1}')(x, keep, scale, train)
         index += 1
       features[f'stage{s + 1}'] = x
     x = nn.relu(_bn(train, self.bn_momentum, 'final_bn')(x))
