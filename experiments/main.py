@@ -92,8 +92,11 @@ def main(argv):
     cli.fail(str(e))
   except KeyboardInterrupt:  # a second Ctrl-C, or one after training (the first one saves)
     print('stopped at once by Ctrl-C: the last checkpoint is kept; run the same command '
-          'again to resume', file=sys.stderr)
-    sys.exit(128 + signal.SIGINT)
+          'again to resume', file=sys.stderr, flush=True)
+    # Not sys.exit: the interpreter's exit would first wait for the device work already
+    # queued (all of an evaluation's batches), minutes for a long final evaluation.
+    sys.stdout.flush()
+    os._exit(128 + signal.SIGINT)
   if _DISTRIBUTED.value:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.shutdown()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from absl.testing import absltest
 import jax
@@ -96,6 +97,38 @@ class ResumeTest(absltest.TestCase):
         os.kill(os.getpid(), signal.SIGINT)
     finally:
       watcher.restore_handlers()
+
+  def test_final_evaluation_reports_progress_and_ctrl_c_stops_it_at_once(self):
+    # A final evaluation of 6,000 subnets over 45 batches: minutes, with progress lines.
+    workdir = self.create_tempdir().full_path
+    command = [sys.executable, '-m', 'experiments.main', '--workdir', workdir,
+               '--config', 'experiments/configs/gkt/digits.py:smoke',
+               f'--config.model.arch={GKT_ARCH}', '--config.plots=False',
+               '--config.total_steps=2', '--config.data.eval_batch_size=8',
+               '--config.evals.subnet_chains.num_chains=2000']
+    proc = subprocess.Popen(command, cwd=workers.REPO, env=workers.device_env(1),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+      progress = None
+      for line in proc.stdout:
+        if line.startswith('final evaluation'):
+          progress = line
+          if 'batches' in line:
+            break
+      self.assertIsNotNone(progress, 'the run ended without a final evaluation line')
+      self.assertRegex(progress, r'^final evaluation 4/4 \(subnet_chains\): \d+/45 batches '
+                       r'\(\d+%\), elapsed \dm\d\ds ETA \d+m\d\ds$')
+      signalled = time.perf_counter()
+      proc.send_signal(signal.SIGINT)
+      _, stderr = proc.communicate(timeout=workers.TIMEOUT)
+      # Without the interruptible wait and os._exit: the rest of the evaluation (minutes).
+      self.assertLess(time.perf_counter() - signalled, 20, stderr[-3000:])
+      self.assertEqual(proc.returncode, 128 + signal.SIGINT, stderr[-3000:])
+      self.assertIn('stopped at once by Ctrl-C', stderr)
+      self.assertFalse(os.path.exists(os.path.join(workdir, 'summary.json')))
+    finally:
+      proc.kill()
+      proc.communicate()
 
   def test_corrupted_latest_checkpoint_falls_back_in_one_line(self):
     workdir = self.create_tempdir().full_path

@@ -11,6 +11,7 @@ seeds, so every method and every eval step sees the same subnets.
 from __future__ import annotations
 
 from collections.abc import Callable
+import time
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,11 @@ import numpy as np
 
 from gkt_jax import data as data_lib
 from gkt_jax import masks
+from gkt_jax import utils
 
+
+# A pass over the evaluation images that runs longer than this reports progress this often.
+PROGRESS_EVERY_SECONDS = 15.0
 
 # Keep masks one evaluation program takes: a host call runs up to this many subnets (a loop
 # over the first `n` rows, so padding costs nothing), and one compilation serves every count.
@@ -36,13 +41,22 @@ class EvalRunner:
 
   def __init__(self, model, method, images: np.ndarray | None, labels: np.ndarray | None, *,
                mean, std, batch_size: int, data_sharding=None, replicated_sharding=None,
-               eval_source=None, num_examples: int | None = None):
+               eval_source=None, num_examples: int | None = None,
+               log: Callable[[str], None] | None = None,
+               progress_every_seconds: float = PROGRESS_EVERY_SECONDS):
     """Args:
       images, labels: the test set as arrays, or None with `eval_source`.
       eval_source: batch_size -> iterator of (images, labels, num_valid), e.g. a dataset's
         `eval_batches` (for datasets not held in memory); needs `num_examples`.
       data_sharding: batch sharding (a multi-process run puts each process's rows).
+      log: where a pass over the images that runs longer than `progress_every_seconds`
+        reports its progress and ETA (batches done, measured on the device), every
+        `progress_every_seconds`; None: silent. `label` (set by `run_evaluators`) names the
+        evaluator in those lines.
     """
+    self.log = log
+    self.progress_every_seconds = float(progress_every_seconds)
+    self.label = 'evaluation'
     self.model = model
     self.method = method
     self.images = images
@@ -108,12 +122,16 @@ class EvalRunner:
     if eval_source is None:
       eval_source, num_examples = self.eval_source, self.num_examples
     total = None
+    progress = _Progress(self.log, self.label, -(-num_examples // self.batch_size),
+                         self.progress_every_seconds)
     for images, labels, num_valid in eval_source(self.batch_size):
       valid = np.arange(len(labels)) < num_valid
       counts = counts_fn(self.variables, self._put(images), self._put(labels), self._put(valid))
       total = counts if total is None else jax.tree.map(jnp.add, total, counts)
+      progress.batch_dispatched(total)
     if total is None:
       raise ValueError('EvalRunner: the evaluation set has no examples')
+    wait_interruptibly(total)
     total = np.concatenate([np.ravel(np.asarray(t, np.int64)) for t in jax.tree.leaves(total)])
     return total.astype(np.float64) / num_examples
 
@@ -172,6 +190,41 @@ class EvalRunner:
   def subnet_accuracy(self, keep_mask) -> float:
     """Accuracy of one subnet keep_mask bool[L] (`subnet_accuracies` of one row)."""
     return float(self.subnet_accuracies(np.asarray(keep_mask, bool)[None])[0])
+
+
+def wait_interruptibly(tree, poll_seconds: float = 0.05) -> None:
+  """Waits until every array of `tree` is computed, in short sleeps: a wait inside XLA
+  defers Python's signal handlers (Ctrl-C) until the device work queued before it is done,
+  which for a long evaluation is minutes."""
+  for leaf in jax.tree.leaves(tree):
+    while not leaf.is_ready():
+      time.sleep(poll_seconds)
+
+
+class _Progress:
+  """'<label>: N/M batches (P%), elapsed ... ETA ...' every `every` seconds of a pass.
+
+  Batches are dispatched ahead of the device; a report first waits until the dispatched ones
+  are computed, so its count is what the device has done.
+  """
+
+  def __init__(self, log, label: str, num_batches: int, every: float):
+    self.log, self.label, self.num_batches, self.every = log, label, num_batches, every
+    self.start = self.last = time.perf_counter()
+    self.done = 0
+
+  def batch_dispatched(self, total) -> None:
+    self.done += 1
+    if self.log is None or time.perf_counter() - self.last < self.every:
+      return
+    wait_interruptibly(total)
+    now = time.perf_counter()
+    self.last = now
+    elapsed = now - self.start
+    fraction = min(1.0, self.done / max(1, self.num_batches))
+    self.log(f'{self.label}: {self.done}/{self.num_batches} batches ({fraction:.0%}), '
+             f'elapsed {utils.format_seconds(elapsed)} ETA '
+             f'{utils.format_seconds(elapsed * (1 - fraction) / fraction)}')
 
 
 def full_accuracy(runner: EvalRunner) -> dict:
@@ -297,14 +350,19 @@ EVALUATORS: dict[str, Callable[..., dict]] = {
 def run_evaluators(runner: EvalRunner, evals_config, *, final: bool) -> dict:
   """Runs every configured evaluator; those with `final_only=True` only when final."""
   results = {}
+  chosen = []
   for name, cfg in evals_config.items():
     cfg = dict(cfg)
     kind = cfg.pop('type', name)
     if kind not in EVALUATORS:
       raise ValueError(f'evals.{name}.type={kind!r} is not one of {tuple(EVALUATORS)}')
-    if cfg.pop('final_only', False) and not final:
-      continue
+    if not (cfg.pop('final_only', False) and not final):
+      chosen.append((name, kind, cfg))
+  stage = 'final evaluation' if final else 'evaluation'
+  for i, (name, kind, cfg) in enumerate(chosen):
+    runner.label = f'{stage} {i + 1}/{len(chosen)} ({name})'
     results.update(EVALUATORS[kind](runner, **cfg))
+  runner.label = stage
   return results
 
 

@@ -517,7 +517,8 @@ def _evaluator(run: Run, frozen) -> Any:
   runner = evaluate.EvalRunner(
       run.model, run.method, None, None, mean=dataset.mean, std=dataset.std,
       batch_size=eval_batch, data_sharding=run.sharded, replicated_sharding=run.replicated,
-      eval_source=checked(dataset.eval_batches, 'test'), num_examples=dataset.num_test)
+      eval_source=checked(dataset.eval_batches, 'test'), num_examples=dataset.num_test,
+      log=run.log)
   recalibration = _recalibration(run)
   evals_config = run.config.get('evals', {'full': {'type': 'full'}})
   # The regime: the deployed network on (a fixed sample of) the training images, test-time
@@ -537,6 +538,7 @@ def _evaluator(run: Run, frozen) -> Any:
     runner.variables = variables
     results = evaluate.run_evaluators(runner, evals_config, final=final)
     if final:
+      runner.label = 'final evaluation (training images)'
       results['train_accuracy'] = runner.deployed_accuracy(train_source, num_train_eval)
       results['train_accuracy_examples'] = num_train_eval
     return results
