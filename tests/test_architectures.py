@@ -256,10 +256,10 @@ class TrainedTest(parameterized.TestCase):
   so that only gradients move a weight): GKT (masks, nested chains, the scan over subnets) in
   the default suite, all four methods in the slow one."""
 
-  def _train(self, arch, method):
+  def _train(self, arch, method, fields=None):
     config = workers.smoke_config(method, {
         'model': dict(arch=arch, **_SMALL[arch]), 'total_steps': 2, 'log_every_steps': 1,
-        'eval_every_steps': 2, 'optim.weight_decay': 0.0})
+        'eval_every_steps': 2, 'optim.weight_decay': 0.0, **(fields or {})})
     config.evals.depth = dict(type='depth_curve', num_subnets=2, sampler='prefix', seed=0)
     workdir = self.create_tempdir().full_path
     summary = train_and_evaluate(config, workdir)
@@ -298,6 +298,14 @@ class TrainedTest(parameterized.TestCase):
   @parameterized.parameters('vit_ti', 'wrn16_1')
   def test_gkt_trains_it(self, arch):
     self._train(arch, 'gkt')
+
+  def test_st_plus_plus_resizes_a_vits_subnets(self):
+    # 8x8 digits in 2x2 patches; the subnets see them at 3, 5 and 6 pixels a side: padded to
+    # whole patches, with the 4x4 position embeddings resized to 2x2 and 3x3.
+    config_method = workers.smoke_config('stimulative').method
+    self.assertEqual(methods.get_method(
+        dict(config_method, subnet_resize=True), _model('vit_ti')).resize_sizes(8), (3, 5, 6, 8))
+    self._train('vit_ti', 'stimulative', {'method.subnet_resize': True})
 
   @parameterized.product(arch=('vit_ti', 'wrn16_4'),
                          method=('baseline', 'stochastic_depth', 'stimulative'))
