@@ -13,7 +13,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from gkt_jax import methods, models
-from gkt_jax.train import trainer
+from gkt_jax.train import optim, trainer
 
 
 def method_fields(method: str) -> dict:
@@ -54,8 +54,9 @@ FOUR_STAGE_ARCHS = ('resnet18', 'resnet34', 'resnet50')
 # The datasets of the config files (not every method has a file for each).
 DATASETS = ('digits', 'fashion_mnist', 'cifar10', 'cifar100', 'imagenet2012')
 
-_OPTIM_BASE = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule='cosine',
-                   warmup_steps=0, step_boundaries=(0.5, 0.75), step_factor=0.1)
+# The optimiser's defaults (SGD, Nesterov, lr 0.1, weight decay 5e-4, cosine): its settings
+# class's, each recipe below over them.
+_OPTIM_BASE = optim.section_defaults()
 # Training recipes of the method specs (shared/methods/), by name.
 RECIPES = {
     # stimulative_training.md, "Recipe in the authors' code": the CIFAR config left in the

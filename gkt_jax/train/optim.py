@@ -1,44 +1,103 @@
-"""SGD with momentum (Nesterov option), coupled weight decay and lr schedules."""
+"""The optimiser section, `config.optim`: one settings class for its fields, defaults and
+checks, read by the config files, the validator, the trainer and research code alike.
+
+  tx, schedule = make_optimizer({'lr': 0.05}, total_steps)  # the config files' default SGD
+
+SGD is PyTorch's (weight decay added to the gradient before momentum, Nesterov by default);
+AdamW is optax's (decoupled weight decay, which skips no parameter). Either runs a linear
+warm-up of `warmup_steps`, then a 'cosine' (to 0), 'step' (x step_factor at step_boundaries,
+fractions of training) or 'constant' learning rate.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+import dataclasses
+from typing import Any
+
 import optax
 
+from gkt_jax import settings as settings_lib
+from gkt_jax.settings import (boolean, integer, interval, non_negative, one_of, setting)
+
+OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULES = ('cosine', 'step', 'constant')
-# The `config.optim` fields read here; `train.validate_config` refuses any other.
-CONFIG_FIELDS = ('lr', 'schedule', 'warmup_steps', 'step_boundaries', 'step_factor',
-                 'weight_decay', 'momentum', 'nesterov')
 
 
-def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
-  """config.lr with 'cosine' (to 0), 'step' (x step_factor at step_boundaries, fractions of
-  training) or 'constant' decay, after `warmup_steps` of linear warm-up."""
-  schedule = config.get('schedule', 'cosine')
-  lr = float(config.lr)
-  warmup = int(config.get('warmup_steps', 0))
+def _fractions(field: str, value: Any) -> None:
+  if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence)
+      or not all(settings_lib.is_number(b) and 0.0 <= float(b) <= 1.0 for b in value)):
+    settings_lib.fail(field, value, 'must be a sequence of fractions of training in [0, 1]')
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSettings(settings_lib.Settings):
+  """`config.optim`. `momentum` and `nesterov` are SGD's; `b1`, `b2` and `eps` AdamW's."""
+  optimizer: str = setting('sgd', one_of(OPTIMIZERS, 'optimizer'))
+  lr: float = setting(0.1, non_negative)
+  schedule: str = setting('cosine', one_of(SCHEDULES, 'schedule'))
+  warmup_steps: int = setting(0, integer(0))
+  step_boundaries: tuple[float, ...] = setting((0.5, 0.75), _fractions)
+  step_factor: float = setting(0.1, non_negative)
+  weight_decay: float = setting(5e-4, non_negative)
+  momentum: float = setting(0.9, interval(0.0, 1.0, high_open=True))
+  nesterov: bool = setting(True, boolean)
+  b1: float = setting(0.9, interval(0.0, 1.0, high_open=True))
+  b2: float = setting(0.999, interval(0.0, 1.0, high_open=True))
+  eps: float = setting(1e-8, interval(0.0, low_open=True))
+
+
+# The fields a config file's SGD section holds (AdamW's appear where a config chooses it).
+SGD_FIELDS = ('lr', 'momentum', 'nesterov', 'weight_decay', 'schedule', 'warmup_steps',
+              'step_boundaries', 'step_factor')
+ADAMW_FIELDS = ('optimizer', 'lr', 'b1', 'b2', 'eps', 'weight_decay', 'schedule',
+                'warmup_steps', 'step_boundaries', 'step_factor')
+
+
+def section_defaults(fields: Sequence[str] = SGD_FIELDS, **values) -> dict:
+  """A config's optim section: `fields` at their defaults, `values` over them."""
+  defaults = OptimSettings.defaults()
+  unknown = set(values) - set(defaults)
+  if unknown:
+    raise ValueError(f'optim: {sorted(unknown)} not fields of OptimSettings; accepted: '
+                     f'{OptimSettings.names()}')
+  return {name: values.get(name, defaults[name]) for name in dict.fromkeys(
+      tuple(fields) + tuple(values))}
+
+
+def read(section: OptimSettings | Mapping[str, Any]) -> OptimSettings:
+  """Checked settings of a config section (absent fields at their defaults)."""
+  if isinstance(section, OptimSettings):
+    return section
+  return OptimSettings.read(section, 'optim', owner='the optimizer')
+
+
+def learning_rate_schedule(section, total_steps: int) -> optax.Schedule:
+  """The learning rate per step of `section` (OptimSettings or a config section)."""
+  s = read(section)
+  warmup = s.warmup_steps
   decay_steps = max(total_steps - warmup, 1)
-  if schedule == 'cosine':
-    main = optax.cosine_decay_schedule(lr, decay_steps)
-  elif schedule == 'step':
-    boundaries = config.get('step_boundaries', (0.5, 0.75))
-    factor = float(config.get('step_factor', 0.1))
+  if s.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(s.lr, decay_steps)
+  elif s.schedule == 'step':
     main = optax.piecewise_constant_schedule(
-        lr, {int(b * total_steps) - warmup: factor for b in boundaries})
-  elif schedule == 'constant':
-    main = optax.constant_schedule(lr)
+        s.lr, {int(b * total_steps) - warmup: s.step_factor for b in s.step_boundaries})
   else:
-    raise ValueError(f'optim.schedule={schedule!r} is not one of {SCHEDULES}')
+    main = optax.constant_schedule(s.lr)
   if not warmup:
     return main
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+  return optax.join_schedules([optax.linear_schedule(0.0, s.lr, warmup), main], [warmup])
 
 
-def make_optimizer(config, total_steps: int) -> tuple[optax.GradientTransformation,
-                                                      optax.Schedule]:
-  """PyTorch-style SGD: weight decay added to the gradient before momentum."""
-  schedule = learning_rate_schedule(config, total_steps)
-  tx = optax.chain(
-      optax.add_decayed_weights(float(config.get('weight_decay', 0.0))),
-      optax.sgd(schedule, momentum=config.get('momentum', 0.9) or None,
-                nesterov=bool(config.get('nesterov', False))))
+def make_optimizer(section, total_steps: int) -> tuple[optax.GradientTransformation,
+                                                       optax.Schedule]:
+  """(optimizer, schedule) of `section` (OptimSettings or a config section; absent fields at
+  their defaults, so `{'lr': x}` is the config files' SGD at learning rate x)."""
+  s = read(section)
+  schedule = learning_rate_schedule(s, total_steps)
+  if s.optimizer == 'adamw':
+    return optax.adamw(schedule, b1=s.b1, b2=s.b2, eps=s.eps,
+                       weight_decay=s.weight_decay), schedule
+  tx = optax.chain(optax.add_decayed_weights(s.weight_decay),
+                   optax.sgd(schedule, momentum=s.momentum or None, nesterov=s.nesterov))
   return tx, schedule

@@ -22,7 +22,7 @@ from gkt_jax import data as data_lib
 from gkt_jax import evaluate, masks, methods, models
 from gkt_jax.models import conv, resnet
 from gkt_jax.settings import (Check, ConfigError, boolean, fail, integer, interval, is_int,
-                              is_number, non_negative, one_of, optional, positive)
+                              one_of, optional, positive)
 from gkt_jax.train import optim
 
 # 'jit': one program over the mesh, BatchNorm over the global batch; 'pmap': shard_map,
@@ -41,16 +41,6 @@ _EVAL_CHECKS: dict[str, Check] = {
     'seed': integer(0),
     'sampler': one_of(masks.SAMPLERS, 'sampler'),
     **masks.SAMPLER_CHECKS,
-}
-
-_OPTIM_CHECKS: dict[str, Check] = {
-    'lr': non_negative,
-    'schedule': one_of(optim.SCHEDULES, 'schedule'),
-    'warmup_steps': integer(0),
-    'step_factor': non_negative,
-    'weight_decay': non_negative,
-    'momentum': interval(0.0, 1.0, high_open=True),
-    'nesterov': boolean,
 }
 
 _MODEL_CHECKS: dict[str, Check] = {
@@ -185,16 +175,6 @@ def _check_data(data_cfg: Fields, num_devices: int | None) -> None:
           f'must be >= the device count {num_devices} (it is rounded down to a multiple)')
 
 
-def _check_optim(optim_cfg: Fields) -> None:
-  _check_known(optim_cfg, 'optim', optim.CONFIG_FIELDS, 'the optimizer')
-  _check_fields(optim_cfg, 'optim', _OPTIM_CHECKS)
-  boundaries = optim_cfg.get('step_boundaries', ())
-  if (isinstance(boundaries, (str, bytes)) or not isinstance(boundaries, Sequence)
-      or not all(is_number(b) and 0.0 <= float(b) <= 1.0 for b in boundaries)):
-    fail('optim.step_boundaries', boundaries,
-          'must be a sequence of fractions of training in [0, 1]')
-
-
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None
                     ) -> None:
   """Checks a training config before anything is built.
@@ -232,7 +212,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   _check_max_shortening('method.max_shortening', method_cfg.get('max_shortening'),
                         stage_sizes)
   _check_data(_section(config, 'data'), num_devices)
-  _check_optim(_section(config, 'optim'))
+  optim.read(_section(config, 'optim'))
   _check_durations(config)
   evals = config.get('evals')
   if evals is not None:
