@@ -366,6 +366,32 @@ def run_evaluators(runner: EvalRunner, evals_config, *, final: bool) -> dict:
   return results
 
 
+def bn_recalibration(model, recal_images: int, dataset, batch_size: int, seed: int,
+                     log: Callable[[str], None]):
+  """(recalibrate, image batches) for a method's `bn_recalibration_images()` = `recal_images`
+  (0: None), built once per run so that the recalibration compiles once: equal batches of
+  about `batch_size` of the first training images of `dataset` in `seed`'s order (a
+  remainder smaller than one batch is left out). None, said through `log`, for a model
+  without BatchNorm statistics."""
+  if not recal_images:
+    return None
+  momentum = getattr(model, 'bn_momentum', None)
+  if momentum is None:
+    log(f'method.bn_recalibration_images={recal_images}: {type(model).__name__} has no '
+        'BatchNorm statistics to recalibrate; evaluating without recalibration')
+    return None
+  if recal_images > dataset.num_train:  # found before training, not at its end
+    log(f'method.bn_recalibration_images={recal_images} is more than the '
+        f'{dataset.num_train} training images: recalibrating on all of them')
+    recal_images = dataset.num_train
+  num_batches = max(1, recal_images // batch_size)
+  size = recal_images // num_batches
+  raw, _ = dataset.train_batches(num_batches * size, seed=seed).get(0)
+  images = data_lib.normalize(raw, dataset.mean, dataset.std)
+  return (make_recalibrator(model, momentum),
+          images.reshape((num_batches, size) + images.shape[1:]))
+
+
 def make_recalibrator(model, momentum: float) -> Callable:
   """A jitted `recalibrate(variables, image_batches f32[N, B, H, W, C]) -> variables` with
   the full network's BatchNorm statistics re-estimated on the N batches (ST++). A run builds

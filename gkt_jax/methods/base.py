@@ -85,6 +85,12 @@ class Method:
   # In 'pmap' mode on several devices, fold the device index into the step key whatever
   # `per_device_subnets` says (per-example randomness such as dropout must differ by shard).
   per_device_randomness = False
+  # Step measurements the progress line shows beside the loss and the learning rate, and
+  # the loss terms the training-curve plot draws (those two names, and names with these
+  # prefixes).
+  progress_metrics: tuple[str, ...] = ('ce/full', 'ce/sampled')
+  loss_terms: tuple[str, ...] = ('loss',)
+  loss_term_prefixes: tuple[str, ...] = ('ce/', 'kl/')
 
   @classmethod
   def default_config(cls) -> dict[str, Any]:
@@ -118,6 +124,17 @@ class Method:
     self.model = model
     self.num_blocks = model.num_blocks
     self.stage_sizes = tuple(model.stage_sizes)
+
+  @classmethod
+  def is_loss_term(cls, name: str) -> bool:
+    """Whether the step measurement `name` is a term of the loss (plotted as one)."""
+    return name in cls.loss_terms or name.startswith(cls.loss_term_prefixes)
+
+  @classmethod
+  def deployed_variables(cls, tree: dict) -> dict:
+    """The deployed network's part of a trained params or batch_stats dict (what an export
+    keeps): all of it, unless the method trains more than it deploys."""
+    return tree
 
   def init_state(self) -> Any:
     """Method state carried across steps (checkpointed with the train state)."""

@@ -52,6 +52,12 @@ class EKDFWS(Method):
   name = 'ekd_fws'
   Settings = EKDFWSSettings
   per_device_randomness = True  # the step key only draws dropout masks
+  loss_terms = ('loss', 'kd', 'att')
+
+  @classmethod
+  def deployed_variables(cls, tree: dict) -> dict:
+    """The main path: the classmate branch's variables (`aux_*`, `head_cm*`) dropped."""
+    return classmate.main_path(tree)
 
   @classmethod
   def training_model(cls, settings, model):

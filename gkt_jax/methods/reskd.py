@@ -92,6 +92,7 @@ class ResKDSettings(KDSettings):
 
 class _Frozen:
   """Bookkeeping of frozen networks: models here, variables fed to the step."""
+  loss_terms = ('loss', 'kd')
 
   def bn_recalibration_images(self) -> int:
     return 0  # not a field of a chain's stages (KDSettings)

@@ -1,9 +1,9 @@
 """Deployment: a run's main path written as a plain ResNet checkpoint, and read back.
 
-EKD-FWSNet trains a ClassmateResNet whose main path is the plain ResNet: dropping the
-classmate branch's variables (`aux_*`, `head_cm*`) leaves exactly the variables of
-`models.build_model(config.model.arch, ...)`. For any other method the export is the trained
-network itself.
+The export holds the variables of the network the run's method deploys
+(`Method.deployed_variables`: for EKD-FWSNet the main path of its ClassmateResNet, for the
+others the trained network itself), which must be exactly those of
+`models.build_model(config.model.arch, ...)`.
 
   export_main_path(workdir, out_dir) -> info    out_dir/checkpoints/<step>, out_dir/model.json
   load_exported(out_dir) -> (model, variables)  a plain ResNet and its variables
@@ -22,7 +22,6 @@ import ml_collections
 import numpy as np
 
 from gkt_jax import methods, models
-from gkt_jax.models import classmate
 from gkt_jax.train import checkpoint
 
 MODEL_FILE = 'model.json'
@@ -52,8 +51,9 @@ def export_main_path(workdir: str, out_dir: str, *, step: int | None = None) -> 
     elif step not in steps:
       raise ValueError(f'step={step} is not a checkpoint of {workdir}; it has {steps}')
     tree = source.restore_raw(step)
-  params = classmate.main_path(tree['params'])
-  batch_stats = classmate.main_path(tree.get('batch_stats', {}))
+  method = methods.REGISTRY.get(config.method.name, methods.Method)
+  params = method.deployed_variables(tree['params'])
+  batch_stats = method.deployed_variables(tree.get('batch_stats', {}))
   dropped = sorted(set(tree['params']) - set(params))
   model_cfg = dict(config.model)
   info = {'arch': model_cfg.pop('arch'), 'model': model_cfg,

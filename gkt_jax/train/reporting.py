@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 import math
 import os
@@ -140,8 +141,11 @@ def final_table(summary: dict) -> str:
   return '\n'.join(lines)
 
 
-def plot_run(workdir: str, summary: dict) -> list[str]:
-  """Writes plots/training_curves.png and plots/depth_accuracy.png; returns their paths."""
+def plot_run(workdir: str, summary: dict,
+             is_loss_term: Callable[[str], bool] = lambda name: name == 'loss') -> list[str]:
+  """Writes plots/training_curves.png and plots/depth_accuracy.png; returns their paths.
+  The loss plot draws the step measurements `is_loss_term` names (a method's
+  `is_loss_term`)."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -154,8 +158,7 @@ def plot_run(workdir: str, summary: dict) -> list[str]:
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   if train:
     steps = [r['step'] for r in train]
-    terms = [k for k in train[-1]
-             if k in ('loss', 'kd', 'att') or k.startswith(('ce/', 'kl/'))]
+    terms = [k for k in train[-1] if is_loss_term(k)]
     for term in terms:
       # A log axis cannot show 0 (e.g. a KL term of a step that drew the full network):
       # such points are left out, not drawn as drops off the axis.

@@ -237,32 +237,6 @@ def _restore_or_init(config, workdir, state, ckpt, log, method):
   return state, {}
 
 
-def _recalibration(run: Run):
-  """(recalibrate, image batches) for the method's `bn_recalibration_images()`, or None:
-  built once per run, so the recalibration compiles once (equal batches of about the batch
-  size of the first training images in the seed's order; a remainder smaller than one batch
-  is left out)."""
-  recal_images, batch_size, log = run.method.bn_recalibration_images(), run.batch_size, run.log
-  dataset = run.dataset
-  if not recal_images:
-    return None
-  momentum = getattr(run.model, 'bn_momentum', None)
-  if momentum is None:
-    log(f'method.bn_recalibration_images={recal_images}: {type(run.model).__name__} has no '
-        'BatchNorm statistics to recalibrate; evaluating without recalibration')
-    return None
-  if recal_images > dataset.num_train:  # found before training, not at its end
-    log(f'method.bn_recalibration_images={recal_images} is more than the '
-        f'{dataset.num_train} training images: recalibrating on all of them')
-    recal_images = dataset.num_train
-  num_batches = max(1, recal_images // batch_size)
-  size = recal_images // num_batches
-  raw, _ = dataset.train_batches(num_batches * size, seed=run.config.seed).get(0)
-  images = data_lib.normalize(raw, dataset.mean, dataset.std)
-  return (evaluate.make_recalibrator(run.model, momentum),
-          images.reshape((num_batches, size) + images.shape[1:]))
-
-
 @dataclasses.dataclass
 class Run:
   """What a training run is made of, built from its config by `setup_run`."""
@@ -519,7 +493,9 @@ def _evaluator(run: Run, frozen) -> Any:
       batch_size=eval_batch, data_sharding=run.sharded, replicated_sharding=run.replicated,
       eval_source=checked(dataset.eval_batches, 'test'), num_examples=dataset.num_test,
       log=run.log)
-  recalibration = _recalibration(run)
+  recalibration = evaluate.bn_recalibration(
+      run.model, run.method.bn_recalibration_images(), run.dataset, run.batch_size,
+      run.config.seed, run.log)
   evals_config = run.config.get('evals', {'full': {'type': 'full'}})
   # The regime: the deployed network on (a fixed sample of) the training images, test-time
   # transform, at the final evaluation only.
@@ -626,8 +602,9 @@ class _Loop:
       values['img_per_sec'] = self.progress.rate(step)
       values['epoch'] = step / run.batches.steps_per_epoch
       self.writer.write(step, values)
-      self.progress.line(step, {k: values[k] for k in ('loss', 'ce/full', 'ce/sampled', 'lr')
-                                if k in values}, values['img_per_sec'])
+      shown = ('loss',) + tuple(run.method.progress_metrics) + ('lr',)
+      self.progress.line(step, {k: values[k] for k in shown if k in values},
+                         values['img_per_sec'])
 
   def evaluate(self, state, step: int) -> None:
     eval_start = time.perf_counter()
@@ -686,7 +663,7 @@ def _write_summary(run: Run, summary: dict) -> None:
     with open(os.path.join(run.workdir, 'summary.json'), 'w') as f:
       json.dump(reporting._jsonable(summary), f, indent=2)
     if run.config.get('plots', True):
-      reporting.plot_run(run.workdir, summary)
+      reporting.plot_run(run.workdir, summary, run.method.is_loss_term)
   if run.verbose:
     print(reporting.final_table(summary), flush=True)
     print(f'wrote {run.workdir}/summary.json, metrics.jsonl, checkpoints/, plots/', flush=True)
