@@ -14,6 +14,7 @@ A run can also start from an export: `config.init=out_dir`.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import jax
@@ -77,10 +78,24 @@ def export_main_path(workdir: str, out_dir: str, *, step: int | None = None) -> 
   return info
 
 
-def _dummy_input(params) -> jax.ShapeDtypeStruct:
-  """A 1-image input with the stem's channel count (the spatial size is free for a ResNet)."""
-  channels = np.shape(params['stem_conv']['kernel'])[2]
-  return jnp.zeros((1, 32, 32, channels), jnp.float32)
+def _dummy_input(params) -> jax.Array:
+  """A 1-image input f32[1, H, W, C] that builds variables of the shapes in `params`.
+
+  C is the stem's input channels. A ResNet's variables do not depend on H and W (32 here);
+  a ViT's do (its patch side and position grid are fixed by its init input), so for
+  weights with a 'position' embedding of T tokens and p x p patches the input is the square
+  sqrt(T) p a side that the run trained at (every dataset's images are square).
+  """
+  kernel = np.shape(params['stem_conv']['kernel'])
+  side = 32
+  if 'position' in params:
+    tokens = int(np.shape(params['position'])[1])
+    grid = math.isqrt(tokens)
+    if grid * grid != tokens:
+      raise ValueError(f"params['position'] holds {tokens} tokens, not a square grid: the "
+                       'input size the network was built at is not known')
+    side = grid * int(kernel[0])
+  return jnp.zeros((1, side, side, kernel[2]), jnp.float32)
 
 
 def build_plain_model(info: dict) -> models.ResNet:
