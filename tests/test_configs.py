@@ -172,6 +172,33 @@ class RecipesTest(parameterized.TestCase):
       self.assertEqual((config.model.arch, config.total_steps), (arch, 4))
       validate.validate_config(config, num_devices=1)
 
+  @parameterized.parameters('vit_ti', 'wrn16_4')
+  def test_small_configs_give_a_vit_adamw(self, arch):
+    config = common.get_config('gkt', 'digits', f'arch={arch}')
+    vit = arch.startswith('vit')
+    self.assertEqual(config.optim.get('optimizer', 'sgd'), 'adamw' if vit else 'sgd')
+    self.assertEqual(config.optim.lr, 1e-3 if vit else 0.1)
+
+  @parameterized.product(method=('baseline', 'stochastic_depth', 'stimulative', 'gkt'),
+                         dataset=('cifar10', 'cifar100'))
+  def test_cifar_configs_run_every_family_with_its_recipe(self, method, dataset):
+    wrn = common.get_config(method, dataset, 'arch=wrn28_10')
+    self.assertEqual(dict(wrn.model), dict(arch='wrn28_10', conv_impl='auto', dropout_rate=0.3))
+    self.assertEqual((wrn.optim.get('optimizer', 'sgd'), wrn.optim.lr, wrn.optim.schedule,
+                      tuple(wrn.optim.step_boundaries), wrn.optim.step_factor,
+                      wrn.optim.weight_decay, wrn.optim.nesterov, wrn.total_epochs),
+                     ('sgd', 0.1, 'step', (0.3, 0.6, 0.8), 0.2, 5e-4, True, 200))
+    vit = common.get_config(method, dataset, 'arch=vit_s')
+    self.assertEqual(dict(vit.model), dict(arch='vit_s', conv_impl='auto'))
+    self.assertEqual((vit.optim.optimizer, vit.optim.lr, vit.optim.weight_decay,
+                      vit.optim.warmup_steps, vit.optim.schedule, vit.total_epochs),
+                     ('adamw', 1e-3, 0.05, 1955, 'cosine', 200))
+    self.assertNotIn('momentum', vit.optim)
+    for config in (wrn, vit):
+      validate.validate_config(config, num_devices=1)
+    # The ResNets keep the files' own recipe.
+    self.assertEqual(common.get_config(method, dataset).optim.get('optimizer', 'sgd'), 'sgd')
+
   @parameterized.parameters('stimulative', 'gkt')
   def test_imagenet_recipe(self, method):
     config = common.get_config(method, 'imagenet2012')

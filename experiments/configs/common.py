@@ -82,6 +82,28 @@ RECIPES = {
                      optim=dict(lr=0.2, weight_decay=1e-4, schedule='cosine')),
 }
 CIFAR_RECIPES = ('stimulative', 'stochastic_depth', 'ekd_fws')
+# CIFAR recipes of the other families, which their networks always run (our choices where no
+# spec gives one). Wide ResNets: the WRN paper's CIFAR recipe (Zagoruyko & Komodakis 2016:
+# SGD Nesterov 0.9, lr 0.1 x0.2 at 30/60/80 % of 200 epochs, weight decay 5e-4, batch 128,
+# dropout 0.3 in its best CIFAR results). ViTs from scratch: AdamW, lr 1e-3 after a linear
+# warm-up of 5 epochs (1,955 steps of 128), cosine, weight decay 0.05, 200 epochs.
+FAMILY_RECIPES = {
+    'wrn': dict(epochs=200, batch_size=128, augment=dict(pad=4, flip=True),
+                optim=dict(lr=0.1, weight_decay=5e-4, schedule='step',
+                           step_boundaries=(0.3, 0.6, 0.8), step_factor=0.2),
+                model=dict(dropout_rate=0.3)),
+    'vit': dict(epochs=200, batch_size=128, augment=dict(pad=4, flip=True),
+                optim=optim.section_defaults(optim.ADAMW_FIELDS, optimizer='adamw', lr=1e-3,
+                                             weight_decay=0.05, warmup_steps=1955)),
+}
+# A ViT on the small datasets (digits, Fashion-MNIST): AdamW at their lengths.
+SMALL_VIT_OPTIM = optim.section_defaults(optim.ADAMW_FIELDS, optimizer='adamw', lr=1e-3,
+                                         weight_decay=0.05, warmup_steps=100)
+
+
+def family(arch: str) -> str:
+  """'resnet', 'wrn', 'vit' (by the registered name's prefix) or 'other'."""
+  return next((f for f in ('resnet', 'wrn', 'vit') if arch.startswith(f)), 'other')
 # EKD-FWSNet on CIFAR (ekd_fwsnet.md), by (dataset, arch): lr, batch-mean KD weight,
 # attention weight, label smoothing. ResNet-110 is not in the spec: it takes ResNet-56's
 # values (our choice). 4-stage nets run with the CIFAR stem and projection shortcuts.
@@ -191,13 +213,21 @@ def _run_fields(config: ml_collections.ConfigDict) -> None:
   config.allow_resume_changes = ''
 
 
-def base(method: str, recipe: dict | None = None) -> ml_collections.ConfigDict:
-  """Seed 0, the method's defaults, the optimiser (the base one, or the recipe's with its
-  length) and the run fields; the file adds data, model, cadence and evaluators."""
+def base(method: str, recipe: dict | None = None, arch: str = 'resnet20'
+         ) -> ml_collections.ConfigDict:
+  """Seed 0, the method's defaults, the optimiser (the recipe's over the base SGD, with its
+  length; without a recipe the base SGD, or AdamW for a ViT) and the run fields; the file
+  adds data, model, cadence and evaluators."""
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.method = method_fields(method)
-  config.optim = dict(_OPTIM_BASE, **(recipe or {}).get('optim', {}))
+  recipe_optim = (recipe or {}).get('optim', {})
+  if recipe is None and family(arch) == 'vit':
+    config.optim = dict(SMALL_VIT_OPTIM)
+  elif 'optimizer' in recipe_optim:  # a whole section of its own (AdamW)
+    config.optim = dict(recipe_optim)
+  else:
+    config.optim = dict(_OPTIM_BASE, **recipe_optim)
   _run_fields(config)
   if recipe is not None:
     config.total_epochs = float(recipe['epochs'])
@@ -287,8 +317,9 @@ def small_smoke(config: ml_collections.ConfigDict) -> None:
 # ----- CIFAR-10/100 (tfds) -----
 
 def cifar_options(arg: str | None, **defaults) -> dict:
-  """A CIFAR file's arguments: smoke, arch (resnet56), recipe ('stimulative'), and the
-  file's own `defaults` (e.g. stpp=False, or another arch or recipe)."""
+  """A CIFAR file's arguments: smoke, arch (resnet56; any registered network), recipe
+  ('stimulative'; one of CIFAR_RECIPES, for a ResNet: a WRN or ViT runs its family's recipe,
+  FAMILY_RECIPES), and the file's own `defaults` (e.g. stpp=False, another arch or recipe)."""
   options = parse_arg(arg, **dict(dict(smoke=False, arch='resnet56', recipe='stimulative'),
                                   **defaults))
   if options['recipe'] not in CIFAR_RECIPES:
@@ -299,8 +330,11 @@ def cifar_options(arg: str | None, **defaults) -> dict:
 
 
 def cifar_recipe(name: str, dataset: str, arch: str) -> dict:
-  """RECIPES[name]; 'ekd_fws' takes the spec's learning rate for (dataset, arch), for any
-  method (so that its baseline is comparable)."""
+  """RECIPES[name] for a ResNet, FAMILY_RECIPES[family] for a WRN or ViT (whatever `name`);
+  'ekd_fws' takes the spec's learning rate for (dataset, arch), for any method (so that its
+  baseline is comparable)."""
+  if family(arch) in FAMILY_RECIPES:
+    return FAMILY_RECIPES[family(arch)]
   recipe = RECIPES[name]
   if name == 'ekd_fws':
     recipe = dict(recipe, optim=dict(recipe['optim'], lr=ekd_cifar(dataset, arch)[0]))
@@ -322,11 +356,14 @@ def cifar_data(dataset: str, recipe: dict) -> dict:
               options=data_options(cache=True))
 
 
-def cifar_resnet(arch: str) -> dict:
-  """A CIFAR ResNet; ResNet-18/34/50 on 32x32 inputs get the CIFAR stem."""
+def cifar_model(arch: str, recipe: dict) -> dict:
+  """A CIFAR network: ResNet-18/34/50 on 32x32 inputs get the CIFAR stem; other families
+  their defaults and the recipe's model fields (a WRN's dropout)."""
   if arch in FOUR_STAGE_ARCHS:
     return resnet(arch, stem='cifar', shortcut='projection')
-  return resnet(arch)
+  if family(arch) == 'resnet':
+    return resnet(arch)
+  return dict(model(arch), **recipe.get('model', {}))
 
 
 def cifar_smoke(config: ml_collections.ConfigDict) -> None:

@@ -9,7 +9,8 @@ Launch:
       --workdir /tmp/baseline_cifar100 --config.data.dir=DIR
 
 Config arguments (`...cifar100.py:arg,arg`): smoke (4 steps of ResNet-20 on 200 test images),
-arch=resnet56|resnet110, recipe=stimulative|stochastic_depth; see experiments/configs/common.py.
+arch=resnet56|resnet110|wrn28_10|vit_s (a WRN or ViT runs its family's recipe: SGD + dropout
+0.3, or AdamW + warm-up), recipe=stimulative|stochastic_depth; see experiments/configs/common.py.
 
 Expected result: none in the specs for the default recipe. With
 :arch=resnet110,recipe=stochastic_depth this is the stochastic-depth paper's constant-depth
@@ -30,9 +31,9 @@ from experiments.configs import common
 def get_config(arg=None):
   options = common.cifar_options(arg)
   recipe = common.cifar_recipe(options['recipe'], 'cifar100', options['arch'])
-  config = common.base('baseline', recipe)
+  config = common.base('baseline', recipe, options['arch'])
   config.data = common.cifar_data('cifar100', recipe)
-  config.model = common.cifar_resnet(options['arch'])
+  config.model = common.cifar_model(options['arch'], recipe)
   config.log_every_steps = 100
   config.eval_every_epochs = 10.0
   config.evals = common.evals(levels=common.levels(config))

@@ -39,9 +39,9 @@ from experiments.configs import common
 def get_config(arg=None):
   options = common.cifar_options(arg, recipe='ekd_fws')
   recipe = common.cifar_recipe(options['recipe'], 'cifar100', options['arch'])
-  config = common.base('ekd_fws', recipe)
+  config = common.base('ekd_fws', recipe, options['arch'])
   config.data = common.cifar_data('cifar100', recipe)
-  config.model = common.cifar_resnet(options['arch'])
+  config.model = common.cifar_model(options['arch'], recipe)
   _, kd_weight, att_weight, smoothing = common.ekd_cifar('cifar100', options['arch'])
   config.method.update(kd_weight=kd_weight, att_weight=att_weight,
                        label_smoothing=smoothing)

@@ -17,7 +17,7 @@ from experiments.configs import common
 def get_config(arg=None):
   options = common.small_options(arg)
   # The base optimiser: SGD Nesterov 0.9, lr 0.1 cosine, weight decay 5e-4.
-  config = common.base('ekd_fws')
+  config = common.base('ekd_fws', arch=options['arch'])
   config.data = common.digits_data()
   config.model = common.digits_model(options['arch'])
   config.total_epochs = 30

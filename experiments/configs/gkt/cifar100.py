@@ -9,7 +9,8 @@ Launch:
       --workdir /tmp/gkt_cifar100 --config.data.dir=DIR
 
 Config arguments (`...cifar100.py:arg,arg`): smoke (4 steps of ResNet-20 on 200 test images),
-arch=resnet56|resnet110, recipe=stimulative|stochastic_depth; see experiments/configs/common.py.
+arch=resnet56|resnet110|wrn28_10|vit_s (a WRN or ViT runs its family's recipe: SGD + dropout
+0.3, or AdamW + warm-up), recipe=stimulative|stochastic_depth; see experiments/configs/common.py.
 
 Expected result: none: only the GKT paper's abstract and Figure 3 caption are available
 (shared/methods/gkt.md), so there is no number to compare with; report it as "GKT (our
@@ -35,9 +36,9 @@ from experiments.configs import common
 def get_config(arg=None):
   options = common.cifar_options(arg)
   recipe = common.cifar_recipe(options['recipe'], 'cifar100', options['arch'])
-  config = common.base('gkt', recipe)
+  config = common.base('gkt', recipe, options['arch'])
   config.data = common.cifar_data('cifar100', recipe)
-  config.model = common.cifar_resnet(options['arch'])
+  config.model = common.cifar_model(options['arch'], recipe)
   config.log_every_steps = 100
   config.eval_every_epochs = 10.0
   config.evals = common.evals(levels=common.levels(config))

@@ -9,7 +9,8 @@ Launch:
       --workdir /tmp/stimulative_cifar100 --config.data.dir=DIR
 
 Config arguments (`...cifar100.py:arg,arg`): smoke (4 steps of ResNet-20 on 200 test images),
-arch=resnet56|resnet110, recipe=stimulative|stochastic_depth, stpp (the ST++ switches); see
+arch=resnet56|resnet110|wrn28_10|vit_s (a WRN or ViT runs its family's recipe: SGD + dropout
+0.3, or AdamW + warm-up), recipe=stimulative|stochastic_depth, stpp (the ST++ switches); see
 experiments/configs/common.py.
 
 Expected result: none in the specs: the authors did not release their CIFAR code and the specs
@@ -34,9 +35,9 @@ from experiments.configs import common
 def get_config(arg=None):
   options = common.cifar_options(arg, stpp=False)
   recipe = common.cifar_recipe(options['recipe'], 'cifar100', options['arch'])
-  config = common.base('stimulative', recipe)
+  config = common.base('stimulative', recipe, options['arch'])
   config.data = common.cifar_data('cifar100', recipe)
-  config.model = common.cifar_resnet(options['arch'])
+  config.model = common.cifar_model(options['arch'], recipe)
   if options['stpp']:
     config.method.update(common.STPP)  # the ST++ switches
   config.log_every_steps = 100

@@ -16,7 +16,7 @@ from experiments.configs import common
 def get_config(arg=None):
   options = common.small_options(arg)
   # The base optimiser: SGD Nesterov 0.9, lr 0.1 cosine, weight decay 5e-4.
-  config = common.base('stimulative')
+  config = common.base('stimulative', arch=options['arch'])
   config.data = common.fashion_mnist_data()
   config.model = common.model(options['arch'])
   # A short schedule that fits 2 CPU cores (see README); longer: --config.total_epochs=N.

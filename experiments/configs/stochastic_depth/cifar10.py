@@ -9,7 +9,8 @@ Launch:
       --workdir /tmp/stochastic_depth_cifar10 --config.data.dir=DIR
 
 Config arguments (`...cifar10.py:arg,arg`): smoke (4 steps of ResNet-20 on 200 test images),
-arch=resnet56|resnet110, recipe=stimulative|stochastic_depth; see experiments/configs/common.py.
+arch=resnet56|resnet110|wrn28_10|vit_s (a WRN or ViT runs its family's recipe: SGD + dropout
+0.3, or AdamW + warm-up), recipe=stimulative|stochastic_depth; see experiments/configs/common.py.
 
 Expected result: 5.25% test error (94.75% accuracy) for ResNet-110 with stochastic depth,
 against 6.41% for the constant-depth network (Huang et al., ECCV 2016, as quoted in
@@ -30,9 +31,9 @@ from experiments.configs import common
 def get_config(arg=None):
   options = common.cifar_options(arg, arch='resnet110', recipe='stochastic_depth')
   recipe = common.cifar_recipe(options['recipe'], 'cifar10', options['arch'])
-  config = common.base('stochastic_depth', recipe)
+  config = common.base('stochastic_depth', recipe, options['arch'])
   config.data = common.cifar_data('cifar10', recipe)
-  config.model = common.cifar_resnet(options['arch'])
+  config.model = common.cifar_model(options['arch'], recipe)
   config.log_every_steps = 100
   config.eval_every_epochs = 10.0
   config.evals = common.evals(levels=common.levels(config))
