@@ -320,5 +320,60 @@ class TrainedTest(parameterized.TestCase):
       methods.get_method({'name': 'ekd_fws'}, model)
 
 
+class DropoutTrainingTest(parameterized.TestCase):
+  """A Wide ResNet's dropout (`model.dropout_rate`) in training: every method's train-mode
+  pass gets a dropout key of its own, drawn beside the step's masks."""
+
+  @parameterized.parameters('baseline', 'stochastic_depth', 'gkt', 'stimulative')
+  def test_each_pass_drops_with_its_own_key(self, name):
+    images = jax.random.normal(jax.random.key(1), (8, 8, 8, 1))
+    batch = {'images': images, 'labels': jnp.arange(8) % 5}
+    key = jax.random.key(4)
+
+    def step(rate, step_key):
+      model = models.build_model('wrn16_1', 5, conv_impl='xla', dropout_rate=rate)
+      method = methods.get_method({'name': name}, model)
+      variables = model.init(jax.random.key(0), images, train=False)
+      grads, (_, _, measurements) = jax.jit(method.gradients)(
+          variables['params'], variables['batch_stats'], batch, step_key, method.init_state())
+      return method, grads, measurements
+
+    plain, plain_grads, plain_measured = step(0.0, key)
+    dropping, grads, measured = step(0.3, key)
+    self.assertFalse(plain.per_device_randomness)
+    self.assertTrue(dropping.per_device_randomness)
+    # The same masks (the step key's draws do not change), other losses: dropout dropped.
+    np.testing.assert_array_equal(plain.masks_run(key), dropping.masks_run(key))
+    self.assertNotEqual(float(plain_measured['loss']), float(measured['loss']))
+    for tree in (plain_grads, grads):
+      self.assertTrue(all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(tree)))
+    # Another step key, other dropout masks; the same key, the same step.
+    self.assertNotEqual(float(measured['loss']), float(step(0.3, jax.random.key(5))[2]['loss']))
+    np.testing.assert_array_equal(measured['loss'], step(0.3, key)[2]['loss'])
+    if name in ('gkt', 'stimulative'):  # the subnet passes drop with keys of their own
+      model = dropping.model
+      keys = [methods.base.dropout_key(model, key, i) for i in range(3)]
+      self.assertLen({tuple(np.asarray(jax.random.key_data(k)).ravel()) for k in keys}, 3)
+      self.assertIsNone(methods.base.dropout_key(plain.model, key, 0))
+
+  def test_gkt_trains_a_wide_resnet_with_dropout(self):
+    """Through the trainer (BatchNorm recalibration, a train-mode pass, included): the
+    first step's loss differs from the same run's without dropout."""
+
+    def first_loss(rate):
+      config = workers.smoke_config('gkt', {
+          'model': dict(arch='wrn16_1', conv_impl='xla', dropout_rate=rate), 'total_steps': 2,
+          'log_every_steps': 1, 'eval_every_steps': 2, 'method.bn_recalibration_images': 32})
+      workdir = self.create_tempdir().full_path
+      summary = train_and_evaluate(config, workdir)
+      self.assertEqual(summary['steps'], 2)
+      self.assertTrue(np.isfinite(summary['full_accuracy']))
+      with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+        rows = [r for r in map(json.loads, f) if 'loss' in r]
+      return rows[0]['loss']
+
+    self.assertNotEqual(first_loss(0.3), first_loss(0.0))
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -400,15 +400,19 @@ def make_recalibrator(model, momentum: float) -> Callable:
   In training mode a layer's output depends only on its batch statistics, so each batch's
   statistics can be read exactly from one `apply` (new = m * old + (1 - m) * batch); the
   result is their average over batches (PyTorch's cumulative average, momentum=None).
+  Dropout layers (a model with `dropout_rate > 0`) drop as in training, batch i with the
+  fixed key `fold_in(key(0), i)`; a model without dropout draws nothing from it.
   """
   @jax.jit
   def recalibrate(variables, image_batches):
-    def batch_stats_of(images):
-      _, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+    def batch_stats_of(inputs):
+      index, images = inputs
+      _, updates = model.apply(variables, images, train=True, mutable=['batch_stats'],
+                               rngs={'dropout': jax.random.fold_in(jax.random.key(0), index)})
       return jax.tree.map(lambda new, old: (new - momentum * old) / (1.0 - momentum),
                           updates['batch_stats'], variables['batch_stats'])
 
-    stats = jax.lax.map(batch_stats_of, image_batches)
+    stats = jax.lax.map(batch_stats_of, (jnp.arange(image_batches.shape[0]), image_batches))
     return {**variables, 'batch_stats': jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)}
 
   return recalibrate

@@ -6,10 +6,11 @@ A method turns one batch into gradients:
       -> grads, (batch_stats, method_state, measurements)
 
 `batch` holds 'images' f32[B, H, W, C] (normalised, augmented once: every forward of the
-step sees the same images) and 'labels' int32[B]. `measurements` is a flat dict of scalars
-(every loss term, per subnet level). `masks_run(key)` gives the keep masks of the forward
-passes a step with `key` runs (cost accounting reads them without running the step; the
-step draws its own masks there).
+step sees the same images) and 'labels' int32[B]. `key` is the step's key: the step's masks
+are drawn from it, and, for a model with dropout, a dropout key per forward pass
+(`dropout_key`). `measurements` is a flat dict of scalars (every loss term, per subnet
+level). `masks_run(key)` gives the keep masks of the forward passes a step with `key` runs
+(cost accounting reads them without running the step; the step draws its own masks there).
 
 The design sketched `loss_fn -> loss`; methods return gradients instead so a method that
 runs many subnets can scan over them and accumulate gradients in the carry (one compiled
@@ -42,18 +43,43 @@ from gkt_jax.settings import integer, probability, setting
 Measurements = dict[str, jax.Array]
 
 
+# Folded into a step key to give its dropout keys (`dropout_key`): a stream apart from the
+# step's mask draws, which split the step key itself.
+DROPOUT_STREAM = 0x64726f70
+
+
 def run_model(model: ResNet, params, batch_stats, images, *, keep_mask=None, train=True,
-              residual_scale=None):
-  """One forward pass; returns logits, features and the updated batch statistics."""
+              residual_scale=None, dropout_key=None):
+  """One forward pass; returns logits, features and the updated batch statistics.
+
+  `dropout_key` (train mode only; None: no 'dropout' rng) feeds the model's dropout layers
+  (`rngs={'dropout': dropout_key}`); a model without dropout draws nothing from it.
+  """
   variables = {'params': params, 'batch_stats': batch_stats}
   if not train:
     logits, features = model.apply(variables, images, keep_mask=keep_mask, train=False,
                                    residual_scale=residual_scale)
     return logits, features, batch_stats
+  rngs = {} if dropout_key is None else {'dropout': dropout_key}
   (logits, features), updates = model.apply(
       variables, images, keep_mask=keep_mask, train=True, residual_scale=residual_scale,
-      mutable=['batch_stats'])
+      mutable=['batch_stats'], rngs=rngs)
   return logits, features, updates['batch_stats']
+
+
+def dropout_rate(model) -> float:
+  """The model's `dropout_rate` field (0 for a model without one)."""
+  return float(getattr(model, 'dropout_rate', 0.0) or 0.0)
+
+
+def dropout_key(model, step_key, pass_index) -> jax.Array | None:
+  """The dropout key of forward pass `pass_index` (int or traced int32) of a step with
+  `step_key`, or None when `model` has no dropout (its step then draws and compiles
+  nothing more). The step key is folded with DROPOUT_STREAM, then with the pass index, so
+  the step's other draws (its masks) do not change."""
+  if dropout_rate(model) <= 0:
+    return None
+  return jax.random.fold_in(jax.random.fold_in(step_key, DROPOUT_STREAM), pass_index)
 
 
 def mean_accuracy(logits, labels):
@@ -82,9 +108,6 @@ class Method:
 
   name = 'baseline'
   Settings: type[settings_lib.Settings] = MethodSettings
-  # In 'pmap' mode on several devices, fold the device index into the step key whatever
-  # `per_device_subnets` says (per-example randomness such as dropout must differ by shard).
-  per_device_randomness = False
   # Step measurements the progress line shows beside the loss and the learning rate, and
   # the loss terms the training-curve plot draws (those two names, and names with these
   # prefixes).
@@ -124,6 +147,13 @@ class Method:
     self.model = model
     self.num_blocks = model.num_blocks
     self.stage_sizes = tuple(model.stage_sizes)
+
+  @property
+  def per_device_randomness(self) -> bool:
+    """In 'pmap' mode on several devices, whether the step key is folded with the device
+    index whatever `per_device_subnets` says: per-example randomness such as dropout must
+    differ by shard. True when the trained model has dropout (`model.dropout_rate > 0`)."""
+    return dropout_rate(self.model) > 0
 
   @classmethod
   def is_loss_term(cls, name: str) -> bool:

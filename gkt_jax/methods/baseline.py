@@ -5,17 +5,18 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from gkt_jax import losses
-from gkt_jax.methods.base import Method, loss_gradients, mean_accuracy, run_model
+from gkt_jax.methods.base import Method, dropout_key, loss_gradients, mean_accuracy, run_model
 
 
 class Baseline(Method):
   name = 'baseline'
 
   def gradients(self, params, batch_stats, batch, key, method_state):
-    del key
+    dropout = dropout_key(self.model, key, 0)
 
     def loss_fn(p):
-      logits, _, new_stats = run_model(self.model, p, batch_stats, batch['images'])
+      logits, _, new_stats = run_model(self.model, p, batch_stats, batch['images'],
+                                       dropout_key=dropout)
       ce = jnp.mean(losses.cross_entropy(logits, batch['labels'], self.label_smoothing()))
       return ce, (new_stats, ce, mean_accuracy(logits, batch['labels']))
 

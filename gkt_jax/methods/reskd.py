@@ -27,8 +27,8 @@ import jax.numpy as jnp
 
 from gkt_jax import losses, models
 from gkt_jax import settings as settings_lib
-from gkt_jax.methods.base import (Method, label_smoothing_setting, loss_gradients,
-                                  mean_accuracy, run_model)
+from gkt_jax.methods.base import (Method, dropout_key, label_smoothing_setting,
+                                  loss_gradients, mean_accuracy, run_model)
 from gkt_jax.settings import boolean, non_negative, one_of, optional, positive, run_dir, setting
 
 RESIDUAL_TARGETS = ('logits', 'kd')
@@ -136,13 +136,14 @@ class KDStudent(_Frozen, Method):
     return {'teacher': [self._required('teacher')]}
 
   def gradients(self, params, batch_stats, batch, key, method_state):
-    del key
     images, labels, frozen = batch['images'], batch['labels'], batch['frozen']
     (teacher,) = self._nets(frozen, 'teacher')
     z_t = _frozen_apply(*teacher, images)
+    dropout = dropout_key(self.model, key, 0)
 
     def loss_fn(p):
-      logits, _, new_stats = run_model(self.model, p, batch_stats, images)
+      logits, _, new_stats = run_model(self.model, p, batch_stats, images,
+                                       dropout_key=dropout)
       per_example = kd_loss(logits, z_t, labels, alpha=self.alpha,
                             temperature=self.temperature,
                             label_smoothing=self.label_smoothing())
@@ -206,13 +207,16 @@ class ResStudent(_Frozen, Method):
     return (z_t, jax.lax.stop_gradient(jnp.sum(stage_logits, axis=0)),
             jax.lax.stop_gradient(student_features))
 
-  def _residual(self, params, batch_stats, images, student_features, train):
+  def _residual(self, params, batch_stats, images, student_features, train, dropout=None):
+    """This stage's residual logits r_k and batch statistics (`dropout`: the train-mode
+    pass's dropout key, or None)."""
     side = {'side_features': student_features} if self.student_features else {}
     variables = {'params': params, 'batch_stats': batch_stats}
     if not train:
       return self.model.apply(variables, images, train=False, **side)[0], batch_stats
+    rngs = {} if dropout is None else {'dropout': dropout}
     (r, _), updates = self.model.apply(variables, images, train=True, mutable=['batch_stats'],
-                                       **side)
+                                       rngs=rngs, **side)
     return r, updates['batch_stats']
 
   def stage_loss(self, residual, z_t, z_prev, labels):
@@ -223,12 +227,13 @@ class ResStudent(_Frozen, Method):
                    temperature=self.temperature, label_smoothing=self.label_smoothing())
 
   def gradients(self, params, batch_stats, batch, key, method_state):
-    del key
     images, labels = batch['images'], batch['labels']
     z_t, z_prev, student_features = self._previous(batch['frozen'], images)
+    dropout = dropout_key(self.model, key, 0)
 
     def loss_fn(p):
-      r, new_stats = self._residual(p, batch_stats, images, student_features, train=True)
+      r, new_stats = self._residual(p, batch_stats, images, student_features, train=True,
+                                    dropout=dropout)
       return jnp.mean(self.stage_loss(r, z_t, z_prev, labels)), (new_stats, r)
 
     grads, (new_stats, r) = loss_gradients(loss_fn, params)

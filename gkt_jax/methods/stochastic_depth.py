@@ -14,7 +14,8 @@ import dataclasses
 import jax.numpy as jnp
 
 from gkt_jax import losses, masks
-from gkt_jax.methods.base import Method, MethodSettings, loss_gradients, mean_accuracy, run_model
+from gkt_jax.methods.base import (Method, MethodSettings, dropout_key, loss_gradients,
+                                  mean_accuracy, run_model)
 from gkt_jax.settings import boolean, interval, one_of, probability, setting
 
 
@@ -46,10 +47,12 @@ class StochasticDepth(Method):
     keep_mask = self.masks_run(key)[0]
     # 'inverted' variant: scale kept branches by 1/p_i in training, run plain at test time.
     scale = None if self.test_scaling else 1.0 / self.survival
+    dropout = dropout_key(self.model, key, 0)
 
     def loss_fn(p):
       logits, _, new_stats = run_model(self.model, p, batch_stats, batch['images'],
-                                       keep_mask=keep_mask, residual_scale=scale)
+                                       keep_mask=keep_mask, residual_scale=scale,
+                                       dropout_key=dropout)
       ce = jnp.mean(losses.cross_entropy(logits, batch['labels'], self.label_smoothing()))
       return ce, (new_stats, ce, mean_accuracy(logits, batch['labels']))
 

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from gkt_jax import groups, losses
-from gkt_jax.methods.base import MethodSettings, run_model
+from gkt_jax.methods.base import MethodSettings, dropout_key, run_model
 from gkt_jax.settings import boolean, integer, interval, non_negative, one_of, positive, setting
 from gkt_jax.utils import with_variance_of
 
@@ -39,9 +39,10 @@ BN_STATS = ('full_network', 'every_pass')
 
 def _pass_gradients(model, params, images, labels, sizes, *, temperature, kl_weight,
                     label_weight, label_smoothing, normalize):
-  """`run_pass(stats, keep_mask, teacher, first, size_i)` -> ((loss, (new stats, logits, kl,
-  ce)), grads) of one pass of `distill_subnets` (its arguments; `sizes`: the static input
-  sides a `lax.switch` picks from by `size_i`, or None)."""
+  """`run_pass(stats, keep_mask, teacher, first, size_i, dropout)` -> ((loss, (new stats,
+  logits, kl, ce)), grads) of one pass of `distill_subnets` (its arguments; `sizes`: the
+  static input sides a `lax.switch` picks from by `size_i`, or None; `dropout`: the pass's
+  dropout key or None)."""
 
   def full_terms(logits, teacher):
     del teacher  # the full network learns from the labels alone
@@ -53,8 +54,9 @@ def _pass_gradients(model, params, images, labels, sizes, *, temperature, kl_wei
     ce = jnp.mean(losses.cross_entropy(logits, labels, label_smoothing))
     return kl_weight * kl + (label_weight * ce if label_weight else 0.0), (kl, ce)
 
-  def pass_loss(p, stats, keep_mask, pass_images, teacher, first):
-    logits, _, new_stats = run_model(model, p, stats, pass_images, keep_mask=keep_mask)
+  def pass_loss(p, stats, keep_mask, pass_images, teacher, first, dropout):
+    logits, _, new_stats = run_model(model, p, stats, pass_images, keep_mask=keep_mask,
+                                     dropout_key=dropout)
     if normalize:
       logits = losses.normalize_logits(logits)
     # A cond on the loss head only: the network itself is traced once.
@@ -64,9 +66,9 @@ def _pass_gradients(model, params, images, labels, sizes, *, temperature, kl_wei
   grad_fn = jax.value_and_grad(pass_loss, has_aux=True)
   side = images.shape[1]
 
-  def run_pass(stats, keep_mask, teacher, first, size_i):
+  def run_pass(stats, keep_mask, teacher, first, size_i, dropout):
     if sizes is None:
-      return grad_fn(params, stats, keep_mask, images, teacher, first)
+      return grad_fn(params, stats, keep_mask, images, teacher, first, dropout)
     batch, _, _, channels = images.shape
 
     def at_size(s):
@@ -74,7 +76,7 @@ def _pass_gradients(model, params, images, labels, sizes, *, temperature, kl_wei
       # samples the input at the output's pixel centres and filters nothing.
       resized = images if s == side else jax.image.resize(
           images, (batch, s, s, channels), 'bilinear', antialias=False)
-      return lambda: grad_fn(params, stats, keep_mask, resized, teacher, first)
+      return lambda: grad_fn(params, stats, keep_mask, resized, teacher, first, dropout)
 
     return jax.lax.switch(size_i, [at_size(int(s)) for s in sizes])
 
@@ -94,7 +96,7 @@ def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, le
                     kl_weight: float = 1.0, label_weight: float = 0.0,
                     label_smoothing: float = 0.0, normalize: bool = False,
                     input_sizes: Sequence[int] | None = None,
-                    size_index: jax.Array | None = None):
+                    size_index: jax.Array | None = None, key: jax.Array | None = None):
   """Trains the full network on the labels, then K subnets against group knowledge.
 
   All K + 1 passes run one after another in one `lax.scan`, so the compiled step holds one
@@ -123,6 +125,8 @@ def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, le
       resized to `input_sizes[size_index[i - 1]]` (ST++ 'subnet_resize'); the full network
       sees `images`.
     size_index: int32[K], required with input_sizes.
+    key: the step's key, for a model with dropout: pass i's dropout key is
+      `base.dropout_key(model, key, i)` (None: no dropout keys).
 
   Returns:
     grads (a params-shaped sum of d(loss_i)/d(params) over the K + 1 passes), the batch
@@ -149,7 +153,9 @@ def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, le
     level = jnp.where(first, 0, (index - 1) % levels + 1)
     loop = jnp.maximum(index - 1, 0) // levels
     teacher = knowledge[jnp.maximum(level - 1, 0)]
-    (loss, (stats, logits, kl, ce)), grads = run_pass(stats, keep_mask, teacher, first, size_i)
+    dropout = None if key is None else dropout_key(model, key, index)
+    (loss, (stats, logits, kl, ce)), grads = run_pass(stats, keep_mask, teacher, first, size_i,
+                                                      dropout)
     full_grads = jax.tree.map(lambda f, g: jnp.where(first, g, f), full_grads, grads)
     subnet_grads = jax.tree.map(lambda t, g: jnp.where(first, t, t + g), subnet_grads, grads)
     full_stats = jax.tree.map(lambda f, s: jnp.where(first, s, f), full_stats, stats)
@@ -258,7 +264,7 @@ class SelfDistillation:
           aggregate=self.aggregate, momentum=self.momentum, temperature=config.temperature,
           kl_weight=config.kl_weight, label_weight=config.subnet_label_weight,
           label_smoothing=smoothing, normalize=normalize, input_sizes=sizes,
-          size_index=size_index)
+          size_index=size_index, key=key)
     ce = per_pass['ce'][0]
     per_subnet = {name: values[1:] for name, values in per_pass.items()}
     stats = subnet_stats if config.bn_stats == 'every_pass' else full_stats
