@@ -159,8 +159,7 @@ def build_step(name: str, arch: str, batch: int, side: int, conv_impl: str = 'au
   config = ml_collections.ConfigDict({'seed': 0,
                                       'method': {**common.method_fields(method), **extra,
                                                  **(overrides or {})},
-                                      'optim': dict(lr=0.1, momentum=0.9, nesterov=True,
-                                                    weight_decay=5e-4, schedule='cosine')})
+                                      'optim': optim.section_defaults()})
   fields = dict(conv_impl=conv_impl, dtype=jnp.dtype(dtype))
   if width != 1.0:
     fields['width_multiplier'] = width

@@ -133,6 +133,11 @@ def setting(default: Any, check: Check, *, unset: type | None = None) -> Any:
   return dataclasses.field(default=default, metadata={'check': check, 'unset': unset})
 
 
+def _dotted(path: str, name: str) -> str:
+  """'path.name', or 'name' for a top-level field (path '')."""
+  return f'{path}.{name}' if path else name
+
+
 def _frozen(value: Any) -> Any:
   """Lists (JSON, ConfigDict) as tuples, so that settings compare and hash by value."""
   if isinstance(value, (list, tuple)):
@@ -179,12 +184,12 @@ class Settings:
         continue
       if name not in names:
         accepted = tuple(sorted(names + tuple(ignore)))
-        fail(f'{path}.{name}', value,
+        fail(_dotted(path, name), value,
              f'not a field of {owner or cls.__name__}; accepted: {accepted}')
       values[name] = _frozen(value)
     for f in dataclasses.fields(cls):
       if f.name in values:
-        f.metadata['check'](f'{path}.{f.name}', values[f.name])
+        f.metadata['check'](_dotted(path, f.name), values[f.name])
     settings = cls(**values)
     settings.check(path)
     return settings

@@ -124,6 +124,22 @@ class MethodSettingsTest(parameterized.TestCase):
     with self.assertRaisesRegex(validate.ConfigError, r"config\.method\.levles=2: not a field"):
       methods.get_method({'name': 'gkt', 'levles': 2}, model)
 
+  def test_run_fields_are_checked_and_unknown_ones_refused(self):
+    config = common.get_config('baseline', 'digits', 'smoke')
+    for field, value, message in [
+        ('seed', -1, r'^config\.seed=-1: must be an integer >= 0$'),
+        ('parallel', 'pjit', r"^config\.parallel='pjit': unknown parallel mode"),
+        ('plots', 'yes', r"^config\.plots='yes': must be True or False$"),
+        ('max_checkpoints', 0, r'^config\.max_checkpoints=0: must be an integer >= 1$'),
+        ('resume', '/nonexistent/run', r'resume=.*must be an existing workdir'),
+        ('check_points', True, r"^config\.check_points=True: not a field of a run config; "
+         r"accepted: \('allow_resume_changes', 'checkpoints', 'ckpt_every_epochs'")]:
+      fields = config.to_dict()
+      fields[field] = value
+      changed = ml_collections.ConfigDict(fields)
+      with self.subTest(field=field), self.assertRaisesRegex(validate.ConfigError, message):
+        validate.validate_config(changed, num_devices=1)
+
   def test_optimizer_fields_are_checked(self):
     for fields, message in [
         ({'lr': -1}, r"^config\.optim\.lr=-1: must be a number >= 0$"),

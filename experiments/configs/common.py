@@ -13,7 +13,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from gkt_jax import methods, models
-from gkt_jax.train import optim, trainer
+from gkt_jax.train import optim, run_settings
 
 
 def method_fields(method: str) -> dict:
@@ -191,26 +191,14 @@ def get_config(method: str, dataset: str, arg: str | None = None) -> ml_collecti
 
 
 def _run_fields(config: ml_collections.ConfigDict) -> None:
-  """Durations, parallelism and checkpoint fields of every config (overridable)."""
-  # Durations: set *_steps or *_epochs (one of each pair). Checkpoints default to every
-  # evaluation, plus the end of training and SIGTERM.
-  for prefix in ('total', 'log_every', 'eval_every', 'ckpt_every'):
+  """Durations (set *_steps or *_epochs, one of each pair; checkpoints default to every
+  evaluation, plus the end of training and SIGTERM) and the run's own fields at their
+  defaults (gkt_jax.train.run_settings.RunSettings: parallelism, checkpoints, resume/init,
+  plots, the training-accuracy sample, the changes a resume may make)."""
+  for prefix in run_settings.DURATION_PREFIXES:
     config[f'{prefix}_steps'] = placeholder(int)
     config[f'{prefix}_epochs'] = placeholder(float)
-  config.parallel = 'jit'             # or 'pmap': per-device BatchNorm, pmean-ed gradients
-  config.per_device_subnets = False   # 'pmap' only: each device draws its own subnets
-  config.checkpoints = True
-  config.max_checkpoints = 3
-  config.resume = placeholder(str)    # another workdir to continue (full state)
-  config.init = placeholder(str)      # a workdir/checkpoint to take weights from
-  config.plots = True
-  config.verbose = True
-  # The final evaluation's training accuracy (the regime: train minus test accuracy): on the
-  # whole train split up to this many images, else on a fixed sample of this many; None: all.
-  config.train_accuracy_examples = trainer.TRAIN_ACCURACY_EXAMPLES
-  # Fields a resume may change besides its length, cadence and evaluation (comma-separated
-  # dotted names, e.g. 'method.loops'; gkt_jax.train.checkpoint.RESUME_MAY_CHANGE).
-  config.allow_resume_changes = ''
+  config.update(run_settings.RunSettings.defaults())
 
 
 def base(method: str, recipe: dict | None = None, arch: str = 'resnet20'

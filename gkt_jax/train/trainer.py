@@ -27,14 +27,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gkt_jax import data as data_lib
 from gkt_jax import evaluate, methods, models, utils
-from gkt_jax.train import checkpoint, optim, preemption, reporting, validate
+from gkt_jax.train import checkpoint, optim, preemption, reporting, run_settings, validate
 
 
 # The host dispatches at most this many steps ahead of the device (a signal's delay bound).
 MAX_STEPS_IN_FLIGHT = 2
-# config.train_accuracy_examples when unset: the training accuracy of the final evaluation is
-# measured on the whole train split up to this size, else on a fixed sample of this many.
-TRAIN_ACCURACY_EXAMPLES = 10_000
 
 
 @struct.dataclass
@@ -177,8 +174,8 @@ def _pmean_or_first(x, axis_name):
 
 
 def parallel_mode(config) -> str:
-  """config.parallel, default 'jit' (validate.PARALLEL_MODES)."""
-  return config.get('parallel', validate.PARALLEL_MODES[0])
+  """config.parallel ('jit' unless set; run_settings.PARALLEL_MODES)."""
+  return run_settings.read(config).parallel
 
 
 def compile_train_step(config, mesh, method, tx, schedule, mean, std,
@@ -193,7 +190,7 @@ def compile_train_step(config, mesh, method, tx, schedule, mean, std,
   elif parallel == 'pmap':
     step = jax.shard_map(
         make_train_step(method, tx, schedule, mean, std, axis_name='data',
-                        per_device_keys=bool(config.get('per_device_subnets', False)) or (
+                        per_device_keys=run_settings.read(config).per_device_subnets or (
                             method.per_device_randomness and mesh.devices.size > 1),
                         augment_pad=augment_pad),
         mesh=mesh, in_specs=(P(), P('data'), P('data'), P(), P('data')),
@@ -218,15 +215,16 @@ def _restore_or_init(config, workdir, state, ckpt, log, method):
     if restored is not None:
       log(f'resumed from {ckpt.directory} at step {meta["step"]}')
       return restored, meta
-  if config.get('resume'):
-    with checkpoint.read_only(config.resume) as source:
+  settings = run_settings.read(config)
+  if settings.resume:
+    with checkpoint.read_only(settings.resume) as source:
       restored, meta = source.restore(state, config=config)
     if restored is None:
       raise FileNotFoundError(f'config.resume={config.resume!r} holds no checkpoint')
     log(f'resumed from config.resume={config.resume} at step {meta["step"]}')
     return restored, meta
-  if config.get('init'):
-    with checkpoint.read_only(config.init) as source:
+  if settings.init:
+    with checkpoint.read_only(settings.init) as source:
       params, batch_stats, step, notes = source.restore_weights(
           state.params, state.batch_stats, adapt=method.adapt_init_weights)
     sharding = jax.tree.leaves(state.params)[0].sharding
@@ -254,6 +252,7 @@ class Run:
   tx: optax.GradientTransformation
   schedule: Any
   labels_checked: bool  # in-memory labels checked once; streamed ones batch by batch
+  settings: run_settings.RunSettings  # the config's own fields (seed, checkpoints, ...)
   verbose: bool  # progress on stdout (the writing process, unless config.verbose=False)
 
   def log(self, message: str) -> None:
@@ -307,7 +306,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
              # end and on a signal.
              ckpt_every=utils.steps('ckpt_every', config, per_epoch, default=eval_every),
              tx=tx, schedule=schedule, labels_checked=labels_checked,
-             verbose=jax.process_index() == 0 and config.get('verbose', True))
+             settings=run_settings.read(config),
+             verbose=jax.process_index() == 0 and run_settings.read(config).verbose)
 
 
 class RunClock:
@@ -357,10 +357,10 @@ def _train(run: Run, watcher, cleanup) -> tuple[dict, TrainState]:
   state = replicate(init_state(config, run.model, run.method, run.tx,
                                run.dataset.image_shape), run.replicated)
   ckpt = None
-  if config.get('checkpoints', True):
+  if run.settings.checkpoints:
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                    every_steps=run.ckpt_every,
-                                   max_to_keep=config.get('max_checkpoints', 3))
+                                   max_to_keep=run.settings.max_checkpoints)
     cleanup.callback(ckpt.close)
   state, meta = _restore_or_init(config, workdir, state, ckpt, run.log, run.method)
   frozen_id = frozen_identity(run.method)
@@ -500,7 +500,7 @@ def _evaluator(run: Run, frozen) -> Any:
   # The regime: the deployed network on (a fixed sample of) the training images, test-time
   # transform, at the final evaluation only.
   train_sample = data_lib.train_sample(
-      dataset.num_train, run.config.get('train_accuracy_examples', TRAIN_ACCURACY_EXAMPLES))
+      dataset.num_train, run.settings.train_accuracy_examples)
   num_train_eval = dataset.num_train if train_sample is None else len(train_sample)
   train_source = checked(lambda size: dataset.train_eval_batches(size, train_sample), 'train')
 
@@ -662,7 +662,7 @@ def _write_summary(run: Run, summary: dict) -> None:
   if jax.process_index() == 0:
     with open(os.path.join(run.workdir, 'summary.json'), 'w') as f:
       json.dump(reporting._jsonable(summary), f, indent=2)
-    if run.config.get('plots', True):
+    if run.settings.plots:
       reporting.plot_run(run.workdir, summary, run.method.is_loss_term)
   if run.verbose:
     print(reporting.final_table(summary), flush=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 import inspect
-import os
 from typing import Any
 
 import ml_collections
@@ -23,11 +22,11 @@ from gkt_jax import evaluate, masks, methods, models
 from gkt_jax.models import conv, resnet
 from gkt_jax.settings import (Check, ConfigError, boolean, fail, integer, interval, is_int,
                               one_of, optional, positive)
-from gkt_jax.train import optim
+from gkt_jax.train import optim, run_settings
 
 # 'jit': one program over the mesh, BatchNorm over the global batch; 'pmap': shard_map,
 # per-device BatchNorm statistics, gradients averaged across devices.
-PARALLEL_MODES = ('jit', 'pmap')
+PARALLEL_MODES = run_settings.PARALLEL_MODES
 
 _Section = (Mapping, ml_collections.ConfigDict)
 Fields = Mapping[str, Any] | ml_collections.ConfigDict
@@ -192,20 +191,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   """
   if num_devices is not None and (not is_int(num_devices) or num_devices < 1):
     raise ConfigError(f'num_devices={num_devices!r}: must be an integer >= 1')
-  if 'seed' in config:
-    integer(0)('seed', config.seed)
-  for name in ('plots', 'verbose', 'checkpoints', 'per_device_subnets'):
-    if name in config:
-      boolean(name, config[name])
-  if 'parallel' in config:
-    one_of(PARALLEL_MODES, 'parallel mode')('parallel', config.parallel)
-  for name in ('max_checkpoints', 'train_accuracy_examples'):
-    if config.get(name) is not None:
-      integer(1)(name, config[name])
-  for name in ('resume', 'init'):
-    path = config.get(name)
-    if path is not None and not os.path.isdir(path):
-      fail(name, path, 'must be an existing workdir or checkpoint directory')
+  run_settings.read(config)
   method_cfg = _section(config, 'method')
   _check_method(method_cfg)
   stage_sizes = _check_model(_section(config, 'model'))
