@@ -26,6 +26,14 @@ def _smoke(method='gkt', **fields):
   return workers.smoke_config(method, fields)
 
 
+def _main_command(workdir: str, method: str, arch: str, *fields: str) -> list[str]:
+  """experiments.main on the method's digits smoke config, without plots, with `arch` and
+  `fields` ('dotted.name=value') set."""
+  return [sys.executable, '-m', 'experiments.main', '--workdir', workdir, '--config',
+          f'experiments/configs/{method}/digits.py:smoke', f'--config.model.arch={arch}',
+          '--config.plots=False', *(f'--config.{f}' for f in fields)]
+
+
 class ResumeTest(absltest.TestCase):
 
   def test_interrupted_runs_resume_to_the_uninterrupted_result_bitwise(self):
@@ -101,11 +109,8 @@ class ResumeTest(absltest.TestCase):
   def test_final_evaluation_reports_progress_and_ctrl_c_stops_it_at_once(self):
     # A final evaluation of 6,000 subnets over 45 batches: minutes, with progress lines.
     workdir = self.create_tempdir().full_path
-    command = [sys.executable, '-m', 'experiments.main', '--workdir', workdir,
-               '--config', 'experiments/configs/gkt/digits.py:smoke',
-               f'--config.model.arch={GKT_ARCH}', '--config.plots=False',
-               '--config.total_steps=2', '--config.data.eval_batch_size=8',
-               '--config.evals.subnet_chains.num_chains=2000']
+    command = _main_command(workdir, 'gkt', GKT_ARCH, 'total_steps=2',
+                            'data.eval_batch_size=8', 'evals.subnet_chains.num_chains=2000')
     proc = subprocess.Popen(command, cwd=workers.REPO, env=workers.device_env(1),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -132,11 +137,8 @@ class ResumeTest(absltest.TestCase):
 
   def test_corrupted_latest_checkpoint_falls_back_in_one_line(self):
     workdir = self.create_tempdir().full_path
-    command = [sys.executable, '-m', 'experiments.main', '--workdir', workdir,
-               '--config', 'experiments/configs/baseline/digits.py:smoke',
-               f'--config.model.arch={BASELINE_ARCH}', '--config.evals.full.type=full',
-               '--config.plots=False', '--config.eval_every_steps=2',
-               '--config.ckpt_every_steps=2']
+    command = _main_command(workdir, 'baseline', BASELINE_ARCH, 'evals.full.type=full',
+                            'eval_every_steps=2', 'ckpt_every_steps=2')
     env = workers.device_env(1)
     subprocess.run(command + ['--config.total_steps=4'], cwd=workers.REPO, env=env,
                    check=True, capture_output=True, timeout=workers.TIMEOUT)
