@@ -49,10 +49,9 @@ class EvalRunner:
       eval_source: batch_size -> iterator of (images, labels, num_valid), e.g. a dataset's
         `eval_batches` (for datasets not held in memory); needs `num_examples`.
       data_sharding: batch sharding (a multi-process run puts each process's rows).
-      log: where a pass over the images that runs longer than `progress_every_seconds`
-        reports its progress and ETA (batches done, measured on the device), every
-        `progress_every_seconds`; None: silent. `label` (set by `run_evaluators`) names the
-        evaluator in those lines.
+      log: where a pass longer than `progress_every_seconds` reports the batches the device
+        has done and an ETA, that often (None: silent), naming `label` (`run_evaluators`
+        sets it to the evaluator).
     """
     self.log = log
     self.progress_every_seconds = float(progress_every_seconds)
@@ -73,6 +72,11 @@ class EvalRunner:
     self.std = np.asarray(std, np.float32)
     self.data_sharding = data_sharding
     self.variables = None
+    self._compile(method, data_sharding, replicated_sharding)
+
+  def _compile(self, method, data_sharding, replicated_sharding) -> None:
+    """The jitted counting programs: the deployed network's and the subnets' (a loop over
+    up to MASKS_PER_CALL keep masks)."""
 
     def normalise(images):
       return data_lib.normalize(images, self.mean, self.std)
