@@ -33,7 +33,7 @@ import numpy as np
 
 from experiments import cli
 from experiments.configs import common
-from gkt_jax import methods
+from gkt_jax import masks, methods
 
 VARIANTS = common.VARIANTS  # label: (method, extra config fields); every row of a suite
 
@@ -41,6 +41,8 @@ VARIANTS = common.VARIANTS  # label: (method, extra config fields); every row of
 # plain network fits it, >= 0.995 training accuracy in eval mode, and tests >= 4 points lower).
 SCARCE_DATA = {'train_examples_per_class': 200}
 SCARCE_EPOCHS = 200
+# Subnet levels every suite evaluates (GKT's default), one report column each.
+LEVELS = masks.DEFAULT_LEVELS
 
 # dataset, model fields, data options, duration, seeds, evaluators' subnet counts, ResKD
 # chain or not.
@@ -129,7 +131,7 @@ def run_config(suite: dict, cell: str, seed: int, total_steps: int | None = None
   config.seed = seed
   config.total_epochs = epochs
   config.eval_every_epochs = epochs  # final evaluation only
-  config.evals = common.evals(levels=3, num_chains=suite['num_chains'],
+  config.evals = common.evals(levels=LEVELS, num_chains=suite['num_chains'],
                               depth_subnets=suite['depth_subnets'])
   if method == 'ekd_fws':
     config.evals.paths = dict(type='classmate_paths')
@@ -294,7 +296,8 @@ def aggregate(name: str, root: str, seeds, labels) -> dict:
              if base.get(s)]
     time_ratio = [r['train_seconds'] / base[s]['train_seconds'] for s, r in runs.items()
                   if base.get(s)]
-    levels = {g: [r.get(f'subnet_acc/level{g}') for r in runs.values()] for g in (1, 2, 3)}
+    levels = {g: [r.get(f'subnet_acc/level{g}') for r in runs.values()]
+              for g in range(1, LEVELS + 1)}
     deletion = [(r['block_deletion_mean'] - r['full_accuracy'],
                  max(a for _, a in r['block_deletion']) - r['full_accuracy'])
                 for r in runs.values() if r.get('block_deletion')]
@@ -360,7 +363,7 @@ def bn_ablation_lines(stats: dict) -> list[str]:
               'network\'s pass only (default) or by every pass in order (the authors\' '
               'loops); every column over the seeds both settings finished:', '',
               '| method | full_network: full | every_pass: full | every_pass - full_network '
-              '(paired) | level-3, full_network | level-3, every_pass | seed ids |',
+              f'(paired) | level-{LEVELS}, full_network | level-{LEVELS}, every_pass | seed ids |',
               '|---|---|---|---|---|---|---|']
     for label, other in ablation:
       a, b = (_by_seed(stats[label]), _by_seed(stats[other]))
@@ -416,8 +419,9 @@ def claims_lines(stats: dict) -> list[str]:
 
 
 def _by_seed(stat: dict) -> dict:
-  """{'full': {seed: accuracy}, 'level3': {seed: level-3 accuracy}} of one `aggregate` row."""
-  level3 = stat['levels'][3]
+  """{'full': {seed: accuracy}, 'level3': {seed: deepest level's accuracy}} of one
+  `aggregate` row."""
+  level3 = stat['levels'][LEVELS]
   return {'full': dict(zip(stat['seeds'], stat['full_accuracy'])),
           'level3': dict(zip(stat['seeds'], level3)) if len(level3) == len(stat['seeds'])
                     else {}}
@@ -488,8 +492,9 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
            '',
            '| method | full network (final) | vs baseline (paired) | '
            + ('train accuracy | gap (train - test) | ' if regime else '')
-           + 'level-1 | level-2 | level-3 | train time vs baseline | train FLOPs | seeds |',
-           '|---|---|---|' + ('---|---|' if regime else '') + '---|---|---|---|---|---|']
+           + ''.join(f'level-{g} | ' for g in range(1, LEVELS + 1))
+           + 'train time vs baseline | train FLOPs | seeds |',
+           '|---|---|---|' + ('---|---|' if regime else '') + '---|' * LEVELS + '---|---|---|']
   for label, s in stats.items():
     s['train_flops'] = train_flops(suite, label, s['steps'][0], s['batch_size'])
     lines.append('| ' + ' | '.join([
@@ -497,8 +502,8 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
         ('+' if np.mean(s['diff_vs_baseline']) >= 0 else '') + _mean_std(s['diff_vs_baseline'])
         if s['diff_vs_baseline'] and label != baseline_cell(suite, label) else '']
         + ([_mean_std(s['train_accuracy']), _mean_std(s['gap'])] if regime else [])
-        + [_mean_std(s['levels'][1]), _mean_std(s['levels'][2]), _mean_std(s['levels'][3]),
-           f'{np.mean(s["time_vs_baseline"]):.2f}x' if s['time_vs_baseline'] else '',
+        + [_mean_std(s['levels'][g]) for g in range(1, LEVELS + 1)]
+        + [f'{np.mean(s["time_vs_baseline"]):.2f}x' if s['time_vs_baseline'] else '',
            f'{s["train_flops"]:.3g}', str(len(s['seeds']))]) + ' |')
   lines += ['', 'Train FLOPs: the expected FLOPs of the run\'s training steps, 3x the forward '
             'FLOPs of every trained pass (forward + backward), the subnets\' kept blocks '

@@ -28,6 +28,8 @@ from gkt_jax.utils import with_variance_of
 
 SURVIVAL_RULES = ('linear', 'uniform')
 SAMPLERS = ('prefix', 'bernoulli', 'geometric')
+# GKT's nested subnets per loop: its settings' default and the subnet evaluators'.
+DEFAULT_LEVELS = 3
 # The keyword arguments of each sampler (`sample_subnet`).
 SAMPLER_KWARGS = {
     'prefix': ('max_shortening',),

@@ -12,7 +12,7 @@ import importlib
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from gkt_jax import methods, models
+from gkt_jax import masks, methods, models
 from gkt_jax.train import optim, run_settings
 
 
@@ -27,10 +27,11 @@ def method_fields(method: str) -> dict:
 def levels(config: ml_collections.ConfigDict):
   """The subnet evaluators' levels: method.levels itself (a FieldReference, so that
   --config.method.levels=4 reaches the evaluators too), else 3."""
-  return config.method.get_ref('levels') if 'levels' in config.method else 3
+  return (config.method.get_ref('levels') if 'levels' in config.method
+          else masks.DEFAULT_LEVELS)
 
 
-def evals(levels: int = 3, num_chains: int = 8, depth_subnets: int = 16,
+def evals(levels: int = masks.DEFAULT_LEVELS, num_chains: int = 8, depth_subnets: int = 16,
           deletion: bool = True) -> dict:
   """The standard evaluators: full network every eval; subnets at the end only (nested
   chains of GKT's sampler, and accuracy by kept blocks over prefix and over nested subnets)."""

@@ -235,7 +235,8 @@ def full_accuracy(runner: EvalRunner) -> dict:
   return {'full_accuracy': runner.deployed_accuracy()}
 
 
-def subnet_chains(runner: EvalRunner, *, num_chains: int = 8, levels: int = 3,
+def subnet_chains(runner: EvalRunner, *, num_chains: int = 8,
+                  levels: int = masks.DEFAULT_LEVELS,
                   sampler: str = 'bernoulli', seed: int = 0, **sampler_kw) -> dict:
   """Mean accuracy of the level-1..G subnets over `num_chains` nested chains (GKT's sampler)."""
   stage_sizes = tuple(runner.model.stage_sizes)
@@ -272,7 +273,8 @@ def depth_curve(runner: EvalRunner, *, num_subnets: int = 16, sampler: str = 'pr
   return {'depth_curve': _accuracy_by_kept(runner, sampled)}
 
 
-def nested_depth_curve(runner: EvalRunner, *, num_chains: int = 8, levels: int = 3,
+def nested_depth_curve(runner: EvalRunner, *, num_chains: int = 8,
+                       levels: int = masks.DEFAULT_LEVELS,
                        sampler: str = 'bernoulli', seed: int = 2, **sampler_kw) -> dict:
   """Accuracy vs number of kept blocks over every subnet of `num_chains` nested chains of
   `levels` (GKT's sampler), + the full net: the depth curve drawn from GKT's training

@@ -28,7 +28,7 @@ AGGREGATES = groups.AGGREGATES
 @dataclasses.dataclass(frozen=True)
 class GKTSettings(DistillationSettings):
   """GKT's fields (methods/gkt.md; every guessed choice is one)."""
-  levels: int = setting(3, integer(1))  # G nested subnets per loop
+  levels: int = setting(masks.DEFAULT_LEVELS, integer(1))  # G nested subnets per loop
   loops: int = setting(2, integer(1))   # chains per step, each from the full network
   # The child sampler (masks.sample_subnet) and its parameter: 'bernoulli' drops each
   # remaining block with drop_prob; 'geometric' draws the number kept with P(k) ∝ gamma^k.
