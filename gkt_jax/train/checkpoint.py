@@ -397,7 +397,8 @@ def fit_variables(params, batch_stats, like_params, like_batch_stats, source: st
           fit_weights(batch_stats, like_batch_stats, 'batch_stats', source))
 
 
-_SPEC = re.compile(r'\s*\[tensorstore_spec=.*$')
+# ' [tensorstore_spec=...]', ' [source locations=...]' to the end of the line.
+_SPEC = re.compile(r'\s*\[(?:[A-Za-z_]+(?: [A-Za-z_]+)*=|[\'"{]).*$')
 _OBJECT_REPR = re.compile(r'\s*<(?:bound method|function|built-in|pybind11)[^>]*>?')
 _CHAIN_LINK = re.compile(r'(?<=["\w\])]): (?=[A-Z])')  # "...: Error reading ...: Cause"
 _STATUS = re.compile(r'^([A-Z][A-Z_]+): ')
@@ -407,9 +408,10 @@ def _describe(step: int, error: Exception, limit: int = 240) -> str:
   """'step N: Type: cause', short enough for one log line.
 
   TensorStore's errors are one line of 2,000 characters: a status, a chain of "Error
-  opening/reading ...: " links and a JSON spec. The status and the last link (the cause, e.g.
-  "Requested byte range [0, 7859) is not valid for value of size 0") are kept; object reprs
-  such as `<bound method pybind11_...>` are dropped. A cut message ends in '...'.
+  opening/reading ...: " links and bracketed annotations (its JSON spec, source locations).
+  The status and the last link (the cause, e.g. "Requested byte range [0, 7859) is not valid
+  for value of size 0") are kept; object reprs such as `<bound method pybind11_...>` are
+  dropped. A cut message ends in '...'.
   """
   text = (str(error).splitlines() or [''])[0]
   text = _OBJECT_REPR.sub('', _SPEC.sub('', text)).strip().rstrip(':')
