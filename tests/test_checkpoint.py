@@ -135,6 +135,15 @@ class ResumeTest(absltest.TestCase):
       proc.kill()
       proc.communicate()
 
+  def _one_stderr_line(self, command, env, returncode: int) -> str:
+    """Runs `command`; checks its exit status and that stderr is one line, which it returns."""
+    result = subprocess.run(command, cwd=workers.REPO, env=env, capture_output=True, text=True,
+                            timeout=workers.TIMEOUT)
+    self.assertEqual(result.returncode, returncode, result.stderr[-3000:])
+    lines = result.stderr.splitlines()
+    self.assertLen(lines, 1, '\n'.join(lines[:20]))
+    return lines[0]
+
   def test_corrupted_latest_checkpoint_falls_back_in_one_line(self):
     workdir = self.create_tempdir().full_path
     command = _main_command(workdir, 'baseline', BASELINE_ARCH, 'evals.full.type=full',
@@ -151,14 +160,10 @@ class ResumeTest(absltest.TestCase):
         data = f.read()
       with open(path, 'wb') as f:
         f.write(data[:len(data) // 2])
-    resumed = subprocess.run(command + ['--config.total_steps=6'], cwd=workers.REPO, env=env,
-                             capture_output=True, text=True, timeout=workers.TIMEOUT)
-    self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
     # Orbax's failed read used to add one traceback per array (6,600 lines for a ResNet-50).
-    lines = resumed.stderr.splitlines()
-    self.assertLen(lines, 1, '\n'.join(lines[:20]))
+    line = self._one_stderr_line(command + ['--config.total_steps=6'], env, returncode=0)
     # (The cause's wording is TensorStore's: DescribeTest checks how it is shortened.)
-    self.assertRegex(lines[0], r'checkpoint step 4 in .* unreadable \(step 4: ValueError: '
+    self.assertRegex(line, r'checkpoint step 4 in .* unreadable \(step 4: ValueError: '
                      r'OUT_OF_RANGE: [^<]*\); set aside as corrupt-4; resuming from step 2$')
     with open(os.path.join(workdir, 'summary.json')) as f:
       summary = json.load(f)
@@ -172,12 +177,8 @@ class ResumeTest(absltest.TestCase):
           f.write(b'')
     before = {name: os.path.getmtime(os.path.join(workdir, name))
               for name in ('config.json', 'summary.json', 'metrics.jsonl')}
-    failed = subprocess.run(command + ['--config.total_steps=8'], cwd=workers.REPO, env=env,
-                            capture_output=True, text=True, timeout=workers.TIMEOUT)
-    self.assertEqual(failed.returncode, 2, failed.stderr[-3000:])
-    lines = failed.stderr.splitlines()
-    self.assertLen(lines, 1, '\n'.join(lines[:20]))
-    self.assertRegex(lines[0], rf'^error: no checkpoint in {ckpt_dir} is readable \(steps 6, '
+    line = self._one_stderr_line(command + ['--config.total_steps=8'], env, returncode=2)
+    self.assertRegex(line, rf'^error: no checkpoint in {ckpt_dir} is readable \(steps 6, '
                      r'4, 2; step 6: .*\): move that directory aside and run again to train '
                      r'from scratch, or restore a readable copy of it$')
     self.assertEqual(sorted(os.listdir(ckpt_dir)), ['2', '4', '6', 'corrupt-4'])

@@ -298,6 +298,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     raise ValueError('set total_steps or total_epochs in the config')
   eval_every = utils.steps('eval_every', config, per_epoch, default=total_steps)
   tx, schedule = optim.make_optimizer(config.optim, total_steps)
+  settings = run_settings.read(config)
   return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, model=model,
              method=method, batches=batches, total_steps=total_steps,
              log_every=utils.steps('log_every', config, per_epoch, default=50),
@@ -306,8 +307,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
              # end and on a signal.
              ckpt_every=utils.steps('ckpt_every', config, per_epoch, default=eval_every),
              tx=tx, schedule=schedule, labels_checked=labels_checked,
-             settings=run_settings.read(config),
-             verbose=jax.process_index() == 0 and run_settings.read(config).verbose)
+             settings=settings, verbose=jax.process_index() == 0 and settings.verbose)
 
 
 class RunClock:
