@@ -65,6 +65,13 @@ def initialize_distributed() -> None:
                   jax.device_count())
 
 
+def _leave_at_once(message: str, status: int) -> None:
+  """Prints `message` on stderr and exits with `status` without the interpreter's shutdown."""
+  print(message, file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(status)
+
+
 def main(argv):
   config = cli.start(argv, _CONFIG, section='method', kind='run',
                      other='experiments.reskd_pipeline (a ResKD chain)',
@@ -82,21 +89,16 @@ def main(argv):
     # The failed reads of every checkpoint can still be completing in TensorStore's threads
     # into Orbax's closed event loop while the interpreter shuts down, each a traceback that
     # no hook catches once shutdown has begun. Nothing was written: leave at once.
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(cli.EXIT_USAGE)
+    _leave_at_once(f'error: {e}', cli.EXIT_USAGE)
   except (FileNotFoundError, data.DataError, validate.ConfigError,
           checkpoint.ResumeMismatchError) as e:
-    # Missing or corrupt data, a bad config, a resume with another model, no readable
-    # checkpoint: the message says.
+    # Missing or corrupt data, a bad config, a resume with another model: the message says.
     cli.fail(str(e))
   except KeyboardInterrupt:  # a second Ctrl-C, or one after training (the first one saves)
-    print('stopped at once by Ctrl-C: the last checkpoint is kept; run the same command '
-          'again to resume', file=sys.stderr, flush=True)
     # Not sys.exit: the interpreter's exit would first wait for the device work already
     # queued (all of an evaluation's batches), minutes for a long final evaluation.
-    sys.stdout.flush()
-    os._exit(128 + signal.SIGINT)
+    _leave_at_once('stopped at once by Ctrl-C: the last checkpoint is kept; run the same '
+                   'command again to resume', 128 + signal.SIGINT)
   if _DISTRIBUTED.value:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.shutdown()
