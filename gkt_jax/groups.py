@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-AGGREGATES = ('ema', 'mean')
+from gkt_jax.config.names import AGGREGATES
 
 
 def _check_aggregate(aggregate: str, momentum: Any) -> None:

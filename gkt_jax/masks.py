@@ -23,26 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gkt_jax import settings
+# The samplers' names, keyword arguments and checks, and GKT's default level count.
+from gkt_jax.config.names import (DEFAULT_LEVELS, SAMPLER_CHECKS, SAMPLER_KWARGS, SAMPLERS,
+                                  SURVIVAL_RULES)
 from gkt_jax.utils import with_variance_of
-
-SURVIVAL_RULES = ('linear', 'uniform')
-SAMPLERS = ('prefix', 'bernoulli', 'geometric')
-# GKT's nested subnets per loop: its settings' default and the subnet evaluators'.
-DEFAULT_LEVELS = 3
-# The keyword arguments of each sampler (`sample_subnet`).
-SAMPLER_KWARGS = {
-    'prefix': ('max_shortening',),
-    'bernoulli': ('drop_prob',),
-    'geometric': ('gamma',),
-}
-# Their checks, for the settings and evaluator configs that hold them. gamma is the ratio
-# of P(k) ∝ gamma^k, not a probability.
-SAMPLER_CHECKS = {
-    'max_shortening': settings.optional(settings.positive_ints),
-    'drop_prob': settings.probability,
-    'gamma': settings.positive,
-}
 
 
 def _is_traced(value: Any) -> bool:

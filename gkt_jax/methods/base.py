@@ -28,7 +28,6 @@ every `config.method` field with its default and its check, read once in `__init
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-import dataclasses
 from typing import Any
 
 import jax
@@ -37,8 +36,8 @@ import ml_collections
 
 from gkt_jax import losses
 from gkt_jax import settings as settings_lib
+from gkt_jax.config.method import MethodSettings
 from gkt_jax.models import ResNet, cost
-from gkt_jax.settings import integer, probability, setting
 
 Measurements = dict[str, jax.Array]
 
@@ -84,20 +83,6 @@ def dropout_key(model, step_key, pass_index) -> jax.Array | None:
 
 def mean_accuracy(logits, labels):
   return jnp.mean(losses.accuracy(logits, labels))
-
-
-def label_smoothing_setting() -> Any:
-  """Label smoothing of every cross-entropy term (a fresh field per settings class)."""
-  return setting(0.0, probability)
-
-
-@dataclasses.dataclass(frozen=True)
-class MethodSettings(settings_lib.Settings):
-  """The fields of every method but ResKD's stages."""
-  label_smoothing: float = label_smoothing_setting()
-  # Training images whose train-mode passes recompute the deployed network's BatchNorm
-  # running statistics before every evaluation (0: off; ST++ uses 2000).
-  bn_recalibration_images: int = setting(0, integer(0))
 
 
 SettingsLike = Mapping[str, Any] | ml_collections.ConfigDict | settings_lib.Settings

@@ -15,37 +15,18 @@ per path in path order, as the authors' code does.
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax.numpy as jnp
 
 from gkt_jax import losses, models
-from gkt_jax.methods.base import Method, MethodSettings, loss_gradients
+from gkt_jax.config.method import EKDFWSSettings
+from gkt_jax.methods.base import Method, loss_gradients
 from gkt_jax.models import classmate, cost
-from gkt_jax.settings import boolean, interval, non_negative, optional, positive, setting
 
 
 def default_dropout_rate(stage_sizes) -> float:
   """The spec's dropout at the branch points: 0.2 for 3-stage ResNets, 0.1 for 4-stage."""
   return 0.2 if len(stage_sizes) == 3 else 0.1
-
-
-@dataclasses.dataclass(frozen=True)
-class EKDFWSSettings(MethodSettings):
-  """EKD-FWSNet's fields (methods/ekd_fwsnet.md)."""
-  temperature: float = setting(3.0, positive)
-  # The batch-mean weight of the ensemble KD term (CIFAR-10 ResNet-20/32/44's 1.5; the
-  # dataset configs set the spec's value) and of the attention-map term.
-  kd_weight: float = setting(1.5, non_negative)
-  att_weight: float = setting(1.0, non_negative)
-  # Dropout at the branch points; None: 0.2 for 3-stage nets, 0.1 for 4-stage ones.
-  dropout_rate: float | None = setting(
-      None, optional(interval(0.0, 1.0, high_open=True, what='a probability')), unset=float)
-  # False, as in the authors' code: the ensemble teacher is not detached.
-  detach_teacher: bool = setting(False, boolean)
-  # Added to each attention map's standard deviation; the authors' code divides by the bare
-  # standard deviation (0 here), which is NaN for a constant map.
-  attention_eps: float = setting(1e-6, non_negative)
 
 
 class EKDFWS(Method):

@@ -12,33 +12,16 @@ the authors' PyTorch loops do), see subnet_distillation.py.
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 
 from gkt_jax import groups, masks
+from gkt_jax.config.method import GKTSettings
 from gkt_jax.methods.base import Method
-from gkt_jax.methods.subnet_distillation import DistillationSettings, SelfDistillation
-from gkt_jax.settings import integer, one_of, probability, setting
+from gkt_jax.methods.subnet_distillation import SelfDistillation
 
 SAMPLERS = masks.SAMPLERS
 AGGREGATES = groups.AGGREGATES
-
-
-@dataclasses.dataclass(frozen=True)
-class GKTSettings(DistillationSettings):
-  """GKT's fields (methods/gkt.md; every guessed choice is one)."""
-  levels: int = setting(masks.DEFAULT_LEVELS, integer(1))  # G nested subnets per loop
-  loops: int = setting(2, integer(1))   # chains per step, each from the full network
-  # The child sampler (masks.sample_subnet) and its parameter: 'bernoulli' drops each
-  # remaining block with drop_prob; 'geometric' draws the number kept with P(k) ∝ gamma^k.
-  sampler: str = setting('bernoulli', one_of(SAMPLERS, 'sampler'))
-  drop_prob: float = setting(0.2, masks.SAMPLER_CHECKS['drop_prob'])
-  gamma: float = setting(0.5, masks.SAMPLER_CHECKS['gamma'])
-  # How a level's knowledge aggregates over loops: an EMA keeping `momentum` of the old
-  # knowledge, or a running mean (groups.update_group_knowledge).
-  aggregate: str = setting('ema', one_of(AGGREGATES, 'aggregate'))
-  momentum: float = setting(0.5, probability)
 
 
 class GKT(SelfDistillation, Method):

@@ -18,7 +18,6 @@ student's pre-logits (`models.SideInputResNet`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -26,12 +25,10 @@ import jax
 import jax.numpy as jnp
 
 from gkt_jax import losses, models
-from gkt_jax import settings as settings_lib
-from gkt_jax.methods.base import (Method, dropout_key, label_smoothing_setting,
-                                  loss_gradients, mean_accuracy, run_model)
-from gkt_jax.settings import boolean, non_negative, one_of, optional, positive, run_dir, setting
-
-RESIDUAL_TARGETS = ('logits', 'kd')
+from gkt_jax.config.method import KDSettings, ResKDSettings
+from gkt_jax.config.names import RESIDUAL_TARGETS
+from gkt_jax.methods.base import (Method, dropout_key, loss_gradients, mean_accuracy,
+                                  run_model)
 
 
 def kd_loss(student_logits, teacher_logits, labels, *, alpha: float, temperature: float,
@@ -67,27 +64,6 @@ def _chain(student, residuals, images) -> tuple[jax.Array, jax.Array]:
 
 def _frozen_apply(model, variables, images):
   return jax.lax.stop_gradient(model.apply(variables, images, train=False)[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class KDSettings(settings_lib.Settings):
-  """The KD student's fields. No BatchNorm recalibration in a ResKD chain: a stage's
-  statistics are those its training kept."""
-  label_smoothing: float = label_smoothing_setting()
-  # The workdir of the teacher's run: required, set by the chain (pipelines.reskd_chain).
-  teacher: str | None = setting(None, optional(run_dir), unset=str)
-  alpha: float = setting(1.0, non_negative)
-  temperature: float = setting(4.0, positive)
-
-
-@dataclasses.dataclass(frozen=True)
-class ResKDSettings(KDSettings):
-  """A res-student's fields: the frozen student and earlier res-students (workdirs), and
-  what it learns."""
-  student: str | None = setting(None, optional(run_dir), unset=str)
-  res_students: tuple[str, ...] = setting((), settings_lib.run_dirs)
-  residual_target: str = setting('logits', one_of(RESIDUAL_TARGETS, 'residual target'))
-  student_features: bool = setting(False, boolean)  # the head also reads z_S's pre-logits
 
 
 class _Frozen:

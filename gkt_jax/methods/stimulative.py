@@ -14,24 +14,13 @@ subnet_distillation.py.
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 
 from gkt_jax import masks
+from gkt_jax.config.method import StimulativeSettings
 from gkt_jax.methods.base import Method
-from gkt_jax.methods.subnet_distillation import DistillationSettings, SelfDistillation
-from gkt_jax.settings import integer, setting
-
-
-@dataclasses.dataclass(frozen=True)
-class StimulativeSettings(DistillationSettings):
-  """Stimulative training's fields (methods/stimulative_training.md)."""
-  n_sub: int = setting(1, integer(1))  # subnets per step (ST++: 6)
-  # The inter-stage rule: each stage s keeps at least n_s - M_s blocks (None: any prefix of
-  # length >= 1); one M_s per stage (ST++ ResNet-50: (1, 2, 4, 1)).
-  max_shortening: tuple[int, ...] | None = setting(
-      None, masks.SAMPLER_CHECKS['max_shortening'], unset=tuple)
+from gkt_jax.methods.subnet_distillation import SelfDistillation
 
 
 class Stimulative(SelfDistillation, Method):

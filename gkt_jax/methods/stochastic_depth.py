@@ -9,28 +9,12 @@ during training). Subnet evaluators run the same test-time rule on the blocks th
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax.numpy as jnp
 
 from gkt_jax import losses, masks
-from gkt_jax.methods.base import (Method, MethodSettings, dropout_key, loss_gradients,
-                                  mean_accuracy, run_model)
-from gkt_jax.settings import boolean, interval, one_of, probability, setting
-
-
-@dataclasses.dataclass(frozen=True)
-class StochasticDepthSettings(MethodSettings):
-  """Stochastic depth's fields (methods/stochastic_depth.md)."""
-  final_survival: float = setting(0.5, probability)  # p_L, the last block's
-  rule: str = setting('linear', one_of(masks.SURVIVAL_RULES, 'survival rule'))
-  # True: the paper's test-time rule (branches scaled by p_i); False: the inverted variant.
-  test_scaling: bool = setting(True, boolean)
-
-  def check(self, path: str) -> None:
-    if not self.test_scaling:  # the inverted variant scales kept blocks by 1 / survival
-      interval(0.0, 1.0, low_open=True, what='a probability')(
-          f'{path}.final_survival', self.final_survival)
+from gkt_jax.config.method import StochasticDepthSettings
+from gkt_jax.methods.base import Method, dropout_key, loss_gradients, mean_accuracy, run_model
 
 
 class StochasticDepth(Method):

@@ -24,17 +24,16 @@ Measured on Fashion-MNIST (docs/results.md, shared notes bn_running_stats.md): w
 from __future__ import annotations
 
 from collections.abc import Sequence
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 
 from gkt_jax import groups, losses
-from gkt_jax.methods.base import MethodSettings, dropout_key, run_model
-from gkt_jax.settings import boolean, integer, interval, non_negative, one_of, positive, setting
+from gkt_jax.config.method import DistillationSettings
+from gkt_jax.config.names import BN_STATS
+from gkt_jax.methods.base import dropout_key, run_model
 from gkt_jax.utils import with_variance_of
 
-BN_STATS = ('full_network', 'every_pass')
 
 
 def _pass_gradients(model, params, images, labels, sizes, *, temperature, kl_weight,
@@ -201,24 +200,6 @@ def per_level_measurements(per_subnet: dict[str, jax.Array], levels: int,
     for g in range(levels):
       out[f'{name}/{prefix}{g + 1}'] = by_level[g]
   return out
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillationSettings(MethodSettings):
-  """The fields of subnet distillation (stimulative training, GKT)."""
-  # The subnet loss: kl_weight * T^2 KL(teacher || subnet) + subnet_label_weight * CE.
-  temperature: float = setting(1.0, positive)
-  kl_weight: float = setting(1.0, non_negative)
-  subnet_label_weight: float = setting(0.0, non_negative)
-  # ST++: normalise the logits of every network before both terms.
-  normalize_logits: bool = setting(False, boolean)
-  # ST++: each subnet sees the batch resized to one of `resize_buckets` sides spread over
-  # [resize_min_scale * side, side].
-  subnet_resize: bool = setting(False, boolean)
-  resize_min_scale: float = setting(0.43, interval(0.0, 1.0, low_open=True))
-  resize_buckets: int = setting(4, integer(1))
-  # Which passes update the BatchNorm running statistics (module docstring).
-  bn_stats: str = setting('full_network', one_of(BN_STATS, 'BatchNorm statistics setting'))
 
 
 class SelfDistillation:

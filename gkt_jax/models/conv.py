@@ -19,9 +19,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from gkt_jax.config import names
+
 Padding = tuple[tuple[int, int], tuple[int, int]]
 _DN = ('NHWC', 'HWIO', 'NHWC')
-IMPLS = ('auto', 'xla', 'canonical')
+IMPLS = names.CONV_IMPLS
 
 
 def resolve_impl(impl: str, masked: bool = True) -> str:

@@ -19,23 +19,21 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
+from gkt_jax.config import names
 from gkt_jax.models.conv import IMPLS, conv2d, resolve_impl
 from gkt_jax.utils import with_variance_of
 
-SHORTCUTS = ('projection', 'pad')
-# How the parameter-free 'pad' shortcut of a downsampling block shrinks its input.
-PAD_DOWNSAMPLES = ('subsample', 'avgpool')
+SHORTCUTS = names.SHORTCUTS
+PAD_DOWNSAMPLES = names.PAD_DOWNSAMPLES  # how a 'pad' shortcut's downsampling shrinks
 _SAVE_POLICIES = {
     'conv_outputs': jax.checkpoint_policies.save_only_these_names('conv_out'),
     'nothing': jax.checkpoint_policies.nothing_saveable,
 }
-MASKED_SAVES = ('conv_outputs', 'nothing', 'all')
-# False/True also by name ('none'/'barrier'), for config files and flags, where a field keeps
-# the type of its first value.
-BLOCK_BARRIERS = ('auto', True, False, 'cond', 'none', 'barrier')
+MASKED_SAVES = names.MASKED_SAVES
+BLOCK_BARRIERS = names.BLOCK_BARRIERS  # False/True also by name ('none'/'barrier')
 _BOUNDARIES = {False: 'none', True: 'barrier', 'cond': 'cond', 'none': 'none',
                'barrier': 'barrier'}
-STEMS = ('cifar', 'imagenet')
+STEMS = names.STEMS
 BLOCKS = ('basic', 'bottleneck')
 
 # As torchvision's ResNets: kaiming normal, fan_out, for a ReLU.
