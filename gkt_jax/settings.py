@@ -93,6 +93,16 @@ def boolean(field: str, value: Any) -> None:
     fail(field, value, 'must be True or False')
 
 
+def text(field: str, value: Any) -> None:
+  if not isinstance(value, str):
+    fail(field, value, 'must be a string')
+
+
+def unchecked(field: str, value: Any) -> None:
+  """No check here: the value's user checks it (e.g. a nested section read on its own)."""
+  del field, value
+
+
 def optional(check: Check) -> Check:
   def optional_check(field, value):
     if value is not None:
@@ -161,6 +171,8 @@ class Settings:
     for f in dataclasses.fields(cls):
       unset = f.metadata.get('unset')
       out[f.name] = placeholder(unset) if f.default is None and unset else f.default
+      if isinstance(f.default, Settings):  # a nested section
+        out[f.name] = type(f.default).defaults()
     return out
 
   @classmethod

@@ -22,6 +22,7 @@ import pytest
 
 from experiments import bench_step
 from gkt_jax import methods, models
+from gkt_jax.config import model as model_config
 from gkt_jax.models import cost, wide_resnet
 from gkt_jax.train import checkpoint, train_and_evaluate, validate
 from gkt_jax.train.trainer import init_state
@@ -39,12 +40,11 @@ def setUpModule():
   """WRN-16-1 (widths 16, 32, 64; two blocks a stage, so subnets drop blocks): a Wide ResNet
   small enough to train in the default suite."""
   models.register('wrn16_1', functools.partial(wide_resnet.WideResNet, 16, 1),
-                  models.module_fields(wide_resnet.WideResNet,
-                                       exclude=('depth', 'widen_factor', 'num_classes')))
+                  model_config.WideResNetSettings)
 
 
 def tearDownModule():
-  models.ARCHITECTURES.pop('wrn16_1')
+  models.unregister('wrn16_1')
 
 
 def _model(arch, num_classes=5):
@@ -241,7 +241,7 @@ class RegistryTest(absltest.TestCase):
     name = 'vit_ti_depth2'
     models.register(name, lambda num_classes, **fields: models.vit.build_vit(
         'ti', num_classes, depth=2, **fields), ('conv_impl', 'dtype'))
-    self.addCleanup(models.ARCHITECTURES.pop, name)
+    self.addCleanup(models.unregister, name)
     self.assertEqual(models.build_model(name, 3).num_blocks, 2)
     config = workers.smoke_config('gkt', {'model': {'arch': name, 'conv_impl': 'xla'}})
     validate.validate_config(config, num_devices=1)

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from gkt_jax import settings as settings_lib
-from gkt_jax.settings import boolean, integer, one_of, optional, setting
+from gkt_jax.settings import boolean, integer, one_of, optional, positive, setting, text
 
 PARALLEL_MODES = ('jit', 'pmap')
 SECTIONS = ('method', 'model', 'data', 'optim', 'evals')
@@ -19,11 +19,6 @@ DURATION_PREFIXES = ('total', 'log_every', 'eval_every', 'ckpt_every')
 def _existing_dir(field: str, value: Any) -> None:
   if not isinstance(value, str) or not os.path.isdir(value):
     settings_lib.fail(field, value, 'must be an existing workdir or checkpoint directory')
-
-
-def _text(field: str, value: Any) -> None:
-  if not isinstance(value, str):
-    settings_lib.fail(field, value, 'must be a string')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +42,7 @@ class RunSettings(settings_lib.Settings):
   plots: bool = setting(True, boolean)
   verbose: bool = setting(True, boolean)
   train_accuracy_examples: int | None = setting(10_000, optional(integer(1)), unset=int)
-  allow_resume_changes: str = setting('', _text)
+  allow_resume_changes: str = setting('', text)
 
 
 def _not_run_fields(config) -> tuple[str, ...]:
@@ -55,7 +50,30 @@ def _not_run_fields(config) -> tuple[str, ...]:
                           for unit in ('steps', 'epochs'))
 
 
+def check_durations(config) -> None:
+  """`{prefix}_steps` / `{prefix}_epochs` pairs, as `utils.steps` reads them: one of each
+  pair at most, total_* required."""
+  prefixes = {k.rsplit('_', 1)[0] for k in config if k.endswith(('_steps', '_epochs'))}
+  for prefix in sorted(prefixes | {'total'}):
+    steps, epochs = config.get(f'{prefix}_steps'), config.get(f'{prefix}_epochs')
+    if steps is not None and epochs is not None:
+      settings_lib.fail(
+          f'{prefix}_epochs', epochs, f'set only one of {prefix}_steps and {prefix}_epochs '
+          f'({prefix}_steps={steps!r} is also set); on the command line give one of them '
+          '(it replaces the other), in code set the other to None')
+    if steps is not None:
+      integer(1)(f'{prefix}_steps', steps)
+    elif epochs is not None:
+      positive(f'{prefix}_epochs', epochs)
+    elif prefix == 'total':
+      settings_lib.fail('total_steps', None, 'required: set total_steps or total_epochs')
+
+
 def read(config) -> RunSettings:
-  """Checked run settings of a config (absent fields at their defaults); a top-level field
-  that is none of them, no section and no duration is refused in one line."""
-  return RunSettings.read(config, '', owner='a run config', ignore=_not_run_fields(config))
+  """Checked run settings of a config (absent fields at their defaults) and its durations
+  (`check_durations`); a top-level field that is none of them, no section and no duration
+  is refused in one line."""
+  settings = RunSettings.read(config, '', owner='a run config',
+                              ignore=_not_run_fields(config))
+  check_durations(config)
+  return settings

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from gkt_jax.config import data as data_config
 from gkt_jax.data import idx
 from gkt_jax.data.arrays import (ArrayDataset, first_test_examples, make_array_dataset,
                                  train_examples_per_class)
@@ -30,8 +31,11 @@ DATASETS: dict[str, Callable] = {}
 
 
 def register_dataset(name: str, load: Callable) -> None:
-  """Makes `load_dataset(name, data_dir, **options)` call `load(data_dir, **options)`."""
+  """Makes `load_dataset(name, data_dir, **options)` call `load(data_dir, **options)`, and
+  `config.data.name=name` a known dataset."""
   DATASETS[name] = load
+  if name not in data_config.DATASETS:
+    data_config.DATASETS.append(name)
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_NUM_TRAIN = 1438
 DIGITS_NUM_TEST = 359

@@ -16,6 +16,7 @@ import functools
 
 from flax import linen as nn
 
+from gkt_jax.config import model as model_config
 from gkt_jax.models import vit, wide_resnet
 from gkt_jax.models.classmate import ClassmateResNet, with_classmates
 from gkt_jax.models.conv import conv2d
@@ -23,13 +24,13 @@ from gkt_jax.models.resnet import ResNet, SideInputResNet, resnet_fields
 
 _IMAGENET_STAGES = {18: ((2, 2, 2, 2), 'basic'), 34: ((3, 4, 6, 3), 'basic'),
                     50: ((3, 4, 6, 3), 'bottleneck')}
-CIFAR_DEPTHS = (8, 14, 20, 32, 44, 56, 110)  # 8 and 14: small res-students (ResKD)
+CIFAR_DEPTHS = model_config.CIFAR_RESNET_DEPTHS  # 8 and 14: small res-students (ResKD)
 
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
   """A network by name: `build(num_classes, **fields)` and the `config.model` fields (besides
-  'arch') it accepts."""
+  'arch') it accepts, those of its settings class (gkt_jax/config/model.py)."""
   build: Callable[..., nn.Module]
   fields: tuple[str, ...]
 
@@ -37,9 +38,22 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {}
 
 
-def register(name: str, build: Callable[..., nn.Module], fields: Sequence[str]) -> None:
-  """Adds an architecture: `build(num_classes, **fields)` returns a maskable network."""
-  ARCHITECTURES[name] = Architecture(build, tuple(sorted(set(fields))))
+def register(name: str, build: Callable[..., nn.Module],
+             settings: type[model_config.Network] | Sequence[str]) -> None:
+  """Adds an architecture: `build(num_classes, **fields)` returns a maskable network;
+  `settings`: its config fields, a settings class of gkt_jax.config.model or a list of field
+  names (then checked by `build` alone)."""
+  if not isinstance(settings, type):
+    settings = model_config.settings_with_fields(settings)
+  model_config.ARCHITECTURES[name] = settings
+  ARCHITECTURES[name] = Architecture(
+      build, tuple(sorted(n for n in settings.names() if n != 'arch')))
+
+
+def unregister(name: str) -> None:
+  """Removes an architecture added by `register`."""
+  ARCHITECTURES.pop(name)
+  model_config.ARCHITECTURES.pop(name)
 
 
 def module_fields(cls: type[nn.Module], exclude: Sequence[str] = ()) -> tuple[str, ...]:
@@ -124,17 +138,14 @@ def build_resnet(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
   return imagenet_resnet(depth, num_classes, stem=stem or 'imagenet', **extra)
 
 
-_RESNET_FIELDS = ('width_multiplier', 'shortcut', 'stem', 'conv_impl') + module_fields(
-    ResNet, exclude=('stage_sizes', 'stage_widths', 'num_classes', 'block', 'stem_width'))
 for _depth in CIFAR_DEPTHS + tuple(_IMAGENET_STAGES):
-  register(f'resnet{_depth}', functools.partial(build_resnet, f'resnet{_depth}'), _RESNET_FIELDS)
+  register(f'resnet{_depth}', functools.partial(build_resnet, f'resnet{_depth}'),
+           model_config.ResNetSettings)
 for _size in vit.SIZES:  # ViT-Ti, ViT-S
-  register(f'vit_{_size}', functools.partial(vit.build_vit, _size),
-           module_fields(vit.ViT, exclude=('num_classes',)))
+  register(f'vit_{_size}', functools.partial(vit.build_vit, _size), model_config.ViTSettings)
 for _depth, _k in ((16, 4), (28, 10)):  # WRN-16-4, WRN-28-10
   register(f'wrn{_depth}_{_k}', functools.partial(wide_resnet.WideResNet, _depth, _k),
-           module_fields(wide_resnet.WideResNet, exclude=('depth', 'widen_factor',
-                                                          'num_classes')))
+           model_config.WideResNetSettings)
 ARCHS = tuple(ARCHITECTURES)  # those registered here (ARCHITECTURES: later ones too)
 
 
@@ -153,4 +164,5 @@ def build_model(arch: str, num_classes: int, **fields) -> nn.Module:
 
 __all__ = ['ARCHITECTURES', 'ARCHS', 'Architecture', 'ClassmateResNet', 'ResNet',
            'SideInputResNet', 'build_model', 'cifar_resnet', 'conv2d', 'from_config',
-           'imagenet_resnet', 'register', 'build_resnet', 'with_classmates', 'with_side_input']
+           'imagenet_resnet', 'register', 'unregister', 'build_resnet', 'with_classmates',
+           'with_side_input']
