@@ -63,7 +63,7 @@ def bench(workdir: str, repeats: int) -> dict:
     summary = json.load(f)
   config.verbose = False
   run = trainer.setup_run(config, tempfile.mkdtemp())
-  evaluate_state = trainer._evaluator(run, frozen=run.method.frozen_inputs())
+  evaluate_state = trainer.make_evaluator(run, trainer.fixed_variables(run))
   state = types.SimpleNamespace(**{name: jax.device_put(value, run.replicated)
                                    for name, value in variables.items()})
   seconds = []

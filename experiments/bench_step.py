@@ -114,15 +114,15 @@ def _on_event(name, seconds, **kwargs):
 def frozen_networks(method, model, input_shape) -> dict | None:
   """Randomly initialised frozen networks for a method that needs trained ones (kd: a
   teacher of the benchmarked architecture); a step's cost does not depend on their weights."""
-  sources = method.frozen_sources()
+  sources = method.fixed_sources()
   if not sources:
     return None
   if set(sources) != {'teacher'}:
     raise app.UsageError(f'bench_step cannot build the frozen networks {sorted(sources)} of '
                          f'{method.name!r}: time it with experiments/reskd_pipeline.py')
   variables = model.init(jax.random.key(1), jnp.zeros((1,) + tuple(input_shape)), train=False)
-  method.attach_frozen({'teacher': [(model, variables)]})
-  return method.frozen_inputs()
+  method.attach_fixed({'teacher': [(model, variables)]})
+  return method.fixed_inputs()
 
 
 def method_overrides(items, names) -> dict[str, dict]:

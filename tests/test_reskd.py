@@ -43,7 +43,7 @@ def _res_method(nets, side=False, target='logits'):
   model, _ = _net(seed=9, side_dim=nets['student'][0].stage_widths[-1] if side else 0)
   method = methods.REGISTRY['reskd'](settings, model)
   method.student_features = side
-  method.attach_frozen({'teacher': [nets['teacher']], 'student': [nets['student']],
+  method.attach_fixed({'teacher': [nets['teacher']], 'student': [nets['student']],
                         'res': [nets['r1']]})
   return method
 
@@ -68,7 +68,7 @@ class ChainTest(parameterized.TestCase):
     # The res-student method's deployed prediction: C_{k-1} + r_k.
     method = _res_method(nets)
     own = _net(seed=9)[1]
-    variables = {**own, 'frozen': method.frozen_inputs()}
+    variables = {**own, 'fixed': method.fixed_inputs()}
     want = z_s + r[0] + method.model.apply(own, images)[0]
     np.testing.assert_allclose(method.predict(variables, images), want, rtol=1e-5, atol=1e-5)
 
@@ -88,7 +88,7 @@ class ChainTest(parameterized.TestCase):
       return next_fun(*args, **kwargs)
 
     batch = {'images': _images(), 'labels': jnp.arange(6) % NUM_CLASSES,
-             'frozen': method.frozen_inputs()}
+             'fixed': method.fixed_inputs()}
     with nn.intercept_methods(count):
       jax.eval_shape(method.gradients, params, stats, batch, jax.random.key(0), {})
     self.assertLen(calls, 1)  # its logits and its pre-logits from one pass
@@ -101,15 +101,15 @@ class ChainTest(parameterized.TestCase):
     images, labels = _images(), jnp.arange(6) % NUM_CLASSES
 
     def loss_of_frozen(frozen):
-      batch = {'images': images, 'labels': labels, 'frozen': frozen}
+      batch = {'images': images, 'labels': labels, 'fixed': frozen}
       grads, (_, _, m) = method.gradients(params, stats, batch, jax.random.key(0), {})
       return m['loss'] + sum(jnp.sum(g) for g in jax.tree.leaves(grads))
 
-    frozen = method.frozen_inputs()
+    frozen = method.fixed_inputs()
     grads_frozen = jax.grad(loss_of_frozen)(frozen)
     self.assertEqual(float(max(jnp.max(jnp.abs(g)) for g in jax.tree.leaves(grads_frozen))), 0.0)
     grads, _ = method.gradients(params, stats, {'images': images, 'labels': labels,
-                                                'frozen': frozen}, jax.random.key(0), {})
+                                                'fixed': frozen}, jax.random.key(0), {})
     # The gradients (hence the optimizer) cover the res-student alone.
     self.assertEqual(jax.tree.structure(grads), jax.tree.structure(params))
     self.assertGreater(float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads))), 0.0)
@@ -139,7 +139,7 @@ class ChainTest(parameterized.TestCase):
     self.assertEqual(method.model.side_features_dim, 32)  # ResNet-8 x0.5: 64 * 0.5
     own = method.model.init(jax.random.key(5), jnp.zeros((2, 8, 8, 3)))
     images = _images()
-    out = method.predict({**own, 'frozen': method.frozen_inputs()}, images)
+    out = method.predict({**own, 'fixed': method.fixed_inputs()}, images)
     self.assertEqual(out.shape, (6, NUM_CLASSES))
     with self.assertRaisesRegex(ValueError, 'needs side_features'):
       method.model.apply(own, images)
@@ -248,7 +248,7 @@ class CostTest(absltest.TestCase):
 
 class PipelineTest(absltest.TestCase):
 
-  def test_pmap_equals_jit_with_frozen_inputs(self):
+  def test_pmap_equals_jit_with_fixed_inputs(self):
     if jax.device_count() != 1:
       self.skipTest('runs in-process: needs exactly one device')
     from gkt_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
@@ -272,7 +272,7 @@ class PipelineTest(absltest.TestCase):
     # A teacher trained again (other weights) makes the finished student stale: refused.
     train_and_evaluate(workers.smoke_config('baseline', {**small, 'total_steps': 6}), teacher)
     config = workers.smoke_config('kd', {**small, 'method.teacher': teacher})
-    with self.assertRaisesRegex(ResumeMismatchError, 'other frozen networks'):
+    with self.assertRaisesRegex(ResumeMismatchError, 'other fixed networks'):
       train_and_evaluate(config, os.path.join(root, 'jit'))
 
   def test_smoke_chain(self):

@@ -178,17 +178,18 @@ class Method:
   def forwards_per_step(self) -> int:
     return 1
 
-  def frozen_sources(self) -> dict[str, list[str]]:
-    """Frozen networks this method needs, by name: the workdirs of their runs (ResKD)."""
+  def fixed_sources(self) -> dict[str, list[str]]:
+    """Fixed networks this method reads but does not train (e.g. ResKD's teacher), by name:
+    the workdirs of the runs that trained them."""
     return {}
 
-  def attach_frozen(self, nets: dict) -> None:
-    """Receives {name: [(model, variables)]} for `frozen_sources()`."""
+  def attach_fixed(self, nets: dict) -> None:
+    """Receives {name: [(model, variables)]} for `fixed_sources()`."""
     del nets
 
-  def frozen_inputs(self):
-    """Variables of the frozen networks, fed to every step as `batch['frozen']` and to
-    `predict` as `variables['frozen']` (None: there are none)."""
+  def fixed_inputs(self):
+    """Variables of the fixed networks, fed to every step as `batch['fixed']` and to
+    `predict` as `variables['fixed']` (None: there are none)."""
     return None
 
   def masks_run(self, key) -> jax.Array:

@@ -9,8 +9,8 @@ Every stage is its own run of the trainer:
               residual_target='logits': mean over classes of (r_k - (z_T - z_{C,k-1}))^2
               (our choice of reduction), or 'kd': the student's KD loss on z_{C,k}.
 Frozen networks are named by the workdirs of their runs (`config.method.teacher`, `student`,
-`res_students`); the trainer loads them (`frozen_sources` / `attach_frozen`) and feeds their
-variables to the step as an input (`batch['frozen']`): they are in neither the optimizer nor
+`res_students`); the trainer loads them (`fixed_sources` / `attach_fixed`) and feeds their
+variables to the step as an input (`batch['fixed']`): they are in neither the optimizer nor
 the checkpoint, run in inference mode (BatchNorm running statistics), and are
 `stop_gradient`-ed. With `student_features=True` a res-student's head also reads the frozen
 student's pre-logits (`models.SideInputResNet`).
@@ -73,17 +73,17 @@ class _Frozen:
   def bn_recalibration_images(self) -> int:
     return 0  # not a field of a chain's stages (KDSettings)
 
-  def attach_frozen(self, nets: dict) -> None:
-    """nets: {name: [(model, variables), ...]} for the names of `frozen_sources()`."""
-    missing = set(self.frozen_sources()) - set(nets)
+  def attach_fixed(self, nets: dict) -> None:
+    """nets: {name: [(model, variables), ...]} for the names of `fixed_sources()`."""
+    missing = set(self.fixed_sources()) - set(nets)
     if missing:
       raise ValueError(f'{self.name}: frozen networks {sorted(missing)} were not given')
     self.frozen_models = {k: [m for m, _ in v] for k, v in nets.items()}
     self._frozen_variables = {k: [var for _, var in v] for k, v in nets.items()}
 
-  def frozen_inputs(self):
-    if self.frozen_sources() and not hasattr(self, '_frozen_variables'):
-      raise ValueError(f'{self.name}: call attach_frozen() with the frozen networks first '
+  def fixed_inputs(self):
+    if self.fixed_sources() and not hasattr(self, '_frozen_variables'):
+      raise ValueError(f'{self.name}: call attach_fixed() with the frozen networks first '
                        '(train_and_evaluate does it from the workdirs in the config)')
     return getattr(self, '_frozen_variables', None)
 
@@ -108,11 +108,11 @@ class KDStudent(_Frozen, Method):
     self.alpha = float(self.settings.alpha)
     self.temperature = float(self.settings.temperature)
 
-  def frozen_sources(self) -> dict[str, list[str]]:
+  def fixed_sources(self) -> dict[str, list[str]]:
     return {'teacher': [self._required('teacher')]}
 
   def gradients(self, params, batch_stats, batch, key, method_state):
-    images, labels, frozen = batch['images'], batch['labels'], batch['frozen']
+    images, labels, frozen = batch['images'], batch['labels'], batch['fixed']
     (teacher,) = self._nets(frozen, 'teacher')
     z_t = _frozen_apply(*teacher, images)
     dropout = dropout_key(self.model, key, 0)
@@ -169,7 +169,7 @@ class ResStudent(_Frozen, Method):
     self.residual_target = self.settings.residual_target
     self.student_features = self.settings.student_features
 
-  def frozen_sources(self) -> dict[str, list[str]]:
+  def fixed_sources(self) -> dict[str, list[str]]:
     return {'teacher': [self._required('teacher')], 'student': [self._required('student')],
             'res': list(self.settings.res_students)}
 
@@ -204,7 +204,7 @@ class ResStudent(_Frozen, Method):
 
   def gradients(self, params, batch_stats, batch, key, method_state):
     images, labels = batch['images'], batch['labels']
-    z_t, z_prev, student_features = self._previous(batch['frozen'], images)
+    z_t, z_prev, student_features = self._previous(batch['fixed'], images)
     dropout = dropout_key(self.model, key, 0)
 
     def loss_fn(p):
@@ -225,7 +225,7 @@ class ResStudent(_Frozen, Method):
 
   def predict(self, variables, images):
     """Logits of the combined student C_k = C_{k-1} + R_k (the deployed chain)."""
-    _, z_prev, student_features = self._previous(variables['frozen'], images)
+    _, z_prev, student_features = self._previous(variables['fixed'], images)
     r, _ = self._residual(variables['params'], variables['batch_stats'], images,
                           student_features, train=False)
     return z_prev + r

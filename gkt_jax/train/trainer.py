@@ -52,21 +52,21 @@ def build(config: ml_collections.ConfigDict, dataset: data_lib.ArrayDataset):
   """The model a method trains (`method.model`, built around config.model) and the method."""
   method = methods.get_method(config.method,
                               models.from_config(config.model, dataset.num_classes))
-  sources = method.frozen_sources()
-  if sources:  # frozen networks (ResKD's teacher and earlier stages), from their runs
+  sources = method.fixed_sources()
+  if sources:  # fixed networks (e.g. ResKD's teacher and earlier stages), from their runs
     from gkt_jax.train import export  # pylint: disable=g-import-not-at-top
-    method.attach_frozen({name: [export.load_run(w)[:2] for w in workdirs]
+    method.attach_fixed({name: [export.load_run(w)[:2] for w in workdirs]
                           for name, workdirs in sources.items()})
   return method.model, method
 
 
-def frozen_identity(method) -> dict:
-  """{name: [[workdir, weights fingerprint]]} of the method's frozen networks: a run trained
-  against other frozen weights must not be resumed or reused as if it were this one."""
-  frozen = method.frozen_inputs()
-  if not frozen:
+def fixed_identity(method) -> dict:
+  """{name: [[workdir, weights fingerprint]]} of the method's fixed networks: a run trained
+  against other fixed weights must not be resumed or reused as if it were this one."""
+  fixed = method.fixed_inputs()
+  if not fixed:
     return {}
-  sources = method.frozen_sources()
+  sources = method.fixed_sources()
 
   def fingerprint(variables) -> str:  # sum of |w| over every weight and statistic
     total = sum(float(np.abs(np.asarray(x, np.float64)).sum())
@@ -74,7 +74,7 @@ def frozen_identity(method) -> dict:
     return f'{total:.9g}'
 
   return {name: [[os.path.abspath(w), fingerprint(v)]
-                 for w, v in zip(sources[name], frozen[name])] for name in sources}
+                 for w, v in zip(sources[name], fixed[name])] for name in sources}
 
 
 def init_state(config, model, method, tx, image_shape) -> TrainState:
@@ -109,9 +109,9 @@ def step_key(state: TrainState) -> jax.Array:
 
 def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = None,
                     per_device_keys: bool = False, augment_pad: int | None = None):
-  """The step (state, images uint8[B,H,W,C], labels int32[B], frozen=None, crops=None) ->
-  (state, measurements); `frozen` (variables of frozen networks, `method.frozen_inputs()`)
-  reaches the method as `batch['frozen']`; `crops` (int32[B, 3], `TrainBatches.get_for_device`)
+  """The step (state, images uint8[B,H,W,C], labels int32[B], fixed=None, crops=None) ->
+  (state, measurements); `fixed` (variables of fixed networks, `method.fixed_inputs()`)
+  reaches the method as `batch['fixed']`; `crops` (int32[B, 3], `TrainBatches.get_for_device`)
   pad-crop-flips the images by `augment_pad` on the device before anything else.
 
   With `axis_name` (the 'pmap' mode, run inside `jax.shard_map`), the step sees one device's
@@ -121,11 +121,11 @@ def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = Non
   every device its own subnet draw (the step key folded with the device index).
   """
 
-  def train_step(state: TrainState, images, labels, frozen=None, crops=None):
+  def train_step(state: TrainState, images, labels, fixed=None, crops=None):
     if crops is not None:
       images = data_lib.device_pad_crop_flip(images, crops, pad=augment_pad)
     batch = {'images': data_lib.normalize(images, mean, std), 'labels': labels,
-             'frozen': frozen}
+             'fixed': fixed}
     key = step_key(state)
     if axis_name is not None and per_device_keys:
       key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
@@ -136,8 +136,8 @@ def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = Non
       # inputs and outputs of the same device variance); the explicit pmean below is then
       # the one cross-device reduction.
       params, batch_stats = jax.lax.pcast((params, batch_stats), axis_name, to='varying')
-      if frozen is not None:
-        batch['frozen'] = jax.lax.pcast(frozen, axis_name, to='varying')
+      if fixed is not None:
+        batch['fixed'] = jax.lax.pcast(fixed, axis_name, to='varying')
     grads, (batch_stats, method_state, measurements) = method.gradients(
         params, batch_stats, batch, key, state.method_state)
     if axis_name is not None:
@@ -180,7 +180,7 @@ def parallel_mode(config) -> str:
 
 def compile_train_step(config, mesh, method, tx, schedule, mean, std,
                        augment_pad: int | None = None):
-  """The jitted step (state, images, labels, frozen, crops) for `config.parallel` ('jit' or
+  """The jitted step (state, images, labels, fixed, crops) for `config.parallel` ('jit' or
   'pmap') over `mesh`."""
   parallel = parallel_mode(config)
   replicated = NamedSharding(mesh, P())
@@ -205,7 +205,7 @@ def _scalars(measurements) -> dict[str, float]:
   return {k: float(v) for k, v in measurements.items() if np.ndim(v) == 0}
 
 
-def _restore_or_init(config, workdir, state, ckpt, log, method):
+def _restore_or_init(config, state, ckpt, log, method):
   """Resume order: this workdir, then config.resume, then config.init (weights), then scratch.
 
   Returns (state, meta): meta is the restored checkpoint's JSON ({} when starting fresh).
@@ -347,51 +347,97 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   watcher = preemption.PreemptionWatcher()
   with contextlib.ExitStack() as cleanup:
     cleanup.callback(watcher.restore_handlers)
-    summary, state = _train(setup_run(config, workdir), watcher, cleanup)
-    return (summary, state) if return_state else summary
+
+    def result(summary):
+      return (summary, state) if return_state else summary
+
+    # Set-up: the config checked; data, model, method and optimizer built, nothing compiled.
+    run = setup_run(config, workdir)
+    state = replicate(init_state(config, run.model, run.method, run.tx,
+                                 run.dataset.image_shape), run.replicated)
+    ckpt = _checkpointer(run, cleanup)
+
+    # Restore: this workdir's checkpoints, else config.resume, else config.init, else fresh.
+    state, meta = _restore_or_init(config, state, ckpt, run.log, run.method)
+    record = _RunRecord.continuing(run, meta)
+    finished = _finished_summary(run, record.start_step)
+    if finished is not None:
+      return result(finished)
+    _start_workdir(config, workdir)
+    saver = _Saver(ckpt, record)
+
+    # Loop: steps, progress lines, intermediate evaluations, checkpoints, signals.
+    fixed = fixed_variables(run)
+    metrics = _Metrics(run, make_evaluator(run, fixed), record.start_step)
+    step_fn = _step_function(run, record.start_step, fixed, cleanup)
+    _log_header(run)
+    state, step, preempted = _Loop(run, step_fn, metrics, saver, watcher).train(
+        state, record.start_step)
+    if preempted:
+      return result(_preempted(run, state, step, saver, watcher))
+
+    # Evaluate: training is saved, so from here a Ctrl-C stops at once (a rerun resumes from
+    # the last step and evaluates).
+    watcher.restore_handlers()
+    jax.block_until_ready(state)
+    saver.wait()
+    train_seconds = record.clock.train_seconds()
+    results, eval_seconds = metrics.final(state, step)
+
+    # Summary: summary.json, plots and the final table.
+    summary = _summary(run, results, metrics.history, record, train_seconds)
+    summary['eval_seconds'] = eval_seconds
+    _write_summary(run.workdir, summary, plots=run.settings.plots and jax.process_index() == 0,
+                   is_loss_term=run.method.is_loss_term, verbose=run.verbose)
+    return result(summary)
 
 
-def _train(run: Run, watcher, cleanup) -> tuple[dict, TrainState]:
-  """Restores or initialises the state, trains, evaluates; (summary, final state)."""
-  config, workdir = run.config, run.workdir
-  state = replicate(init_state(config, run.model, run.method, run.tx,
-                               run.dataset.image_shape), run.replicated)
-  ckpt = None
-  if run.settings.checkpoints:
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                   every_steps=run.ckpt_every,
-                                   max_to_keep=run.settings.max_checkpoints)
-    cleanup.callback(ckpt.close)
-  state, meta = _restore_or_init(config, workdir, state, ckpt, run.log, run.method)
-  frozen_id = frozen_identity(run.method)
-  if meta.get('frozen', frozen_id) != frozen_id:  # (checkpoints before this check: no key)
-    raise checkpoint.ResumeMismatchError(
-        f'{workdir} was trained against other frozen networks ({meta.get("frozen")}) than '
-        f'config.method names now ({frozen_id}): delete {workdir} to train it again')
-  start_step = int(meta.get('step', 0))
-  resume_changes = _check_resume_changes(meta, config, workdir)
-  summary_path = os.path.join(workdir, 'summary.json')
-  if start_step >= run.total_steps and os.path.exists(summary_path):
-    run.log(f'{workdir} already finished its {run.total_steps} steps: summary.json is its '
-            'result')
-    with open(summary_path) as f:
-      return json.load(f), state
-  if jax.process_index() == 0:
-    # Written once the data loaded and the workdir's checkpoints accepted this config; a
-    # summary.json there is an earlier run's (this one trains), so it goes.
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    if os.path.exists(summary_path):
-      os.remove(summary_path)
-  # Every step this workdir was resumed from, oldest first (kept in the checkpoints' meta).
-  resumes = list(meta.get('resumes', [])) + ([start_step] if start_step else [])
-  clock = RunClock(float(meta.get('train_seconds', 0.0)))
-  saved_config = checkpoint.plain_config(config)  # the config does not change while training
-  saver = _Saver(ckpt, lambda: {'identity': checkpoint.identity_fields(config),
-                                'frozen': frozen_id, 'train_seconds': clock.train_seconds(),
-                                'resumes': resumes, 'resume_changes': resume_changes,
-                                'config': saved_config})
-  return _train_from(run, state, start_step, resumes, clock, saver, watcher, cleanup)
+def _checkpointer(run: Run, cleanup) -> checkpoint.Checkpointer | None:
+  """The workdir's checkpointer (None: config.checkpoints=False), closed with `cleanup`."""
+  if not run.settings.checkpoints:
+    return None
+  ckpt = checkpoint.Checkpointer(os.path.join(run.workdir, 'checkpoints'),
+                                 every_steps=run.ckpt_every,
+                                 max_to_keep=run.settings.max_checkpoints)
+  cleanup.callback(ckpt.close)
+  return ckpt
+
+
+@dataclasses.dataclass
+class _RunRecord:
+  """What a workdir's checkpoints carry across resumes: the step this run starts from, the
+  steps of every resume, the config changes accepted on resume, the fixed networks' identity
+  and the training clock."""
+  start_step: int
+  resumes: list[int]
+  resume_changes: list[dict]
+  fixed: dict
+  clock: RunClock
+  config: dict  # the run's config (it does not change while training)
+  identity: dict
+
+  @classmethod
+  def continuing(cls, run: Run, meta: dict) -> '_RunRecord':
+    """The record of a run restored with checkpoint `meta` ({} when starting fresh); raises
+    ResumeMismatchError (nothing written yet) for a change the run may not make."""
+    fixed = fixed_identity(run.method)
+    if meta.get('fixed', fixed) != fixed:  # (checkpoints before this check: no key)
+      raise checkpoint.ResumeMismatchError(
+          f'{run.workdir} was trained against other fixed networks ({meta.get("fixed")}) '
+          f'than config.method names now ({fixed}): delete {run.workdir} to train it again')
+    start_step = int(meta.get('step', 0))
+    return cls(start_step=start_step,
+               resumes=list(meta.get('resumes', [])) + ([start_step] if start_step else []),
+               resume_changes=_check_resume_changes(meta, run.config, run.workdir),
+               fixed=fixed, clock=RunClock(float(meta.get('train_seconds', 0.0))),
+               config=checkpoint.plain_config(run.config),
+               identity=checkpoint.identity_fields(run.config))
+
+  def meta(self) -> dict:
+    """The JSON a checkpoint saves beside the state."""
+    return {'identity': self.identity, 'fixed': self.fixed,
+            'train_seconds': self.clock.train_seconds(), 'resumes': self.resumes,
+            'resume_changes': self.resume_changes, 'config': self.config}
 
 
 def _check_resume_changes(meta: dict, config, workdir: str) -> list[dict]:
@@ -412,66 +458,116 @@ def _check_resume_changes(meta: dict, config, workdir: str) -> list[dict]:
   return earlier + [dict(step=int(meta['step']), **c) for c in changes]
 
 
+def _finished_summary(run: Run, start_step: int) -> dict | None:
+  """summary.json of a workdir that already trained all its steps (None: it trains)."""
+  path = os.path.join(run.workdir, 'summary.json')
+  if start_step < run.total_steps or not os.path.exists(path):
+    return None
+  run.log(f'{run.workdir} already finished its {run.total_steps} steps: summary.json is its '
+          'result')
+  with open(path) as f:
+    return json.load(f)
+
+
+def _start_workdir(config, workdir: str) -> None:
+  """Writes config.json (the data loaded and the workdir's checkpoints accepted this config);
+  a summary.json there is an earlier run's (this one trains), so it goes."""
+  if jax.process_index() != 0:
+    return
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  summary_path = os.path.join(workdir, 'summary.json')
+  if os.path.exists(summary_path):
+    os.remove(summary_path)
+
+
 @dataclasses.dataclass
 class _Saver:
-  """The run's checkpointer (or None: config.checkpoints=False) and the meta it saves."""
+  """The run's checkpointer (or None: config.checkpoints=False) and the record it saves."""
   ckpt: checkpoint.Checkpointer | None
-  meta: Any  # () -> dict
+  record: _RunRecord
 
   def due(self, step: int, total_steps: int) -> bool:
     return self.ckpt is not None and (self.ckpt.should_save(step) or step == total_steps)
 
   def save(self, step: int, state) -> None:
-    self.ckpt.save(step, state, self.meta())
+    self.ckpt.save(step, state, self.record.meta())
+
+  def wait(self) -> None:
+    if self.ckpt is not None:
+      self.ckpt.wait_until_finished()
 
 
-def _train_from(run, state, start_step, resumes, clock, saver, watcher, cleanup):
-  """Compiles the step, trains from `start_step` and evaluates at the end."""
+def fixed_variables(run: Run) -> dict:
+  """The method's fixed networks' variables (`method.fixed_inputs()`), replicated over the
+  mesh: a step input and an evaluation variable, never train state ({}: none)."""
+  fixed = run.method.fixed_inputs()
+  return replicate(fixed, run.replicated) if fixed is not None else {}
+
+
+def _step_function(run: Run, start_step: int, fixed: dict, cleanup):
+  """(state, step) -> (state, measurements): the compiled step on the train split's batch of
+  `step` (batches from `start_step` on, read ahead; the reader closed with `cleanup`)."""
   # Pad-crop-flip batches leave their crop and flip to the step (the same images, bitwise).
   augment_pad = getattr(run.batches, 'device_augment_pad', None)
-  step_fn = compile_train_step(run.config, run.mesh, run.method, run.tx, run.schedule,
-                               run.dataset.mean, run.dataset.std, augment_pad)
-  # Frozen networks: a step input and an eval variable, never train state.
-  frozen = run.method.frozen_inputs()
-  frozen = replicate(frozen, run.replicated) if frozen is not None else {}
-  evaluate_state = _evaluator(run, frozen)
-  writer = reporting.MetricWriter(run.workdir, enabled=jax.process_index() == 0)
-  # Rows of the metrics file after the restored step are written again by this run.
-  writer.truncate_after(start_step)
-  history = [{'step': r['step'], **{k.removeprefix('eval/'): v for k, v in r.items()
-                                    if k.startswith('eval/')}}
-             for r in reporting.read_metrics(run.workdir) if 'eval/full_accuracy' in r]
+  compiled = compile_train_step(run.config, run.mesh, run.method, run.tx, run.schedule,
+                                run.dataset.mean, run.dataset.std, augment_pad)
   rows = data_lib.process_rows(run.batch_size, jax.process_index(), jax.process_count())
-  batch_iterator = (run.batches.iterate(start_step, rows, for_device=True)
-                    if augment_pad is not None
-                    else run.batches.iterate(start_step, rows))  # may read ahead
-  cleanup.callback(batch_iterator.close)
-  _log_header(run)
-  loop = _Loop(run, step_fn, frozen, batch_iterator, evaluate_state, writer, history, clock,
-               saver, watcher)
-  state, step, preempted = loop.train(state, start_step)
-  if preempted:
-    return _preempted(run, state, step, saver, watcher), state
-  # Training is saved: from here a Ctrl-C stops at once (KeyboardInterrupt); a rerun resumes
-  # from the last step and evaluates.
-  watcher.restore_handlers()
-  jax.block_until_ready(state)
-  if saver.ckpt is not None:
-    saver.ckpt.wait_until_finished()
-  train_seconds = clock.train_seconds()
-  run.log('final evaluation ...')
-  eval_start = time.perf_counter()
-  results = evaluate_state(state, final=True)
-  history = [h for h in history if h['step'] != step] + [{'step': step, **results}]
-  writer.write(step, {f'eval/{k}': v for k, v in results.items()})
-  summary = _summary(run, results, history, clock, train_seconds, start_step, resumes)
-  summary['resume_changes'] = saver.meta()['resume_changes']  # config changes on resume
-  summary['eval_seconds'] = time.perf_counter() - eval_start
-  _write_summary(run, summary)
-  return summary, state
+  batches = run.batches.iterate(start_step, rows, **(
+      {'for_device': True} if augment_pad is not None else {}))
+  cleanup.callback(batches.close)
+
+  def step_fn(state, step: int):
+    batch_step, images, labels, *crops = next(batches)
+    assert batch_step == step, (batch_step, step)
+    if not run.labels_checked:
+      validate.validate_labels(labels, run.dataset.num_classes, f'train (step {step})')
+    crops = crops[0] if crops else None  # `get_for_device`'s crops (None: no augmentation)
+    images, labels, crops = (
+        None if array is None else jax.make_array_from_process_local_data(run.sharded, array)
+        for array in (images, labels, crops))
+    return compiled(state, images, labels, fixed, crops)
+
+  return step_fn
 
 
-def _evaluator(run: Run, frozen) -> Any:
+class _Metrics:
+  """metrics.jsonl (rows after the restored step are written again by this run) and the
+  evaluations' history."""
+
+  def __init__(self, run: Run, evaluate_state, start_step: int):
+    self.run, self.evaluate_state = run, evaluate_state
+    self.writer = reporting.MetricWriter(run.workdir, enabled=jax.process_index() == 0)
+    self.writer.truncate_after(start_step)
+    self.history = [
+        {'step': r['step'], **{k.removeprefix('eval/'): v for k, v in r.items()
+                               if k.startswith('eval/')}}
+        for r in reporting.read_metrics(run.workdir) if 'eval/full_accuracy' in r]
+
+  def write(self, step: int, values: dict) -> None:
+    self.writer.write(step, values)
+
+  def evaluate(self, state, step: int) -> float:
+    """An evaluation during training, logged and written; returns its seconds."""
+    start = time.perf_counter()
+    results = self.evaluate_state(state, final=False)
+    self.history.append({'step': step, **results})
+    self.writer.write(step, {f'eval/{k}': v for k, v in results.items()})
+    self.run.log(f'eval at step {step}: ' + ', '.join(
+        f'{k} {v:.4f}' for k, v in results.items() if isinstance(v, float)))
+    return time.perf_counter() - start
+
+  def final(self, state, step: int) -> tuple[dict, float]:
+    """The final evaluation at `step`, written; (results, seconds)."""
+    self.run.log('final evaluation ...')
+    start = time.perf_counter()
+    results = self.evaluate_state(state, final=True)
+    self.history = [h for h in self.history if h['step'] != step] + [{'step': step, **results}]
+    self.writer.write(step, {f'eval/{k}': v for k, v in results.items()})
+    return results, time.perf_counter() - start
+
+
+def make_evaluator(run: Run, fixed: dict) -> Any:
   """(state, final) -> evaluation results of config.evals (recalibrated BatchNorm
   statistics, when the method asks for them, serve the evaluation only)."""
   eval_batch = int(run.config.data.get('eval_batch_size', 500))
@@ -506,8 +602,8 @@ def _evaluator(run: Run, frozen) -> Any:
 
   def evaluate_state(state, final: bool) -> dict:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    if frozen:
-      variables['frozen'] = frozen
+    if fixed:
+      variables['fixed'] = fixed
     if recalibration is not None:  # for evaluation only: the train state keeps its own
       recalibrate, recal_batches = recalibration
       variables = recalibrate(variables, recal_batches)
@@ -536,23 +632,10 @@ def _log_header(run: Run) -> None:
 class _Loop:
   """The training loop: steps, logs, intermediate evaluations, checkpoints, signals."""
 
-  def __init__(self, run, step_fn, frozen, batch_iterator, evaluate_state, writer, history,
-               clock, saver, watcher):
-    self.run, self.step_fn, self.frozen = run, step_fn, frozen
-    self.batch_iterator, self.evaluate_state = batch_iterator, evaluate_state
-    self.writer, self.history, self.clock = writer, history, clock
+  def __init__(self, run: Run, step_fn, metrics: _Metrics, saver: _Saver, watcher):
+    self.run, self.step_fn, self.metrics = run, step_fn, metrics
     self.saver, self.watcher = saver, watcher
-
-  def device_batch(self, step):
-    run = self.run
-    batch_step, images, labels, *crops = next(self.batch_iterator)
-    assert batch_step == step, (batch_step, step)
-    if not run.labels_checked:
-      validate.validate_labels(labels, run.dataset.num_classes, f'train (step {step})')
-    crops = crops[0] if crops else None  # `get_for_device`'s crops (None: no augmentation)
-    return tuple(None if array is None else
-                 jax.make_array_from_process_local_data(run.sharded, array)
-                 for array in (images, labels, crops))
+    self.clock = saver.record.clock
 
   def train(self, state, step: int):
     """Trains from `step` to the end or to a signal; returns (state, step, preempted)."""
@@ -566,8 +649,7 @@ class _Loop:
     if self.watcher.requested(step):
       return state, step, True
     while step < run.total_steps:
-      images, labels, crops = self.device_batch(step)
-      state, pending = self.step_fn(state, images, labels, self.frozen, crops)
+      state, pending = self.step_fn(state, step)
       step += 1
       in_flight.append(pending)
       if len(in_flight) > MAX_STEPS_IN_FLIGHT:
@@ -584,7 +666,9 @@ class _Loop:
         return state, step, True
       # Evaluate before saving: a run resumed from this checkpoint starts after the eval.
       if step % run.eval_every == 0 and step != run.total_steps:
-        self.evaluate(state, step)
+        seconds = self.metrics.evaluate(state, step)
+        progress.exclude(seconds)
+        self.clock.eval_seconds += seconds
       if is_ckpt:
         self.saver.save(step, state)
     return state, step, False
@@ -601,28 +685,17 @@ class _Loop:
     if is_log:
       values['img_per_sec'] = self.progress.rate(step)
       values['epoch'] = step / run.batches.steps_per_epoch
-      self.writer.write(step, values)
+      self.metrics.write(step, values)
       shown = ('loss',) + tuple(run.method.progress_metrics) + ('lr',)
       self.progress.line(step, {k: values[k] for k in shown if k in values},
                          values['img_per_sec'])
-
-  def evaluate(self, state, step: int) -> None:
-    eval_start = time.perf_counter()
-    results = self.evaluate_state(state, final=False)
-    eval_seconds = time.perf_counter() - eval_start
-    self.progress.exclude(eval_seconds)
-    self.clock.eval_seconds += eval_seconds
-    self.history.append({'step': step, **results})
-    self.writer.write(step, {f'eval/{k}': v for k, v in results.items()})
-    self.run.log(f'eval at step {step}: ' + ', '.join(
-        f'{k} {v:.4f}' for k, v in results.items() if isinstance(v, float)))
 
 
 def _preempted(run: Run, state, step: int, saver: _Saver, watcher) -> dict:
   """Saves at `step` (a signal asked for it) and says how to resume."""
   if saver.ckpt is not None:
     saver.save(step, state)
-    saver.ckpt.wait_until_finished()
+    saver.wait()
     run.log(f'{watcher.signal_name}: saved a checkpoint at step {step} in '
             f'{saver.ckpt.directory}; run the same command again to resume')
   else:
@@ -631,9 +704,9 @@ def _preempted(run: Run, state, step: int, saver: _Saver, watcher) -> dict:
   return {'preempted': True, 'step': step, 'signal': watcher.signal_name}
 
 
-def _summary(run: Run, results, history, clock: RunClock, train_seconds: float,
-             start_step: int, resumes: list[int]) -> dict:
-  config, total_steps = run.config, run.total_steps
+def _summary(run: Run, results: dict, history: list[dict], record: _RunRecord,
+             train_seconds: float) -> dict:
+  config, total_steps, clock = run.config, run.total_steps, record.clock
   full = [h['full_accuracy'] for h in history if 'full_accuracy' in h]
   return {
       'method': config.method.name, 'dataset': config.data.name, 'arch': config.model.arch,
@@ -642,8 +715,8 @@ def _summary(run: Run, results, history, clock: RunClock, train_seconds: float,
       'num_devices': run.num_devices, 'num_processes': jax.process_count(),
       'parallel': parallel_mode(config), 'backend': jax.default_backend(),
       'forwards_per_step': run.method.forwards_per_step(),
-      'resumed_from_step': start_step or None,  # the last resume; all of them:
-      'resumed_from_steps': resumes,
+      'resumed_from_step': record.start_step or None,  # the last resume; all of them:
+      'resumed_from_steps': record.resumes,
       **results,
       # Training accuracy minus test accuracy of the deployed network (final evaluation).
       'generalization_gap': (results['train_accuracy'] - results['full_accuracy']
@@ -652,18 +725,21 @@ def _summary(run: Run, results, history, clock: RunClock, train_seconds: float,
       'compile_seconds': clock.compile_seconds,
       'train_seconds': train_seconds,
       'seconds_per_step': ((train_seconds - clock.prior)
-                           / max(total_steps - start_step - 1, 1)),
+                           / max(total_steps - record.start_step - 1, 1)),
       # Evaluations during training, since the run's last start ('eval_seconds': the final).
       'intermediate_eval_seconds': clock.eval_seconds,
+      'resume_changes': record.resume_changes,  # config changes on resume
   }
 
 
-def _write_summary(run: Run, summary: dict) -> None:
+def _write_summary(workdir: str, summary: dict, *, plots: bool, is_loss_term,
+                   verbose: bool) -> None:
+  """summary.json and (with `plots`) plots/ by process 0; the final table with `verbose`."""
   if jax.process_index() == 0:
-    with open(os.path.join(run.workdir, 'summary.json'), 'w') as f:
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
       json.dump(reporting._jsonable(summary), f, indent=2)
-    if run.settings.plots:
-      reporting.plot_run(run.workdir, summary, run.method.is_loss_term)
-  if run.verbose:
+    if plots:
+      reporting.plot_run(workdir, summary, is_loss_term)
+  if verbose:
     print(reporting.final_table(summary), flush=True)
-    print(f'wrote {run.workdir}/summary.json, metrics.jsonl, checkpoints/, plots/', flush=True)
+    print(f'wrote {workdir}/summary.json, metrics.jsonl, checkpoints/, plots/', flush=True)
