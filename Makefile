@@ -31,7 +31,7 @@ demo: venv
 	@[ -n "$(DEMO_DIR)" ] && [ "$(DEMO_DIR)" != / ] || { echo "DEMO_DIR must name a directory" >&2; exit 2; }
 	@echo "make demo: a fresh run in $(DEMO_DIR) (removed first; make demo DEMO_DIR=... to choose)"
 	rm -rf "$(DEMO_DIR)"
-	$(PY) -m experiments.main --config experiments/configs/gkt/digits.py --workdir "$(DEMO_DIR)"
+	$(PY) -m experiments.main --config experiments/configs/digits.py:method=gkt --workdir "$(DEMO_DIR)"
 
 test: venv
 	$(PY) -m pytest -q -n 2 -m "not slow"

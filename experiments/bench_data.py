@@ -4,8 +4,8 @@ training step of the same dataset, measured in the same run.
   python -m experiments.bench_data --datasets digits,fashion_mnist --batches 200
   python -m experiments.bench_data --datasets cifar10 --data_dir ~/tensorflow_datasets
 
-Each dataset's batches come from its baseline config (`experiments/configs/baseline/
-<dataset>.py`: batch size, augmentation, options). One JSON line per (dataset, pipeline):
+Each dataset's batches come from its baseline config (`experiments/configs/<dataset>.py:
+method=baseline`: batch size, augmentation, options). One JSON line per (dataset, pipeline):
   pipeline               'host': `batches.iterate` with every transform on the host, put on
                          the device (the trainer's input where nothing is left to the
                          device: ImageNet's random-resized crops, no augmentation; before

@@ -199,11 +199,11 @@ def _field_paths(config, prefix: str = '') -> list[str]:
 
 
 def _config_files_hint() -> str:
-  files = glob.glob(os.path.join(CONFIG_DIR, '*', '*.py'))
-  methods = sorted({os.path.basename(os.path.dirname(p)) for p in files})
-  datasets = sorted({os.path.basename(p).removesuffix('.py') for p in files} - {'__init__'})
-  return (f'config files are experiments/configs/<method>/<dataset>.py, methods: '
-          f'{", ".join(methods)}; datasets: {", ".join(datasets)}')
+  files = sorted(os.path.basename(p).removesuffix('.py')
+                 for p in glob.glob(os.path.join(CONFIG_DIR, '*.py')))
+  names = ','.join(f for f in files if f not in ('__init__', 'common'))
+  return (f'config files: experiments/configs/{{{names}}}.py; a dataset\'s file takes '
+          'method=NAME (e.g. experiments/configs/digits.py:method=gkt,smoke)')
 
 
 def _last_line(error: Exception) -> str:

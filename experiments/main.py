@@ -1,9 +1,9 @@
 r"""Trains and evaluates one method, as a config file describes.
 
-  python -m experiments.main --config experiments/configs/gkt/digits.py \
+  python -m experiments.main --config experiments/configs/digits.py:method=gkt \
       --workdir /tmp/gkt_digits [--config.total_epochs=10 ...]
 
-The config file's `get_config(arg)` takes the text after a colon (`digits.py:smoke`).
+The config file's `get_config(arg)` takes the text after a colon (`digits.py:method=gkt,smoke`).
 `--print_config` prints the resolved config (every field, overrides applied) and exits.
 A duration or cadence given on the command line replaces the other field of its pair
 (`--config.total_steps=30` on a config that sets total_epochs).

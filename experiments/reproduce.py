@@ -32,7 +32,7 @@ from absl import app, flags
 import numpy as np
 
 from experiments import cli
-from experiments.configs import common
+from experiments.configs import common, reskd_chain
 from gkt_jax import masks, methods
 
 VARIANTS = common.VARIANTS  # label: (method, extra config fields); every row of a suite
@@ -132,9 +132,7 @@ def run_config(suite: dict, cell: str, seed: int, total_steps: int | None = None
   config.total_epochs = epochs
   config.eval_every_epochs = epochs  # final evaluation only
   config.evals = common.evals(levels=LEVELS, num_chains=suite['num_chains'],
-                              depth_subnets=suite['depth_subnets'])
-  if method == 'ekd_fws':
-    config.evals.paths = dict(type='classmate_paths')
+                              depth_subnets=suite['depth_subnets'], method=method)
   config.plots = False
   if total_steps:
     _short(config, total_steps)
@@ -149,7 +147,7 @@ def _short(config, total_steps: int) -> None:
 
 
 def reskd_config(suite: dict, seed: int, total_steps: int | None = None):
-  config = common.reskd_chain_config(suite['dataset'])
+  config = reskd_chain.get_config(f"dataset={suite['dataset']}")
   for name in ('teacher', 'student', 'res_student'):
     stage = config[name]
     stage.seed = seed

@@ -1,6 +1,7 @@
 r"""Trains a ResKD chain (teacher, student, res-students) and measures its accuracy vs cost.
 
-  python -m experiments.reskd_pipeline --config experiments/configs/reskd/fashion_mnist.py \
+  python -m experiments.reskd_pipeline \
+      --config experiments/configs/reskd_chain.py:dataset=fashion_mnist \
       --workdir workdirs/fmnist_reskd
 
 Each stage is a run of the trainer in WORKDIR/<stage> (teacher, student, res1, ...); running

@@ -30,7 +30,7 @@ def _main_command(workdir: str, method: str, arch: str, *fields: str) -> list[st
   """experiments.main on the method's digits smoke config, without plots, with `arch` and
   `fields` ('dotted.name=value') set."""
   return [sys.executable, '-m', 'experiments.main', '--workdir', workdir, '--config',
-          f'experiments/configs/{method}/digits.py:smoke', f'--config.model.arch={arch}',
+          f'experiments/configs/digits.py:method={method},smoke', f'--config.model.arch={arch}',
           '--config.plots=False', *(f'--config.{f}' for f in fields)]
 
 

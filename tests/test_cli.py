@@ -13,11 +13,11 @@ from absl.testing import absltest, parameterized
 from experiments import cli
 import workers
 
-DIGITS = 'experiments/configs/gkt/digits.py'
-FMNIST_SMOKE = 'experiments/configs/baseline/fashion_mnist.py:smoke'
+DIGITS = 'experiments/configs/digits.py'  # GKT
+FMNIST_SMOKE = 'experiments/configs/fashion_mnist.py:method=baseline,smoke'
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(workers.REPO, 'experiments', 'configs',
-                                                        '*', '*.py'))
-                      if os.path.basename(p) != '__init__.py')
+                                                        '*.py'))
+                      if os.path.basename(p) not in ('__init__.py', 'common.py'))
 
 
 def _main(*args, module='experiments.main'):
@@ -43,19 +43,21 @@ class OneLineErrorTest(parameterized.TestCase):
        ["--config.arch=resnet32", "no field 'arch'", 'did you mean config.model.arch']),
       ('field_of_a_number', ['--config', DIGITS, '--config.seed.x=1'],
        ['--config.seed.x=1', 'config.seed is a int']),
-      ('missing_config_file', ['--config', 'experiments/configs/gkt/nope.py'],
-       ['--config=experiments/configs/gkt/nope.py: no such file', 'methods: baseline',
-        'datasets: cifar10']),
+      ('missing_config_file', ['--config', 'experiments/configs/gkt/digits.py'],
+       ['--config=experiments/configs/gkt/digits.py: no such file',
+        'config files: experiments/configs/{cifar,digits,fashion_mnist,imagenet,reskd_chain}.py',
+        'method=NAME']),
       ('bad_config_argument', ['--config', f'{DIGITS}:smok'],
-       [f'--config={DIGITS}:smok', "unknown key 'smok'; allowed: ['arch', 'smoke']"]),
+       [f'--config={DIGITS}:smok',
+        "unknown key 'smok'; allowed: ['arch', 'method', 'smoke', 'stpp']"]),
       ('value_of_the_wrong_type', ['--config', DIGITS, '--config.total_steps=abc'],
        ['--config.total_steps=abc', "invalid literal for int()"]),
       ('unknown_flag', ['--config', DIGITS, '--bogus'], ["'bogus'", '--helpfull']),
-      ('no_config', [], ['--config is required', 'experiments/configs/<method>/<dataset>.py']),
+      ('no_config', [], ['--config is required', 'experiments/configs/{cifar,digits,']),
       ('extra_argument', ['--config', DIGITS, 'extra'], ["['extra']"]),
       ('bad_config_value', ['--config', f'{DIGITS}:smoke', '--config.model.arch=resnet33'],
        ["config.model.arch='resnet33'", "allowed: ('resnet8'"]),
-      ('chain_config_in_main', ['--config', 'experiments/configs/reskd/digits.py'],
+      ('chain_config_in_main', ['--config', 'experiments/configs/reskd_chain.py:dataset=digits'],
        ['not a run config', 'experiments.reskd_pipeline']),
   )
   def test_bad_command_line(self, args, fragments):
@@ -65,7 +67,8 @@ class OneLineErrorTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       ('run_config', ['--config', DIGITS], ['not a ResKD chain config', 'experiments.main']),
-      ('no_res_students', ['--config', 'experiments/configs/reskd/digits.py:smoke',
+      ('no_res_students', ['--config',
+                           'experiments/configs/reskd_chain.py:dataset=digits,smoke',
                            '--config.num_res_students=0'],
        ['config.num_res_students=0: must be an integer >= 1']))
   def test_bad_chain_command_line(self, args, fragments):
@@ -181,7 +184,7 @@ class PrintConfigTest(absltest.TestCase):
     self.assertFalse(os.path.exists(workdir))
 
   def test_chain_config(self):
-    result = _main('--config', 'experiments/configs/reskd/digits.py',
+    result = _main('--config', 'experiments/configs/reskd_chain.py:dataset=digits',
                    '--config.res_student.total_steps=5', '--print_config',
                    module='experiments.reskd_pipeline')
     self.assertEqual(result.returncode, 0, result.stderr)

@@ -1,7 +1,10 @@
-"""Every experiment config file builds; the CIFAR/ImageNet configs follow the specs' recipes."""
+"""Every experiment config file builds, for every method, without JAX; the CIFAR/ImageNet
+configs follow the specs' recipes."""
 
 import importlib
 import pathlib
+import subprocess
+import sys
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -16,10 +19,10 @@ from gkt_jax.train import validate
 
 
 def _config_modules():
-  """Every experiments/configs/<method>/<variant>.py, as a module name."""
+  """Every experiments/configs/<file>.py but the shared pieces, as a module name."""
   root = pathlib.Path(configs.__file__).parent
-  return sorted(f'experiments.configs.{p.parent.name}.{p.stem}' for p in root.glob('*/*.py')
-                if p.stem != '__init__')
+  return sorted(f'experiments.configs.{p.stem}' for p in root.glob('*.py')
+                if p.stem not in ('__init__', 'common'))
 
 
 def _takes_smoke(module) -> bool:
@@ -27,33 +30,39 @@ def _takes_smoke(module) -> bool:
   return 'smoke' in (module.__doc__ or '')
 
 
+# The methods that run on their own (the ResKD chain's stages run in reskd_chain.py).
+_METHODS = tuple(sorted(set(methods.REGISTRY) - set(common.CHAIN_METHODS)))
+
+
 class ConfigFilesTest(parameterized.TestCase):
 
-  def test_expected_files_exist(self):
-    names = set(_config_modules())
-    for method in set(methods.REGISTRY) - set(common.CHAIN_METHODS):
-      for dataset in ('cifar10', 'cifar100'):
-        self.assertIn(f'experiments.configs.{method}.{dataset}', names)
-    self.assertIn('experiments.configs.stimulative.imagenet', names)
-    self.assertIn('experiments.configs.gkt.imagenet', names)
-    self.assertIn('experiments.configs.reskd.fashion_mnist', names)
-
-  def test_each_file_runs_the_method_it_is_filed_under(self):
-    for name in _config_modules():
-      method = name.split('.')[-2]
-      with self.subTest(name):
-        config = importlib.import_module(name).get_config()
-        if method == 'reskd':  # a chain: its last stage is the res-student
-          config = common.run_configs(config)[-1]
-        self.assertEqual(config.method.name, method)
+  @parameterized.parameters(*common.DATASETS)
+  def test_every_method_runs_on_every_dataset(self, dataset):
+    for method in _METHODS:
+      with self.subTest(method):
+        config = common.get_config(method, dataset)
+        self.assertEqual((config.method.name, config.data.name), (method, dataset))
         self.assertEqual(set(config.method), set(methods.REGISTRY[method].default_config()))
 
+  def test_loading_a_config_imports_neither_jax_nor_flax(self):
+    code = ('import sys\n'
+            'from experiments.configs import cifar, common, digits, reskd_chain\n'
+            'for d in common.DATASETS:\n'
+            '  common.get_config("gkt", d, "smoke")\n'
+            'reskd_chain.get_config("smoke")\n'
+            'print(sorted({m.split(".")[0] for m in sys.modules} & {"jax", "flax"}))')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            check=True, cwd=pathlib.Path(configs.__file__).parents[2])
+    self.assertEqual(result.stdout.strip(), '[]')
+
   def test_get_config_names_the_missing_file(self):
-    with self.assertRaisesRegex(ValueError, r"dataset='imagenet2012': no config file "
-                                r"experiments\.configs\.ekd_fws\.imagenet for method 'ekd_fws'"):
-      common.get_config('ekd_fws', 'imagenet2012')
+    with self.assertRaisesRegex(ValueError, r"dataset='svhn': no config file; datasets with "
+                                r"config files: \('digits'"):
+      common.get_config('ekd_fws', 'svhn')
     with self.assertRaisesRegex(ValueError, r"method='gtk' is not one of \('baseline'"):
       common.get_config('gtk', 'digits')
+    with self.assertRaisesRegex(ValueError, r"config argument method='kd' is not one of"):
+      importlib.import_module('experiments.configs.digits').get_config('method=kd')
 
   @parameterized.parameters(*_config_modules())
   def test_builds_and_validates(self, name):
@@ -67,28 +76,26 @@ class ConfigFilesTest(parameterized.TestCase):
           self.assertIn(config.model.arch, models.ARCHS)
           if arg == 'smoke':
             self.assertEqual(config.total_steps, 4)
+    doc = module.__doc__
+    self.assertIn(f"--config {name.replace('.', '/')}.py", doc)
     if config.data.name in ('cifar10', 'cifar100', 'imagenet2012'):
       # The docstring states how to prepare and launch, the expected result and the runtime.
-      doc = module.__doc__
-      path = name.replace('.', '/') + '.py'
-      self.assertIn(f'--config {path}', doc)
       self.assertIn(f'tfds build {config.data.name} --file_format=array_record', doc)
-      self.assertIn('Expected result:', doc)
+      self.assertIn('Expected result', doc)
       self.assertIn('Runtime (an estimate, not a measurement)', doc)
 
   def test_cifar_configs_use_dataset_names_load_dataset_knows(self):
-    for name in _config_modules():
-      if name.rsplit('.', 1)[1].startswith('cifar'):
-        config = importlib.import_module(name).get_config()
-        self.assertEqual(config.data.name, name.rsplit('.', 1)[1])
-        self.assertIn(config.data.name, data_lib.DATASETS)
+    for dataset in ('cifar10', 'cifar100'):
+      config = common.get_config('gkt', dataset)
+      self.assertEqual(config.data.name, dataset)
+      self.assertIn(config.data.name, data_lib.DATASETS)
 
-  @parameterized.parameters(('baseline.cifar10', None), ('stochastic_depth.cifar100', None),
-                            ('gkt.cifar10', 'smoke'), ('gkt.imagenet', 'smoke'),
-                            ('stimulative.imagenet', 'stpp,smoke'))
-  def test_data_section_loads(self, name, arg):
+  @parameterized.parameters(('baseline', 'cifar10', None), ('stochastic_depth', 'cifar100', None),
+                            ('gkt', 'cifar10', 'smoke'), ('gkt', 'imagenet2012', 'smoke'),
+                            ('stimulative', 'imagenet2012', 'stpp,smoke'))
+  def test_data_section_loads(self, method, dataset, arg):
     """load_dataset takes the config's name and options, train_batches its augment (mocked)."""
-    config = importlib.import_module(f'experiments.configs.{name}').get_config(arg)
+    config = common.get_config(method, dataset, arg)
     with tfds.testing.mock_data(num_examples=130, policy=tfds.testing.MockPolicy.USE_CODE):
       dataset = data_lib.load_dataset(config.data.name, data_dir=config.data.dir,
                                       **config.data.get('options', {}))
@@ -155,14 +162,15 @@ class RecipesTest(parameterized.TestCase):
     config = common.get_config('stimulative', 'cifar10', 'stpp,smoke')
     self.assertEqual((config.method.n_sub, config.method.normalize_logits), (6, True))
     self.assertEqual(config.total_steps, 4)
-    with self.assertRaisesRegex(ValueError, r"unknown key 'stpp'; allowed: \['arch', 'recipe', "
-                                r"'smoke'\]"):
+    with self.assertRaisesRegex(ValueError, r"config argument stpp: ST\+\+ is stimulative "
+                                r"training's \(method='gkt'\)"):
       common.get_config('gkt', 'cifar10', 'stpp')
     with self.assertRaisesRegex(ValueError, "recipe='imagenet' is not one of"):
       common.get_config('gkt', 'cifar10', 'recipe=imagenet')
     with self.assertRaisesRegex(ValueError, r"arch='resnet57' is not one of \('resnet8'"):
       common.get_config('gkt', 'digits', 'arch=resnet57')
-    with self.assertRaisesRegex(ValueError, r"unknown key 'recipe'; allowed: \['arch', 'smoke'\]"):
+    with self.assertRaisesRegex(ValueError, r"unknown key 'recipe'; allowed: \['arch', 'method', "
+                                r"'short', 'smoke', 'stpp'\]"):
       common.get_config('gkt', 'fashion_mnist', 'recipe=ekd_fws')
 
   @parameterized.parameters('vit_ti', 'wrn16_4', 'resnet56')
@@ -218,7 +226,6 @@ class RecipesTest(parameterized.TestCase):
     validate.validate_config(config, num_devices=8)
 
 
-
 class TiedFieldsTest(parameterized.TestCase):
 
   @parameterized.parameters(('gkt', 'digits', None), ('gkt', 'fashion_mnist', None),
@@ -230,6 +237,7 @@ class TiedFieldsTest(parameterized.TestCase):
     config.method.levels = 4  # as --config.method.levels=4 does
     for name in ('subnet_chains', 'nested_depth_curve'):
       self.assertEqual(config.evals[name].levels, 4, name)
+
 
 if __name__ == '__main__':
   absltest.main()

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from experiments.configs import common
+from experiments.configs import reskd_chain as chain_config
 from gkt_jax import evaluate, methods, models
 from gkt_jax.evaluate import adaptive
 from gkt_jax.methods import reskd
@@ -277,7 +277,7 @@ class PipelineTest(absltest.TestCase):
 
   def test_smoke_chain(self):
     root = self.create_tempdir().full_path
-    config = common.reskd_chain_config('digits', 'smoke,res=1')
+    config = chain_config.get_config('dataset=digits,smoke,res=1')
     for name in ('teacher', 'student', 'res_student'):
       config[name].verbose = False
       config[name].plots = False

@@ -153,6 +153,13 @@ METHODS: dict[str, type[AnyMethodSettings]] = {
     'kd': KDSettings, 'reskd': ResKDSettings}
 
 
+# Evaluators a method's configs run beside the common ones (gkt_jax/config/evals.py):
+# EKD-FWSNet's main path, classmate paths and their ensemble.
+OWN_EVALS: dict[str, dict[str, dict[str, Any]]] = {
+    'ekd_fws': {'paths': {'type': 'classmate_paths'}},
+}
+
+
 def defaults(name: str) -> dict[str, Any]:
   """The `config.method` section of method `name` at its defaults (fresh placeholders for
   fields whose default is None)."""

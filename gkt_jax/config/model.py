@@ -107,7 +107,8 @@ FAMILIES = {'resnet': ResNetSettings, 'wrn': WideResNetSettings, 'vit': ViTSetti
 def settings_with_fields(fields: Sequence[str]) -> type[Network]:
   """A settings class accepting `fields` beside `arch`, unchecked here (the network's builder
   checks them): for a network registered with a list of field names."""
-  extra = [(name, Any, setting(None, settings_lib.unchecked)) for name in sorted(set(fields) - {'arch'})]
+  extra = [(name, Any, setting(None, settings_lib.unchecked))
+           for name in sorted(set(fields) - {'arch'})]
   return dataclasses.make_dataclass('FieldsSettings', extra, bases=(Network,), frozen=True)
 
 
