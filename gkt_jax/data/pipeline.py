@@ -4,11 +4,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from gkt_jax.config import data as data_config
 from gkt_jax.data import augment as augment_lib
 
 # Salt of the augmentation seed, so augmentation draws never coincide with epoch orders.
 AUGMENT_SALT = 1_000_003
 _AUGMENT_KEYS = ('pad', 'flip')
+# What an absent augmentation field means (config.data.augment's defaults).
+AUGMENT_DEFAULTS = data_config.AugmentSettings()
 
 
 class TrainBatches:
@@ -46,8 +49,8 @@ class TrainBatches:
     unknown = sorted(set(augment) - set(_AUGMENT_KEYS))
     if unknown:
       raise ValueError(f'augment has unknown keys {unknown}; allowed: {list(_AUGMENT_KEYS)}')
-    self._pad = int(augment.get('pad', 0))
-    self._flip = bool(augment.get('flip', False))
+    self._pad = int(augment.get('pad', AUGMENT_DEFAULTS.pad))
+    self._flip = bool(augment.get('flip', AUGMENT_DEFAULTS.flip))
     if self._pad < 0:
       raise ValueError(f'augment pad={self._pad} must be >= 0')
     self.images = images

@@ -402,9 +402,9 @@ class TfdsDataset:
     if unknown:
       raise ValueError(f'{self.name}: augment has unknown keys {unknown}; allowed: '
                        f'{list(allowed)}')
-    flip = bool(augment.get('flip', False))
+    flip = bool(augment.get('flip', pipeline.AUGMENT_DEFAULTS.flip))
     if self.spec.kind == 'fixed':
-      pad = int(augment.get('pad', 0))
+      pad = int(augment.get('pad', pipeline.AUGMENT_DEFAULTS.pad))
       if pad < 0:
         raise ValueError(f'augment pad={pad} must be >= 0')
       if not pad and not flip:
@@ -426,9 +426,9 @@ class TfdsDataset:
                                                pad=pad), labels
       return TrainTransform(draw, True, finish, finish_for_device, pad)
     size = self.image_size
-    if augment.get('random_resized_crop', False):
-      scale = tuple(augment.get('scale', (0.08, 1.0)))
-      ratio = tuple(augment.get('ratio', (3 / 4, 4 / 3)))
+    if augment.get('random_resized_crop', pipeline.AUGMENT_DEFAULTS.random_resized_crop):
+      scale = tuple(augment.get('scale', pipeline.AUGMENT_DEFAULTS.scale))
+      ratio = tuple(augment.get('ratio', pipeline.AUGMENT_DEFAULTS.ratio))
 
       def random_resized_crop(pair, rng):
         return augment_lib.random_resized_crop(pair[0], rng, size=size, scale=scale,

@@ -32,7 +32,7 @@ _Section = (Mapping, ml_collections.ConfigDict)
 
 
 def _section(config: ml_collections.ConfigDict, name: str):
-  section = config.get(name)
+  section = config[name] if name in config else None
   if not isinstance(section, _Section):
     fail(name, section, 'required: a ConfigDict of fields')
   return section
@@ -92,7 +92,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   if num_devices is not None:
     _check_devices(data, num_devices)
   optim_config.read(_section(config, 'optim'))
-  for name, evaluator in evals_config.read(config.get('evals')).items():
+  for name, evaluator in evals_config.read(config['evals'] if 'evals' in config else None).items():
     one_of(tuple(sorted(evaluate.EVALUATORS)), 'evaluator type')(f'evals.{name}.type',
                                                                  evaluator.type)
     evaluator.check_stage_sizes(f'evals.{name}', stage_sizes)
