@@ -17,7 +17,7 @@ import functools
 from flax import linen as nn
 
 from gkt_jax.config import model as model_config
-from gkt_jax.models import vit, wide_resnet
+from gkt_jax.models import resnet, vit, wide_resnet
 from gkt_jax.models.classmate import ClassmateResNet, with_classmates
 from gkt_jax.models.conv import conv2d
 from gkt_jax.models.resnet import ResNet, SideInputResNet, resnet_fields
@@ -62,7 +62,8 @@ def module_fields(cls: type[nn.Module], exclude: Sequence[str] = ()) -> tuple[st
                if f.init and f.name not in ('parent', 'name', *exclude))
 
 
-def cifar_resnet(depth: int, num_classes: int, *, width_multiplier: float = 1.0,
+def cifar_resnet(depth: int, num_classes: int, *,
+                 width_multiplier: float = resnet.DEFAULTS.width_multiplier,
                  shortcut: str = 'pad', **kwargs) -> ResNet:
   """The CIFAR ResNet of He et al. (2016): depth 6n+2, three stages of n basic blocks,
   16/32/64 channels (times `width_multiplier`), 3x3 stem."""
@@ -74,8 +75,10 @@ def cifar_resnet(depth: int, num_classes: int, *, width_multiplier: float = 1.0,
                 block='basic', stem='cifar', stem_width=widths[0], shortcut=shortcut, **kwargs)
 
 
-def imagenet_resnet(depth: int, num_classes: int, *, width_multiplier: float = 1.0,
-                    stem: str = 'imagenet', shortcut: str = 'projection', **kwargs) -> ResNet:
+def imagenet_resnet(depth: int, num_classes: int, *,
+                    width_multiplier: float = resnet.DEFAULTS.width_multiplier,
+                    stem: str = 'imagenet', shortcut: str = 'projection',
+                    **kwargs) -> ResNet:
   """ResNet-18/34/50 of torchvision's layout; stem='cifar' for small (e.g. 32x32) inputs."""
   if depth not in _IMAGENET_STAGES:
     raise ValueError(f'ImageNet ResNet depth={depth} is not one of {sorted(_IMAGENET_STAGES)}')
@@ -105,9 +108,10 @@ def with_side_input(model: ResNet, side_features_dim: int) -> SideInputResNet:
   return SideInputResNet(**resnet_fields(model), side_features_dim=side_features_dim)
 
 
-def build_resnet(arch: str, num_classes: int, *, width_multiplier: float = 1.0,
+def build_resnet(arch: str, num_classes: int, *,
+                 width_multiplier: float = resnet.DEFAULTS.width_multiplier,
                  shortcut: str | None = None, stem: str | None = None,
-                 conv_impl: str = 'auto', **kwargs) -> ResNet:
+                 conv_impl: str = resnet.DEFAULTS.conv_impl, **kwargs) -> ResNet:
   """A ResNet by name.
 
   Args:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
+from gkt_jax.config import model as model_config
 from gkt_jax.config import names
 from gkt_jax.models.conv import IMPLS, conv2d, resolve_impl
 from gkt_jax.utils import with_variance_of
@@ -34,6 +35,8 @@ BLOCK_BARRIERS = names.BLOCK_BARRIERS  # False/True also by name ('none'/'barrie
 _BOUNDARIES = {False: 'none', True: 'barrier', 'cond': 'cond', 'none': 'none',
                'barrier': 'barrier'}
 STEMS = names.STEMS
+# The defaults of the fields a config sets (config.model, gkt_jax/config/model.py).
+DEFAULTS = model_config.ResNetSettings()
 BLOCKS = ('basic', 'bottleneck')
 
 # As torchvision's ResNets: kaiming normal, fan_out, for a ReLU.
@@ -175,8 +178,8 @@ class ResidualBlock(nn.Module):
   bn_momentum: float
   dtype: jnp.dtype
   boundary: str = 'none'  # of an unmasked call: 'none', 'barrier' or 'cond' (ResNet)
-  masked_saves: str = 'conv_outputs'
-  pad_downsample: str = 'subsample'
+  masked_saves: str = DEFAULTS.masked_saves
+  pad_downsample: str = DEFAULTS.pad_downsample
 
   @nn.compact
   def __call__(self, x, keep, scale, train: bool):
@@ -254,12 +257,12 @@ class ResNet(nn.Module):
   stem: str = 'cifar'
   stem_width: int = 16
   shortcut: str = 'projection'
-  conv_impl: str = 'auto'
-  bn_momentum: float = 0.9
+  conv_impl: str = DEFAULTS.conv_impl
+  bn_momentum: float = DEFAULTS.bn_momentum
   dtype: jnp.dtype = jnp.float32
-  block_barriers: bool | str = 'auto'  # BLOCK_BARRIERS
-  masked_saves: str = 'conv_outputs'
-  pad_downsample: str = 'subsample'
+  block_barriers: bool | str = DEFAULTS.block_barriers  # BLOCK_BARRIERS
+  masked_saves: str = DEFAULTS.masked_saves
+  pad_downsample: str = DEFAULTS.pad_downsample
 
   def __post_init__(self):
     """The fields are checked where they are given (not at the first call)."""

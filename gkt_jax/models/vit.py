@@ -33,11 +33,14 @@ import numpy as np
 from flax import linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
+from gkt_jax.config import model as model_config
 from gkt_jax.models.conv import IMPLS, resolve_impl
 from gkt_jax.models.resnet import Conv, check_block_inputs, masked_branch
 
 # name: (width, heads); every size has 12 blocks and MLP ratio 4 unless the config says.
 SIZES = {'ti': (192, 3), 's': (384, 6)}
+# The defaults of the fields a config sets (config.model, gkt_jax/config/model.py).
+DEFAULTS = model_config.ViTSettings()
 
 _dense_init = nn.initializers.truncated_normal(0.02)
 # What a masked branch saves for its backward: the outputs of its dense layers (named
@@ -126,11 +129,11 @@ class ViT(nn.Module):
   """
   num_classes: int
   width: int = 192
-  depth: int = 12
+  depth: int = DEFAULTS.depth
   heads: int = 3
-  mlp_ratio: int = 4
+  mlp_ratio: int = DEFAULTS.mlp_ratio
   patch_size: int | None = None
-  conv_impl: str = 'auto'
+  conv_impl: str = DEFAULTS.conv_impl
   dtype: jnp.dtype = jnp.float32
 
   def __post_init__(self):

@@ -24,10 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from gkt_jax.config import model as model_config
 from gkt_jax.models.conv import IMPLS, resolve_impl
 from gkt_jax.models.resnet import Conv, check_block_inputs, masked_branch
 
 DEPTHS = (16, 22, 28, 40)
+# The defaults of the fields a config sets (config.model, gkt_jax/config/model.py).
+DEFAULTS = model_config.WideResNetSettings()
 # What a masked branch saves for its backward: the outputs of its convolutions (the
 # `resnet.Conv` outputs are named 'conv_out'), as ResNet blocks' default masked_saves.
 SAVE_CONV_OUTPUTS = jax.checkpoint_policies.save_only_these_names('conv_out')
@@ -47,7 +50,7 @@ class WideBranch(nn.Module):
   conv_impl: str
   bn_momentum: float
   dtype: jnp.dtype
-  dropout_rate: float = 0.0
+  dropout_rate: float = DEFAULTS.dropout_rate
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -67,7 +70,7 @@ class WideBlock(nn.Module):
   conv_impl: str
   bn_momentum: float
   dtype: jnp.dtype
-  dropout_rate: float = 0.0
+  dropout_rate: float = DEFAULTS.dropout_rate
 
   @nn.compact
   def __call__(self, x, keep, scale, train: bool):
@@ -107,10 +110,10 @@ class WideResNet(nn.Module):
   depth: int
   widen_factor: int
   num_classes: int
-  conv_impl: str = 'auto'
-  bn_momentum: float = 0.9
+  conv_impl: str = DEFAULTS.conv_impl
+  bn_momentum: float = DEFAULTS.bn_momentum
   dtype: jnp.dtype = jnp.float32
-  dropout_rate: float = 0.0
+  dropout_rate: float = DEFAULTS.dropout_rate
 
   def __post_init__(self):
     super().__post_init__()
