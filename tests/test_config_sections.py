@@ -89,8 +89,12 @@ class EvalSettingsTest(parameterized.TestCase):
         self.assertIsNone(default, name)
         self.assertTrue(any(p.kind == p.VAR_KEYWORD for p in params.values()), kind)
 
-  def test_no_evals_is_the_full_network(self):
-    self.assertEqual(evals_config.read(None), {'full': evals_config.EvalSettings(type='full')})
+  def test_no_evals_is_the_full_network_and_the_methods_own(self):
+    full = evals_config.EvalSettings(type='full')
+    self.assertEqual(evals_config.read(None), {'full': full})
+    self.assertEqual(evals_config.read(None, method='gkt'), {'full': full})
+    self.assertEqual(evals_config.read(None, method='ekd_fws'), {
+        'full': full, 'paths': evals_config.EvalSettings(type='classmate_paths')})
 
   def test_arguments_are_what_the_evaluators_take(self):
     entry = evals_config.read({'curve': {'type': 'depth_curve', 'max_shortening': (1, 1, 1)}})

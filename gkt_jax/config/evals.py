@@ -4,7 +4,8 @@ per evaluator type (`EVALUATORS`) with its fields, defaults and checks.
   read(config.get('evals'))  # {'full': EvalSettings(type='full', final_only=False), ...}
   settings.arguments()       # the entry as gkt_jax.evaluate.run_evaluators takes it
 
-A run without `evals` evaluates the full network (`DEFAULT_EVALS`). `final_only=True` runs an
+A run without `evals` evaluates the full network (`DEFAULT_EVALS`) and runs its method's own
+evaluators. `final_only=True` runs an
 evaluator once, after training. The subnet evaluators draw subnets with a sampler of
 gkt_jax.masks and take that sampler's keyword argument (drop_prob, gamma or max_shortening).
 """
@@ -18,6 +19,7 @@ from typing import Any
 import ml_collections
 
 from gkt_jax import settings as settings_lib
+from gkt_jax.config import method as method_config
 from gkt_jax.config import names
 from gkt_jax.settings import boolean, integer, one_of, optional, setting
 
@@ -105,10 +107,12 @@ def read_one(name: str, section: Any) -> EvalSettings:
   return EVALUATORS[kind].read(fields, path, owner=f'evaluator {kind!r}')
 
 
-def read(evals: Mapping[str, Any] | None) -> dict[str, EvalSettings]:
-  """Checked settings of every entry of `config.evals` (None: `DEFAULT_EVALS`)."""
+def read(evals: Mapping[str, Any] | None, method: str | None = None
+         ) -> dict[str, EvalSettings]:
+  """Checked settings of every entry of `config.evals`; None: `DEFAULT_EVALS` and the
+  method's own evaluators (`method_config.OWN_EVALS`, e.g. EKD-FWSNet's paths)."""
   if evals is None:
-    evals = DEFAULT_EVALS
+    evals = {**DEFAULT_EVALS, **method_config.OWN_EVALS.get(method, {})}
   if not isinstance(evals, _Section):
     settings_lib.fail('evals', evals, 'must be a ConfigDict of evaluator dicts')
   return {name: read_one(name, section) for name, section in evals.items()}

@@ -92,7 +92,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   if num_devices is not None:
     _check_devices(data, num_devices)
   optim_config.read(_section(config, 'optim'))
-  for name, evaluator in evals_config.read(config['evals'] if 'evals' in config else None).items():
+  evals = config['evals'] if 'evals' in config else None
+  for name, evaluator in evals_config.read(evals, method_cfg['name']).items():
     one_of(tuple(sorted(evaluate.EVALUATORS)), 'evaluator type')(f'evals.{name}.type',
                                                                  evaluator.type)
     evaluator.check_stage_sizes(f'evals.{name}', stage_sizes)
