@@ -27,6 +27,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gkt_jax import data as data_lib
 from gkt_jax import evaluate, methods, models, utils
+from gkt_jax.config import data as data_config
+from gkt_jax.config import evals as evals_config
 from gkt_jax.train import checkpoint, optim, preemption, reporting, run_settings, validate
 
 
@@ -253,6 +255,7 @@ class Run:
   schedule: Any
   labels_checked: bool  # in-memory labels checked once; streamed ones batch by batch
   settings: run_settings.RunSettings  # the config's own fields (seed, checkpoints, ...)
+  data: data_config.DataSettings
   verbose: bool  # progress on stdout (the writing process, unless config.verbose=False)
 
   def log(self, message: str) -> None:
@@ -261,7 +264,7 @@ class Run:
 
   @property
   def batch_size(self) -> int:
-    return int(self.config.data.batch_size)
+    return self.data.batch_size
 
   @property
   def num_devices(self) -> int:
@@ -282,23 +285,21 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   mesh = make_mesh()
   validate.validate_config(config, num_devices=mesh.devices.size)
   os.makedirs(workdir, exist_ok=True)
-  dataset = data_lib.load_dataset(config.data.name, data_dir=config.data.get('dir'),
-                                  **dict(config.data.get('options', None) or {}))
+  settings, data = run_settings.read(config), data_config.read(config.data)
+  dataset = data_lib.load_dataset(data.name, data_dir=data.dir, **dict(data.options or {}))
   labels_checked = isinstance(dataset, data_lib.ArrayDataset)
   if labels_checked:
     validate.validate_labels(dataset.train_labels, dataset.num_classes, 'train')
     validate.validate_labels(dataset.test_labels, dataset.num_classes, 'test')
   model, method = build(config, dataset)
-  augment = dict(config.data.get('augment', {}) or {})
-  batches = dataset.train_batches(int(config.data.batch_size), seed=config.seed,
-                                  augment=augment or None)
+  batches = dataset.train_batches(data.batch_size, seed=settings.seed,
+                                  augment=data.augment.arguments() or None)
   per_epoch = batches.steps_per_epoch
   total_steps = utils.steps('total', config, per_epoch)
   if total_steps is None:
     raise ValueError('set total_steps or total_epochs in the config')
   eval_every = utils.steps('eval_every', config, per_epoch, default=total_steps)
   tx, schedule = optim.make_optimizer(config.optim, total_steps)
-  settings = run_settings.read(config)
   return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, model=model,
              method=method, batches=batches, total_steps=total_steps,
              log_every=utils.steps('log_every', config, per_epoch, default=50),
@@ -306,7 +307,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
              # Checkpoints every ckpt_steps/ckpt_epochs (default: at each evaluation), at the
              # end and on a signal.
              ckpt_every=utils.steps('ckpt_every', config, per_epoch, default=eval_every),
-             tx=tx, schedule=schedule, labels_checked=labels_checked,
+             tx=tx, schedule=schedule, labels_checked=labels_checked, data=data,
              settings=settings, verbose=jax.process_index() == 0 and settings.verbose)
 
 
@@ -570,7 +571,7 @@ class _Metrics:
 def make_evaluator(run: Run, fixed: dict) -> Any:
   """(state, final) -> evaluation results of config.evals (recalibrated BatchNorm
   statistics, when the method asks for them, serve the evaluation only)."""
-  eval_batch = int(run.config.data.get('eval_batch_size', 500))
+  eval_batch = run.data.eval_batch_size
   eval_batch -= eval_batch % run.num_devices
   dataset = run.dataset
 
@@ -591,8 +592,8 @@ def make_evaluator(run: Run, fixed: dict) -> Any:
       log=run.log)
   recalibration = evaluate.bn_recalibration(
       run.model, run.method.bn_recalibration_images(), run.dataset, run.batch_size,
-      run.config.seed, run.log)
-  evals_config = run.config.get('evals', {'full': {'type': 'full'}})
+      run.settings.seed, run.log)
+  evals = run.config.evals if 'evals' in run.config else evals_config.DEFAULT_EVALS
   # The regime: the deployed network on (a fixed sample of) the training images, test-time
   # transform, at the final evaluation only.
   train_sample = data_lib.train_sample(
@@ -608,7 +609,7 @@ def make_evaluator(run: Run, fixed: dict) -> Any:
       recalibrate, recal_batches = recalibration
       variables = recalibrate(variables, recal_batches)
     runner.variables = variables
-    results = evaluate.run_evaluators(runner, evals_config, final=final)
+    results = evaluate.run_evaluators(runner, evals, final=final)
     if final:
       runner.label = 'final evaluation (training images)'
       results['train_accuracy'] = runner.deployed_accuracy(train_source, num_train_eval)
