@@ -593,7 +593,8 @@ def make_evaluator(run: Run, fixed: dict) -> Any:
   recalibration = evaluate.bn_recalibration(
       run.model, run.method.bn_recalibration_images(), run.dataset, run.batch_size,
       run.settings.seed, run.log)
-  evals = run.config.evals if 'evals' in run.config else evals_config.DEFAULT_EVALS
+  evals = {name: entry.arguments() for name, entry in evals_config.read(
+      run.config.evals if 'evals' in run.config else None, run.config.method.name).items()}
   # The regime: the deployed network on (a fixed sample of) the training images, test-time
   # transform, at the final evaluation only.
   train_sample = data_lib.train_sample(
