@@ -105,10 +105,8 @@ def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, le
   the order full + (sum over subnets), as two separate passes would.
 
   Args:
-    model: the masked ResNet.
-    params, batch_stats: its variables.
-    images: f32[B, H, W, C], the step's augmented batch.
-    labels: int32[B].
+    model, params, batch_stats: the masked ResNet and its variables.
+    images, labels: f32[B, H, W, C] (the step's augmented batch) and int32[B].
     masks_run: bool[1 + K, L] in running order: the full network (all True), then the
       subnets; subnet i (1-based) is at level `(i - 1) % levels + 1` of sampling loop
       `(i - 1) // levels`.
@@ -116,14 +114,12 @@ def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, le
     aggregate, momentum: how a level's knowledge aggregates over loops
       (`groups.update_group_knowledge`).
     temperature, kl_weight: the distillation term, kl_weight * T^2 KL(teacher || subnet).
-    label_weight: an optional cross-entropy term on each subnet.
-    label_smoothing: of every cross-entropy term.
-    normalize: apply `losses.normalize_logits` to every network's logits before its terms
-      and before they become knowledge (ST++).
-    input_sizes: optional static square sizes; subnet i then sees `images` bilinearly
-      resized to `input_sizes[size_index[i - 1]]` (ST++ 'subnet_resize'); the full network
-      sees `images`.
-    size_index: int32[K], required with input_sizes.
+    label_weight, label_smoothing: a cross-entropy term on each subnet; the smoothing of
+      every cross-entropy term.
+    normalize: `losses.normalize_logits` on every network's logits before its terms and
+      before they become knowledge (ST++).
+    input_sizes, size_index: optional static square sizes and int32[K]: subnet i then sees
+      `images` resized to `input_sizes[size_index[i - 1]]` (ST++ 'subnet_resize').
     key: the step's key, for a model with dropout: pass i's dropout key is
       `base.dropout_key(model, key, i)` (None: no dropout keys).
 
@@ -138,12 +134,25 @@ def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, le
     raise ValueError(f'{num_subnets} subnet masks do not split into loops of {levels} levels')
   if input_sizes is not None and size_index is None:
     raise ValueError('input_sizes needs size_index')
-
   side = images.shape[1]
   sizes = None if input_sizes is None else sorted(set(input_sizes) | {side})
   run_pass = _pass_gradients(model, params, images, labels, sizes, temperature=temperature,
                              kl_weight=kl_weight, label_weight=label_weight,
                              label_smoothing=label_smoothing, normalize=normalize)
+  body = _scan_body(model, run_pass, labels, key, levels=levels, aggregate=aggregate,
+                    momentum=momentum)
+  (full_grads, subnet_grads, stats, full_stats, _), per_pass = jax.lax.scan(
+      body, _initial_carry(model, params, batch_stats, images, levels),
+      (jnp.arange(num_subnets + 1), masks_run,
+       _pass_size_index(num_subnets, side, sizes, input_sizes, size_index)))
+  grads = jax.tree.map(jnp.add, full_grads, subnet_grads)
+  return grads, full_stats, stats, per_pass
+
+
+def _scan_body(model, run_pass, labels, key, *, levels: int, aggregate: str,
+               momentum: float):
+  """distill_subnets' scan step: pass `index` (0: the full network) with its mask and size,
+  its gradients kept apart (full) or added up (subnets), its knowledge aggregated."""
 
   def body(carry, inputs):
     full_grads, subnet_grads, stats, full_stats, knowledge = carry
@@ -167,7 +176,12 @@ def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, le
                'kept': jnp.mean(keep_mask.astype(jnp.float32))}
     return (full_grads, subnet_grads, stats, full_stats, knowledge), outputs
 
-  batch = images.shape[0]
+  return body
+
+
+def _initial_carry(model, params, batch_stats, images, levels: int):
+  """(full grads, subnet grads, statistics, full network's statistics, knowledge f32[G + 1,
+  B, C]) before the first pass."""
   # The model's own field where it has one (an abstract trace of the network costs about
   # 0.2 s of every ResNet-56 compile); else that trace.
   num_classes = getattr(model, 'num_classes', None) or jax.eval_shape(
@@ -175,20 +189,21 @@ def distill_subnets(model, params, batch_stats, images, labels, masks_run, *, le
   # Under shard_map ('pmap' mode) the knowledge and the passes' statistics vary over the
   # devices as the images do; a scan's carry must start as it ends.
   knowledge = with_variance_of(
-      jnp.zeros((levels + 1, batch, num_classes), _logits_dtype(model, params)), images)
+      jnp.zeros((levels + 1, images.shape[0], num_classes), _logits_dtype(model, params)),
+      images)
   start_stats = jax.tree.map(lambda x: with_variance_of(x, images), batch_stats)
   zeros = jax.tree.map(jnp.zeros_like, params)
+  return zeros, zeros, start_stats, start_stats, knowledge
+
+
+def _pass_size_index(num_subnets: int, side: int, sizes, input_sizes, size_index):
+  """int32[1 + K]: each pass's index into `sizes` (all 0 without resizing); the full network
+  at the unresized side, subnets at their drawn sizes."""
   if sizes is None:
-    size_index = jnp.zeros((num_subnets + 1,), jnp.int32)
-  else:  # the full network at the unresized side, subnets at their drawn sizes
-    to_sorted = jnp.asarray([sizes.index(int(s)) for s in input_sizes], jnp.int32)
-    size_index = jnp.concatenate([jnp.full((1,), sizes.index(side), jnp.int32),
-                                  to_sorted[size_index]])
-  (full_grads, subnet_grads, stats, full_stats, _), per_pass = jax.lax.scan(
-      body, (zeros, zeros, start_stats, start_stats, knowledge),
-      (jnp.arange(num_subnets + 1), masks_run, size_index))
-  grads = jax.tree.map(jnp.add, full_grads, subnet_grads)
-  return grads, full_stats, stats, per_pass
+    return jnp.zeros((num_subnets + 1,), jnp.int32)
+  to_sorted = jnp.asarray([sizes.index(int(s)) for s in input_sizes], jnp.int32)
+  return jnp.concatenate([jnp.full((1,), sizes.index(side), jnp.int32),
+                          to_sorted[size_index]])
 
 
 def per_level_measurements(per_subnet: dict[str, jax.Array], levels: int,
