@@ -492,6 +492,31 @@ class TfdsDataset:
       yield batch
 
 
+def _image_sizes(name: str, spec, image_size, resize_size) -> tuple[int | None, int | None]:
+  """(image_size, resize_size): imagenet2012's model input side and shorter side before
+  the evaluation center crop (defaults 224, 256); None for a fixed-size dataset."""
+  if spec.kind == 'imagenet':
+    image_size = 224 if image_size is None else int(image_size)
+    resize_size = 256 if resize_size is None else int(resize_size)
+    if not 1 <= image_size <= resize_size:
+      raise ValueError(f'{name}: need 1 <= image_size={image_size} <= '
+                       f'resize_size={resize_size}')
+  elif image_size is not None or resize_size is not None:
+    raise ValueError(f'{name}: image_size and resize_size are imagenet2012 options (its '
+                     f'images are {spec.image_shape[0]}x{spec.image_shape[1]})')
+  return image_size, resize_size
+
+
+def _check_num_classes(name: str, spec, source, data_dir: str) -> None:
+  """The prepared dataset's stored class count (when its info says) is the spec's."""
+  features = getattr(getattr(source, 'dataset_info', None), 'features', None)
+  if features is not None and 'label' in features:
+    stored = features['label'].num_classes
+    if stored != spec.num_classes:
+      raise ValueError(f'{name} in {data_dir} has {stored} classes, expected '
+                       f'{spec.num_classes}')
+
+
 def load_tfds_dataset(name: str, data_dir: str | None = None, *,
                       num_threads: int | None = None, train_split: str | None = None,
                       test_split: str | None = None, image_size: int | None = None,
@@ -525,27 +550,14 @@ def load_tfds_dataset(name: str, data_dir: str | None = None, *,
   if name not in TFDS_DATASETS:
     raise ValueError(f'unknown tfds dataset name={name!r}; allowed: {tuple(TFDS_DATASETS)}')
   spec = TFDS_DATASETS[name]
-  if spec.kind == 'imagenet':
-    image_size = 224 if image_size is None else int(image_size)
-    resize_size = 256 if resize_size is None else int(resize_size)
-    if not 1 <= image_size <= resize_size:
-      raise ValueError(f'{name}: need 1 <= image_size={image_size} <= '
-                       f'resize_size={resize_size}')
-  elif image_size is not None or resize_size is not None:
-    raise ValueError(f'{name}: image_size and resize_size are imagenet2012 options (its '
-                     f'images are {spec.image_shape[0]}x{spec.image_shape[1]})')
+  image_size, resize_size = _image_sizes(name, spec, image_size, resize_size)
   if train_examples_per_class is not None:  # before any label is read
     subsets.check_examples_per_class(train_examples_per_class, name)
   data_dir = os.fspath(data_dir) if data_dir else default_data_dir()
   train_split = train_split or spec.train_split
   train_source = open_source(name, train_split, data_dir)
   test_source = open_source(name, test_split or spec.test_split, data_dir)
-  features = getattr(getattr(train_source, 'dataset_info', None), 'features', None)
-  if features is not None and 'label' in features:
-    stored = features['label'].num_classes
-    if stored != spec.num_classes:
-      raise ValueError(f'{name} in {data_dir} has {stored} classes, expected '
-                       f'{spec.num_classes}')
+  _check_num_classes(name, spec, train_source, data_dir)
   if train_examples_per_class is not None:
     kept = subsets.class_stratified_indices(
         split_labels(name, train_split, data_dir, train_source), train_examples_per_class,
