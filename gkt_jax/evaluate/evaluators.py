@@ -20,6 +20,7 @@ import numpy as np
 from gkt_jax import data as data_lib
 from gkt_jax import masks
 from gkt_jax import utils
+from gkt_jax.config import evals as evals_config
 
 
 # A pass over the evaluation images that runs longer than this reports progress this often.
@@ -231,13 +232,19 @@ class _Progress:
              f'{utils.format_seconds(elapsed * (1 - fraction) / fraction)}')
 
 
+# The evaluators' defaults: their settings classes' (gkt_jax/config/evals.py).
+_CHAINS = evals_config.SubnetChainsSettings()
+_DEPTH = evals_config.DepthCurveSettings()
+_NESTED = evals_config.NestedDepthCurveSettings()
+
+
 def full_accuracy(runner: EvalRunner) -> dict:
   return {'full_accuracy': runner.deployed_accuracy()}
 
 
-def subnet_chains(runner: EvalRunner, *, num_chains: int = 8,
-                  levels: int = masks.DEFAULT_LEVELS,
-                  sampler: str = 'bernoulli', seed: int = 0, **sampler_kw) -> dict:
+def subnet_chains(runner: EvalRunner, *, num_chains: int = _CHAINS.num_chains,
+                  levels: int = _CHAINS.levels, sampler: str = _CHAINS.sampler,
+                  seed: int = _CHAINS.seed, **sampler_kw) -> dict:
   """Mean accuracy of the level-1..G subnets over `num_chains` nested chains (GKT's sampler)."""
   stage_sizes = tuple(runner.model.stage_sizes)
   keys = jax.random.split(jax.random.key(seed), num_chains)
@@ -262,8 +269,8 @@ def _accuracy_by_kept(runner: EvalRunner, sampled: np.ndarray) -> list:
   return [[kept, float(np.mean(accs)), len(accs)] for kept, accs in sorted(by_kept.items())]
 
 
-def depth_curve(runner: EvalRunner, *, num_subnets: int = 16, sampler: str = 'prefix',
-                seed: int = 1, **sampler_kw) -> dict:
+def depth_curve(runner: EvalRunner, *, num_subnets: int = _DEPTH.num_subnets,
+                sampler: str = _DEPTH.sampler, seed: int = _DEPTH.seed, **sampler_kw) -> dict:
   """Accuracy vs number of kept blocks over `num_subnets` sampled subnets (+ the full net);
   the default sampler is stimulative training's per-stage prefix."""
   stage_sizes = tuple(runner.model.stage_sizes)
@@ -273,9 +280,9 @@ def depth_curve(runner: EvalRunner, *, num_subnets: int = 16, sampler: str = 'pr
   return {'depth_curve': _accuracy_by_kept(runner, sampled)}
 
 
-def nested_depth_curve(runner: EvalRunner, *, num_chains: int = 8,
-                       levels: int = masks.DEFAULT_LEVELS,
-                       sampler: str = 'bernoulli', seed: int = 2, **sampler_kw) -> dict:
+def nested_depth_curve(runner: EvalRunner, *, num_chains: int = _NESTED.num_chains,
+                       levels: int = _NESTED.levels, sampler: str = _NESTED.sampler,
+                       seed: int = _NESTED.seed, **sampler_kw) -> dict:
   """Accuracy vs number of kept blocks over every subnet of `num_chains` nested chains of
   `levels` (GKT's sampler), + the full net: the depth curve drawn from GKT's training
   distribution, beside `depth_curve`'s prefix subnets, for every method."""
