@@ -7,7 +7,7 @@ others the trained network itself), which must be exactly those of
 
   export_main_path(workdir, out_dir) -> info    out_dir/checkpoints/<step>, out_dir/model.json
   load_exported(out_dir) -> (model, variables)  a plain ResNet and its variables
-  load_run(workdir) -> (model, variables, config)  a run's trained network (frozen stages)
+  load_run(workdir) -> (model, variables, config)  a run's trained network
 A run can also start from an export: `config.init=out_dir`.
 """
 
@@ -104,7 +104,8 @@ def build_plain_model(info: dict) -> models.ResNet:
 
 def load_run(workdir: str, *, step: int | None = None):
   """(model, {'params', 'batch_stats'} as host arrays, config) of a training run's newest
-  checkpoint (or `step`): the network its method trained (e.g. a frozen ResKD stage)."""
+  checkpoint (or `step`): the network its method trained (e.g. another run's fixed
+  network)."""
   config = _read_config(workdir)
   with checkpoint.read_only(workdir) as source:
     steps = source.all_steps()

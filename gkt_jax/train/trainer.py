@@ -55,7 +55,7 @@ def build(config: ml_collections.ConfigDict, dataset: data_lib.ArrayDataset):
   method = methods.get_method(config.method,
                               models.from_config(config.model, dataset.num_classes))
   sources = method.fixed_sources()
-  if sources:  # fixed networks (e.g. ResKD's teacher and earlier stages), from their runs
+  if sources:  # fixed networks, from the runs that trained them
     from gkt_jax.train import export  # pylint: disable=g-import-not-at-top
     method.attach_fixed({name: [export.load_run(w)[:2] for w in workdirs]
                           for name, workdirs in sources.items()})
