@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from experiments import cli
-from gkt_jax.train import export, trainer
+from gkt_jax.train import export, run_setup
 
 # Not required=True: a required flag would fail every flag check of a process that merely
 # imports this module (the tests import every entry point).
@@ -62,8 +62,8 @@ def bench(workdir: str, repeats: int) -> dict:
   with open(f'{workdir}/summary.json') as f:
     summary = json.load(f)
   config.verbose = False
-  run = trainer.setup_run(config, tempfile.mkdtemp())
-  evaluate_state = trainer.make_evaluator(run, trainer.fixed_variables(run))
+  run = run_setup.setup_run(config, tempfile.mkdtemp())
+  evaluate_state = run_setup.make_evaluator(run, run_setup.fixed_variables(run))
   state = types.SimpleNamespace(**{name: jax.device_put(value, run.replicated)
                                    for name, value in variables.items()})
   seconds = []

@@ -66,7 +66,7 @@ from experiments import cli
 from experiments.configs import common
 from gkt_jax import evaluate, losses, methods, models
 from gkt_jax.train import optim, reporting
-from gkt_jax.train.trainer import init_state, make_train_step, step_key
+from gkt_jax.train.step import init_state, make_train_step, step_key
 
 _ARCH = flags.DEFINE_list('arch', ['resnet56'], 'Architectures (names in '
                           'gkt_jax.models.ARCHITECTURES), each with its own plain step to '

@@ -25,7 +25,7 @@ from gkt_jax import methods, models
 from gkt_jax.config import model as model_config
 from gkt_jax.models import cost, wide_resnet
 from gkt_jax.train import checkpoint, train_and_evaluate, validate
-from gkt_jax.train.trainer import init_state
+from gkt_jax.train.step import init_state
 import workers
 
 # Small members of each family (tests run on 2 CPU cores); wrn16_1 is registered here.

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from gkt_jax import methods, models
-from gkt_jax.train import TrainState, checkpoint, train_and_evaluate, trainer
+from gkt_jax.train import TrainState, checkpoint, step as step_lib, train_and_evaluate, trainer
 import workers
 
 STEPS = 3
@@ -215,14 +215,14 @@ def run_tiny_pmap_step(out, per_device_gkt=False):
     method, state, images, labels = _tiny_method(_TINY_GKT, (3, 3))
   else:
     method, state, images, labels = _tiny_baseline()
-  mesh = trainer.make_mesh()
+  mesh = step_lib.make_mesh()
   if mesh.devices.size != 4:
     raise RuntimeError(f'{mesh.devices.size} devices: set {workers.device_env(4)["XLA_FLAGS"]}')
   config = ml_collections.ConfigDict({'parallel': 'pmap', 'per_device_subnets': per_device_gkt})
-  step = trainer.compile_train_step(config, mesh, method, _SGD, lambda step: 1.0, np.zeros(3),
-                                    np.ones(3))
+  step = step_lib.compile_train_step(config, mesh, method, _SGD, lambda step: 1.0,
+                                     np.zeros(3), np.ones(3))
   sharded = NamedSharding(mesh, P('data'))
-  state = trainer.replicate(state, NamedSharding(mesh, P()))
+  state = step_lib.replicate(state, NamedSharding(mesh, P()))
   state, measurements = step(state, jax.device_put(images.astype(np.uint8), sharded),
                              jax.device_put(labels, sharded), {}, None)
   arrays = {name + jax.tree_util.keystr(path): np.asarray(leaf)

@@ -26,7 +26,7 @@ import pytest
 
 from gkt_jax import data, masks, methods, models
 from gkt_jax.models import wide_resnet
-from gkt_jax.train.trainer import init_state, make_train_step
+from gkt_jax.train.step import init_state, make_train_step
 
 # Small members of each family (the ViT: 28x28 images in 7x7 patches, 4x4 tokens) and their
 # training steps and peak learning rates.

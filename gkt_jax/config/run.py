@@ -70,10 +70,7 @@ def check_durations(config) -> None:
 
 
 def read(config) -> RunSettings:
-  """Checked run settings of a config (absent fields at their defaults) and its durations
-  (`check_durations`); a top-level field that is none of them, no section and no duration
+  """Checked run settings of a config (absent fields at their defaults; its durations are
+  `check_durations`'); a top-level field that is none of them, no section and no duration
   is refused in one line."""
-  settings = RunSettings.read(config, '', owner='a run config',
-                              ignore=_not_run_fields(config))
-  check_durations(config)
-  return settings
+  return RunSettings.read(config, '', owner='a run config', ignore=_not_run_fields(config))

@@ -1,11 +1,5 @@
-"""`train_and_evaluate(config, workdir)`: the method-agnostic training loop.
-
-One jitted step over a ('data',) mesh of every device: the train state is replicated, the
-batch split along axis 0; under jit, BatchNorm statistics are computed over the global batch
-(what one large-batch step would do). The subnet draw of a step comes from the step key, so
-every device runs the same subnet on its shard. The step's key is `fold_in(seed key, step)`:
-same seed, same run.
-"""
+"""`train_and_evaluate(config, workdir)`: the method-agnostic training loop (the step:
+gkt_jax/train/step.py; the run's parts: gkt_jax/train/run_setup.py)."""
 
 from __future__ import annotations
 
@@ -15,193 +9,19 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from flax import struct
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gkt_jax import data as data_lib
-from gkt_jax import evaluate, methods, models, utils
-from gkt_jax.config import data as data_config
-from gkt_jax.config import evals as evals_config
-from gkt_jax.train import checkpoint, optim, preemption, reporting, run_settings, validate
+from gkt_jax.train import checkpoint, preemption, reporting, run_settings, validate
+from gkt_jax.train.run_setup import (Run, fixed_identity, fixed_variables, make_evaluator,
+                                     setup_run)
+from gkt_jax.train.step import compile_train_step, init_state, parallel_mode, replicate
 
 
-# The host dispatches at most this many steps ahead of the device (a signal's delay bound).
 MAX_STEPS_IN_FLIGHT = 2
-
-
-@struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  method_state: Any
-  key: jax.Array
-
-
-def make_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), ('data',))
-
-
-def build(config: ml_collections.ConfigDict, dataset: data_lib.ArrayDataset):
-  """The model a method trains (`method.model`, built around config.model) and the method."""
-  method = methods.get_method(config.method,
-                              models.from_config(config.model, dataset.num_classes))
-  sources = method.fixed_sources()
-  if sources:  # fixed networks, from the runs that trained them
-    from gkt_jax.train import export  # pylint: disable=g-import-not-at-top
-    method.attach_fixed({name: [export.load_run(w)[:2] for w in workdirs]
-                          for name, workdirs in sources.items()})
-  return method.model, method
-
-
-def fixed_identity(method) -> dict:
-  """{name: [[workdir, weights fingerprint]]} of the method's fixed networks: a run trained
-  against other fixed weights must not be resumed or reused as if it were this one."""
-  fixed = method.fixed_inputs()
-  if not fixed:
-    return {}
-  sources = method.fixed_sources()
-
-  def fingerprint(variables) -> str:  # sum of |w| over every weight and statistic
-    total = sum(float(np.abs(np.asarray(x, np.float64)).sum())
-                for x in jax.tree.leaves(variables))
-    return f'{total:.9g}'
-
-  return {name: [[os.path.abspath(w), fingerprint(v)]
-                 for w, v in zip(sources[name], fixed[name])] for name in sources}
-
-
-def init_state(config, model, method, tx, image_shape) -> TrainState:
-  key = jax.random.key(config.seed)
-  init_key, loop_key = jax.random.split(key)
-  dummy = jnp.zeros((2,) + tuple(image_shape), jnp.float32)
-  variables = model.init(init_key, dummy, train=False)
-  params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    method_state=method.init_state(), key=loop_key)
-
-
-def replicate(tree, sharding):
-  """Host or single-device values as global arrays with `sharding` (multi-process safe)."""
-
-  def put(x):
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      data = put(jax.random.key_data(x))
-      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
-    value = np.asarray(x)
-    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-  return jax.tree.map(put, tree)
-
-
-def step_key(state: TrainState) -> jax.Array:
-  """The key of the step `state` is about to run (`Method.masks_run(step_key(state))` gives
-  the masks it runs; 'pmap' with per-device subnets folds in the device index as well)."""
-  return jax.random.fold_in(state.key, state.step)
-
-
-def make_train_step(method, tx, schedule, mean, std, axis_name: str | None = None,
-                    per_device_keys: bool = False, augment_pad: int | None = None):
-  """The step (state, images uint8[B,H,W,C], labels int32[B], fixed=None, crops=None) ->
-  (state, measurements); `fixed` (variables of fixed networks, `method.fixed_inputs()`)
-  reaches the method as `batch['fixed']`; `crops` (int32[B, 3], `TrainBatches.get_for_device`)
-  pad-crop-flips the images by `augment_pad` on the device before anything else.
-
-  With `axis_name` (the 'pmap' mode, run inside `jax.shard_map`), the step sees one device's
-  shard: BatchNorm normalises with per-device statistics, gradients and measurements are
-  averaged over the axis before the update, and the running statistics kept are device 0's
-  (PyTorch DDP broadcasts rank 0's buffers before every forward). `per_device_keys` then gives
-  every device its own subnet draw (the step key folded with the device index).
-  """
-
-  def train_step(state: TrainState, images, labels, fixed=None, crops=None):
-    if crops is not None:
-      images = data_lib.device_pad_crop_flip(images, crops, pad=augment_pad)
-    batch = {'images': data_lib.normalize(images, mean, std), 'labels': labels,
-             'fixed': fixed}
-    key = step_key(state)
-    if axis_name is not None and per_device_keys:
-      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-    params, batch_stats = state.params, state.batch_stats
-    if axis_name is not None:
-      # Per-device copies: each device differentiates its own loss and updates its own BN
-      # statistics (the canonical-backward conv's custom_vjp and the per-block conds need
-      # inputs and outputs of the same device variance); the explicit pmean below is then
-      # the one cross-device reduction.
-      params, batch_stats = jax.lax.pcast((params, batch_stats), axis_name, to='varying')
-      if fixed is not None:
-        batch['fixed'] = jax.lax.pcast(fixed, axis_name, to='varying')
-    grads, (batch_stats, method_state, measurements) = method.gradients(
-        params, batch_stats, batch, key, state.method_state)
-    if axis_name is not None:
-      grads = jax.lax.pmean(grads, axis_name)
-      # Running statistics: device 0's, as PyTorch DDP broadcasts rank 0's buffers.
-      batch_stats = jax.tree.map(lambda x: _device_zero(x, axis_name), batch_stats)
-      # Method state and measurements: float leaves averaged; integer and boolean ones
-      # (counters, keep masks) taken from device 0, so dtypes and checkpoints do not change.
-      method_state, measurements = jax.tree.map(
-          lambda x: _pmean_or_first(x, axis_name), (method_state, measurements))
-    with jax.named_scope('optimizer'):  # names the update in profiles (profile_step)
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      params = optax.apply_updates(state.params, updates)
-    measurements = dict(measurements, lr=schedule(state.step),
-                        l2_grads=optax.tree.norm(grads), l2_params=optax.tree.norm(params))
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state, method_state=method_state)
-    return new_state, measurements
-
-  return train_step
-
-
-def _device_zero(x, axis_name):
-  """Device 0's value of x, made replicated by a psum of it and zeros (exact)."""
-  wide = x.astype(jnp.int32) if x.dtype == bool else x
-  first = jnp.where(jax.lax.axis_index(axis_name) == 0, wide, jnp.zeros_like(wide))
-  return jax.lax.psum(first, axis_name).astype(x.dtype)
-
-
-def _pmean_or_first(x, axis_name):
-  if jnp.issubdtype(x.dtype, jnp.floating):
-    return jax.lax.pmean(x, axis_name)
-  return _device_zero(x, axis_name)
-
-
-def parallel_mode(config) -> str:
-  """config.parallel ('jit' unless set; run_settings.PARALLEL_MODES)."""
-  return run_settings.read(config).parallel
-
-
-def compile_train_step(config, mesh, method, tx, schedule, mean, std,
-                       augment_pad: int | None = None):
-  """The jitted step (state, images, labels, fixed, crops) for `config.parallel` ('jit' or
-  'pmap') over `mesh`."""
-  parallel = parallel_mode(config)
-  replicated = NamedSharding(mesh, P())
-  sharded = NamedSharding(mesh, P('data'))
-  if parallel == 'jit':
-    step = make_train_step(method, tx, schedule, mean, std, augment_pad=augment_pad)
-  elif parallel == 'pmap':
-    step = jax.shard_map(
-        make_train_step(method, tx, schedule, mean, std, axis_name='data',
-                        per_device_keys=run_settings.read(config).per_device_subnets or (
-                            method.per_device_randomness and mesh.devices.size > 1),
-                        augment_pad=augment_pad),
-        mesh=mesh, in_specs=(P(), P('data'), P('data'), P(), P('data')),
-        out_specs=(P(), P()))
-  else:
-    raise ValueError(f'config.parallel={parallel!r}: allowed {validate.PARALLEL_MODES}')
-  return jax.jit(step, in_shardings=(replicated, sharded, sharded, replicated, sharded),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
-
 
 def _scalars(measurements) -> dict[str, float]:
   return {k: float(v) for k, v in measurements.items() if np.ndim(v) == 0}
@@ -235,80 +55,6 @@ def _restore_or_init(config, state, ckpt, log, method):
     return state.replace(params=replicate(params, sharding),
                          batch_stats=replicate(batch_stats, sharding)), {}
   return state, {}
-
-
-@dataclasses.dataclass
-class Run:
-  """What a training run is made of, built from its config by `setup_run`."""
-  config: ml_collections.ConfigDict
-  workdir: str
-  mesh: Mesh
-  dataset: Any
-  model: Any
-  method: Any
-  batches: Any  # the train split's batch source (`data.TrainBatches` or a tfds pipeline)
-  total_steps: int
-  log_every: int
-  eval_every: int
-  ckpt_every: int
-  tx: optax.GradientTransformation
-  schedule: Any
-  labels_checked: bool  # in-memory labels checked once; streamed ones batch by batch
-  settings: run_settings.RunSettings  # the config's own fields (seed, checkpoints, ...)
-  data: data_config.DataSettings
-  verbose: bool  # progress on stdout (the writing process, unless config.verbose=False)
-
-  def log(self, message: str) -> None:
-    if self.verbose:
-      print(message, flush=True)
-
-  @property
-  def batch_size(self) -> int:
-    return self.data.batch_size
-
-  @property
-  def num_devices(self) -> int:
-    return self.mesh.devices.size
-
-  @property
-  def replicated(self) -> NamedSharding:
-    return NamedSharding(self.mesh, P())
-
-  @property
-  def sharded(self) -> NamedSharding:
-    return NamedSharding(self.mesh, P('data'))
-
-
-def setup_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
-  """Validates the config and builds the run: mesh, data, model, method, durations and
-  optimizer (nothing is compiled or written but the workdir itself)."""
-  mesh = make_mesh()
-  validate.validate_config(config, num_devices=mesh.devices.size)
-  os.makedirs(workdir, exist_ok=True)
-  settings, data = run_settings.read(config), data_config.read(config.data)
-  dataset = data_lib.load_dataset(data.name, data_dir=data.dir, **dict(data.options or {}))
-  labels_checked = isinstance(dataset, data_lib.ArrayDataset)
-  if labels_checked:
-    validate.validate_labels(dataset.train_labels, dataset.num_classes, 'train')
-    validate.validate_labels(dataset.test_labels, dataset.num_classes, 'test')
-  model, method = build(config, dataset)
-  batches = dataset.train_batches(data.batch_size, seed=settings.seed,
-                                  augment=data.augment.arguments() or None)
-  per_epoch = batches.steps_per_epoch
-  total_steps = utils.steps('total', config, per_epoch)
-  if total_steps is None:
-    raise ValueError('set total_steps or total_epochs in the config')
-  eval_every = utils.steps('eval_every', config, per_epoch, default=total_steps)
-  tx, schedule = optim.make_optimizer(config.optim, total_steps)
-  return Run(config=config, workdir=workdir, mesh=mesh, dataset=dataset, model=model,
-             method=method, batches=batches, total_steps=total_steps,
-             log_every=utils.steps('log_every', config, per_epoch, default=50),
-             eval_every=eval_every,
-             # Checkpoints every ckpt_steps/ckpt_epochs (default: at each evaluation), at the
-             # end and on a signal.
-             ckpt_every=utils.steps('ckpt_every', config, per_epoch, default=eval_every),
-             tx=tx, schedule=schedule, labels_checked=labels_checked, data=data,
-             settings=settings, verbose=jax.process_index() == 0 and settings.verbose)
 
 
 class RunClock:
@@ -499,13 +245,6 @@ class _Saver:
       self.ckpt.wait_until_finished()
 
 
-def fixed_variables(run: Run) -> dict:
-  """The method's fixed networks' variables (`method.fixed_inputs()`), replicated over the
-  mesh: a step input and an evaluation variable, never train state ({}: none)."""
-  fixed = run.method.fixed_inputs()
-  return replicate(fixed, run.replicated) if fixed is not None else {}
-
-
 def _step_function(run: Run, start_step: int, fixed: dict, cleanup):
   """(state, step) -> (state, measurements): the compiled step on the train split's batch of
   `step` (batches from `start_step` on, read ahead; the reader closed with `cleanup`)."""
@@ -566,58 +305,6 @@ class _Metrics:
     self.history = [h for h in self.history if h['step'] != step] + [{'step': step, **results}]
     self.writer.write(step, {f'eval/{k}': v for k, v in results.items()})
     return results, time.perf_counter() - start
-
-
-def make_evaluator(run: Run, fixed: dict) -> Any:
-  """(state, final) -> evaluation results of config.evals (recalibrated BatchNorm
-  statistics, when the method asks for them, serve the evaluation only)."""
-  eval_batch = run.data.eval_batch_size
-  eval_batch -= eval_batch % run.num_devices
-  dataset = run.dataset
-
-  def checked(batches, split):
-    if run.labels_checked:
-      return batches
-
-    def checked_batches(size):
-      for images, labels, num_valid in batches(size):
-        validate.validate_labels(labels[:num_valid], dataset.num_classes, split)
-        yield images, labels, num_valid
-    return checked_batches
-
-  runner = evaluate.EvalRunner(
-      run.model, run.method, None, None, mean=dataset.mean, std=dataset.std,
-      batch_size=eval_batch, data_sharding=run.sharded, replicated_sharding=run.replicated,
-      eval_source=checked(dataset.eval_batches, 'test'), num_examples=dataset.num_test,
-      log=run.log)
-  recalibration = evaluate.bn_recalibration(
-      run.model, run.method.bn_recalibration_images(), run.dataset, run.batch_size,
-      run.settings.seed, run.log)
-  evals = {name: entry.arguments() for name, entry in evals_config.read(
-      run.config.evals if 'evals' in run.config else None, run.config.method.name).items()}
-  # The regime: the deployed network on (a fixed sample of) the training images, test-time
-  # transform, at the final evaluation only.
-  train_sample = data_lib.train_sample(
-      dataset.num_train, run.settings.train_accuracy_examples)
-  num_train_eval = dataset.num_train if train_sample is None else len(train_sample)
-  train_source = checked(lambda size: dataset.train_eval_batches(size, train_sample), 'train')
-
-  def evaluate_state(state, final: bool) -> dict:
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    if fixed:
-      variables['fixed'] = fixed
-    if recalibration is not None:  # for evaluation only: the train state keeps its own
-      recalibrate, recal_batches = recalibration
-      variables = recalibrate(variables, recal_batches)
-    runner.variables = variables
-    results = evaluate.run_evaluators(runner, evals, final=final)
-    if final:
-      runner.label = 'final evaluation (training images)'
-      results['train_accuracy'] = runner.deployed_accuracy(train_source, num_train_eval)
-      results['train_accuracy_examples'] = num_train_eval
-    return results
-
-  return evaluate_state
 
 
 def _log_header(run: Run) -> None:

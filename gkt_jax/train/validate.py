@@ -83,6 +83,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   if num_devices is not None and (not is_int(num_devices) or num_devices < 1):
     raise ConfigError(f'num_devices={num_devices!r}: must be an integer >= 1')
   run_config.read(config)
+  run_config.check_durations(config)
   method_cfg = _section(config, 'method')
   one_of(tuple(sorted(methods.REGISTRY)), 'method')('method.name', method_cfg.get('name'))
   method = methods.REGISTRY[method_cfg['name']].read_settings(method_cfg)
