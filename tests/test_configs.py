@@ -187,6 +187,13 @@ class RecipesTest(parameterized.TestCase):
     self.assertEqual(config.optim.get('optimizer', 'sgd'), 'adamw' if vit else 'sgd')
     self.assertEqual(config.optim.lr, 1e-3 if vit else 0.1)
 
+  def test_fashion_mnist_vit_runs_on_4x4_patches(self):
+    # 49 tokens per 28x28 image: a ViT smoke run takes minutes on 2 cores (2x2: 196 tokens).
+    config = common.get_config('gkt', 'fashion_mnist', 'arch=vit_ti,smoke')
+    self.assertEqual(config.model.patch_size, 4)
+    self.assertIsNone(common.get_config('gkt', 'digits', 'arch=vit_ti').model.patch_size)
+    validate.validate_config(config, num_devices=1)
+
   @parameterized.product(method=('baseline', 'stochastic_depth', 'stimulative', 'gkt'),
                          dataset=('cifar10', 'cifar100'))
   def test_cifar_configs_run_every_family_with_its_recipe(self, method, dataset):
@@ -197,7 +204,8 @@ class RecipesTest(parameterized.TestCase):
                       wrn.optim.weight_decay, wrn.optim.nesterov, wrn.total_epochs),
                      ('sgd', 0.1, 'step', (0.3, 0.6, 0.8), 0.2, 5e-4, True, 200))
     vit = common.get_config(method, dataset, 'arch=vit_s')
-    self.assertEqual(dict(vit.model), dict(arch='vit_s', conv_impl='auto'))
+    # patch_size None: 4x4 patches for CIFAR's 32x32 images (the network's rule).
+    self.assertEqual(dict(vit.model), dict(arch='vit_s', conv_impl='auto', patch_size=None))
     self.assertEqual((vit.optim.optimizer, vit.optim.lr, vit.optim.weight_decay,
                       vit.optim.warmup_steps, vit.optim.schedule, vit.total_epochs),
                      ('adamw', 1e-3, 0.05, 1955, 'cosine', 200))

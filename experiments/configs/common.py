@@ -123,11 +123,15 @@ def data_options(**options) -> dict:
   return dict(train_examples_per_class=placeholder(int), **options)
 
 
-def model(arch: str, **fields) -> dict:
-  """A model section: a ResNet at width 1 with pad shortcuts; another network's defaults."""
-  if model_config.family(arch) == 'resnet':
+def model(arch: str, vit_patch_size: int | None = None, **fields) -> dict:
+  """A model section: a ResNet at width 1 with pad shortcuts; another network's defaults; a
+  ViT's `patch_size` is `vit_patch_size` (None: the network's rule by input side)."""
+  family = model_config.family(arch)
+  if family == 'resnet':
     return dict(dict(arch=arch, width_multiplier=1.0, shortcut='pad', conv_impl='auto'),
                 **fields)
+  if family == 'vit':
+    fields = dict(patch_size=vit_patch_size or placeholder(int), **fields)
   return dict(arch=arch, conv_impl='auto', **fields)
 
 
