@@ -116,7 +116,8 @@ class EvaluatorsTest(absltest.TestCase):
     distinct = {m.tobytes(): self._direct_accuracy(jnp.asarray(m)) for m in rows}
     np.testing.assert_allclose(got, [distinct[m.tobytes()] for m in rows], atol=1e-6)
     self.assertGreater(len(set(distinct.values())), 1)  # rows told apart
-    self.assertEqual(self.runner._correct_subnets._cache_size(), 1)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    self.assertEqual(self.runner._correct_subnets._cache_size(), 1)
     with self.assertRaisesRegex(ValueError, r'bool\[N >= 1, L\], got shape \(5,\)'):
       self.runner.subnet_accuracies(rows[0])
 

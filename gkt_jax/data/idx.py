@@ -50,8 +50,9 @@ def read_idx(path: str, *, expected_ndim: int | None = None) -> np.ndarray:
     An array of the declared shape, e.g. uint8[N, 28, 28] or uint8[N].
 
   Raises:
-    DataError (a ValueError): the header is not a valid IDX header (bad magic number, unknown type byte,
-      unexpected number of dimensions) or the payload size does not match the header.
+    DataError (a ValueError): the header is not a valid IDX header (bad magic number,
+      unknown type byte, unexpected number of dimensions) or the payload size does not match
+      the header.
   """
   raw = _read_bytes(path)
   name = os.path.basename(path)

@@ -6,9 +6,9 @@ residual block of a masked ResNet sits in a cond, and ST and GKT scan over passe
 masked networks use `conv2d(..., impl='canonical')`: a `jax.custom_vjp` whose gradients are
 computed by stride-1 forward convolutions in NHWC/HWIO form (the weight gradient with batch
 and channel axes swapped), the padding and the stride's zero dilation given to the
-convolution itself. The values are XLA's own gradients' to float32 rounding (tests check them). Unmasked
-networks on CPU, and every network on GPU/TPU, use XLA's own convolution; `impl='auto'`
-picks (`resolve_impl`).
+convolution itself. The values are XLA's own gradients' to float32 rounding (tests check
+them). Unmasked networks on CPU, and every network on GPU/TPU, use XLA's own convolution;
+`impl='auto'` picks (`resolve_impl`).
 """
 
 from __future__ import annotations

@@ -85,7 +85,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   run_config.read(config)
   run_config.check_durations(config)
   method_cfg = _section(config, 'method')
-  one_of(tuple(sorted(methods.REGISTRY)), 'method')('method.name', method_cfg.get('name'))
+  name = method_cfg['name'] if 'name' in method_cfg else None
+  one_of(tuple(sorted(methods.REGISTRY)), 'method')('method.name', name)
   method = methods.REGISTRY[method_cfg['name']].read_settings(method_cfg)
   stage_sizes = _stage_sizes(_section(config, 'model'))
   method.check_stage_sizes('method', stage_sizes)
