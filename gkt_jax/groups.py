@@ -1,6 +1,6 @@
 """Group knowledge: the aggregated logits of the subnets of one GKT group.
 
-GKT (our reading, `methods/gkt.md`) aggregates the logits of the subnets sampled at one
+GKT (our reading, `docs/methods/gkt.md`) aggregates the logits of the subnets sampled at one
 nesting level, across sampling loops, into the soft targets that teach the next level.
 `update_group_knowledge` adds one subnet's logits (the form a training step uses inside a
 `lax.scan`); `group_soft_targets` applies it over a stack of logits.

@@ -138,7 +138,7 @@ def ensemble_distillation_loss(path_logits: jax.Array, labels: jax.Array, *,
                                att_weight: float = 1.0, label_smoothing: float = 0.0,
                                detach_teacher: bool = False,
                                attention_eps: float = 1e-6) -> dict[str, jax.Array]:
-  """EKD-FWSNet's loss (methods/ekd_fwsnet.md): paths teach their first one (the main path).
+  """EKD-FWSNet's loss (docs/methods/ekd_fwsnet.md): paths teach their first one (the main path).
 
   With z_0 the main path's logits and z_1..z_{P-1} the classmates',
     loss = CE(z_0) + mean_{b>=1} CE(z_b)

@@ -1,5 +1,5 @@
 r"""Any method on CIFAR-10 or CIFAR-100 (50,000 train / 10,000 test 32x32 images), with the
-recipes of the method specs (shared/methods/).
+recipes of the method pages (docs/methods/).
 
 Prepare the data once (TensorFlow is needed for this step only):
   pip install tensorflow-cpu && tfds build cifar10 --file_format=array_record --data_dir=DIR
@@ -19,9 +19,9 @@ of ResNet-20 at batch 32 on 200 test images).
 Expected result (CIFAR-10 / CIFAR-100 test error):
 - stochastic_depth, ResNet-110 (its default): 5.25% / 24.98%, against 6.41% / 27.22% for the
   constant-depth network, which is baseline with arch=resnet110,recipe=stochastic_depth
-  (Huang et al., ECCV 2016, as quoted in shared/methods/stochastic_depth.md).
+  (Huang et al., ECCV 2016, as quoted in docs/methods/stochastic_depth.md).
 - gkt: none: only the GKT paper's abstract and Figure 3 caption are available
-  (shared/methods/gkt.md); report it as "GKT (our reading)".
+  (docs/methods/gkt.md); report it as "GKT (our reading)".
 - stimulative, ekd_fws: the specs quote no CIFAR number. Compare EKD-FWSNet's main path (eval
   'full_accuracy', the deployed network) with baseline at recipe=ekd_fws (the same recipe and
   learning rate).

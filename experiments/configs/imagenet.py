@@ -1,5 +1,5 @@
 r"""Any method on ImageNet-1k (imagenet2012), with the stimulative-training authors' recipe
-(shared/methods/stimulative_training.md): ResNet-50, random-resized-crop 224 + flip,
+(docs/methods/stimulative_training.md): ResNet-50, random-resized-crop 224 + flip,
 evaluation at resize 256 + center crop 224. GKT builds on that code, so it trains with it too.
 
 Prepare the data once (TensorFlow is needed for this step only): put ILSVRC2012_img_train.tar

@@ -45,7 +45,7 @@ class MethodSettings(AnyMethodSettings):
 
 @dataclasses.dataclass(frozen=True)
 class StochasticDepthSettings(MethodSettings):
-  """Stochastic depth's fields (methods/stochastic_depth.md)."""
+  """Stochastic depth's fields (docs/methods/stochastic_depth.md)."""
   final_survival: float = setting(0.5, probability)  # p_L, the last block's
   rule: str = setting('linear', one_of(names.SURVIVAL_RULES, 'survival rule'))
   # True: the paper's test-time rule (branches scaled by p_i); False: the inverted variant.
@@ -78,7 +78,7 @@ class DistillationSettings(MethodSettings):
 
 @dataclasses.dataclass(frozen=True)
 class StimulativeSettings(DistillationSettings):
-  """Stimulative training's fields (methods/stimulative_training.md)."""
+  """Stimulative training's fields (docs/methods/stimulative_training.md)."""
   n_sub: int = setting(1, integer(1))  # subnets per step (ST++: 6)
   # The inter-stage rule: each stage s keeps at least n_s - M_s blocks (None: any prefix of
   # length >= 1); one M_s per stage (ST++ ResNet-50: (1, 2, 4, 1)).
@@ -91,7 +91,7 @@ class StimulativeSettings(DistillationSettings):
 
 @dataclasses.dataclass(frozen=True)
 class GKTSettings(DistillationSettings):
-  """GKT's fields (methods/gkt.md; every guessed choice is one)."""
+  """GKT's fields (docs/methods/gkt.md; every guessed choice is one)."""
   levels: int = setting(names.DEFAULT_LEVELS, integer(1))  # G nested subnets per loop
   loops: int = setting(2, integer(1))   # chains per step, each from the full network
   # The child sampler (masks.sample_subnet) and its parameter: 'bernoulli' drops each
@@ -107,7 +107,7 @@ class GKTSettings(DistillationSettings):
 
 @dataclasses.dataclass(frozen=True)
 class EKDFWSSettings(MethodSettings):
-  """EKD-FWSNet's fields (methods/ekd_fwsnet.md)."""
+  """EKD-FWSNet's fields (docs/methods/ekd_fwsnet.md)."""
   temperature: float = setting(3.0, positive)
   # The batch-mean weight of the ensemble KD term (CIFAR-10 ResNet-20/32/44's 1.5; the
   # dataset configs set the spec's value) and of the attention-map term.

@@ -1,4 +1,4 @@
-"""EKD-FWSNet (Zhao et al., TCSVT 2023; BMVC 2021), as methods/ekd_fwsnet.md reads it.
+"""EKD-FWSNet (Zhao et al., TCSVT 2023; BMVC 2021), as docs/methods/ekd_fwsnet.md reads it.
 
 One classmate branch shares its aux stages between the paths entering it at each branch
 point (`models.ClassmateResNet`); the mean of every path's logits (the main one included) is

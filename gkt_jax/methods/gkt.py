@@ -1,4 +1,4 @@
-"""GKT, group knowledge training (Tang et al., AAAI 2024), our reading (see methods/gkt.md).
+"""GKT, group knowledge training (Tang et al., AAAI 2024), our reading (see docs/methods/gkt.md).
 
 Each step: the full network learns from the labels; `loops` times, a chain of `levels`
 nested subnets is sampled from the full network (each a subnet of the one before, by the

@@ -1,4 +1,5 @@
-"""ResKD (Li et al., TIP 2021), our reading (methods/reskd.md): a KD student, then res-students.
+"""ResKD (Li et al., TIP 2021), our reading (docs/methods/reskd.md): a KD student, then
+res-students.
 
 Every stage is its own run of the trainer:
   teacher     method 'baseline' (CE)

@@ -17,7 +17,7 @@ statistics that evaluation uses.
   about 10% for GKT's default K = 6, 47% for ST's K = 1.
 - 'full_network' (default): only the full network's pass updates them, so the deployed
   network is evaluated with its own statistics; the subnets' updates are discarded.
-Measured on Fashion-MNIST (docs/results.md, shared notes bn_running_stats.md): with
+Measured on Fashion-MNIST (docs/results.md): with
 'every_pass' GKT's full network lost 2.7 points that recalibrating its statistics restored.
 """
 

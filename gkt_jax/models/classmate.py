@@ -1,4 +1,4 @@
-"""A ResNet with one weight-sharing classmate branch (EKD-FWSNet, methods/ekd_fwsnet.md).
+"""A ResNet with one weight-sharing classmate branch (EKD-FWSNet, docs/methods/ekd_fwsnet.md).
 
 The trunk is the plain ResNet, with its parameter names: `stem_*`, `stage{s}_block{j}`,
 `head`. The branch holds one auxiliary copy of every stage after the first,

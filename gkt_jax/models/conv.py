@@ -1,7 +1,7 @@
 """2-D convolution whose backward pass is written as ordinary forward convolutions.
 
 On CPU, XLA runs the backward convolutions it derives itself 15-80x slower when they sit inside
-a `lax.cond` branch or a `lax.scan` body (see shared notes `xla_cpu_nested_conv.md`). Every
+a `lax.cond` branch or a `lax.scan` body (docs/results.md). Every
 residual block of a masked ResNet sits in a cond, and ST and GKT scan over passes, so on CPU
 masked networks use `conv2d(..., impl='canonical')`: a `jax.custom_vjp` whose gradients are
 computed by stride-1 forward convolutions in NHWC/HWIO form (the weight gradient with batch
