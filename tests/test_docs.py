@@ -20,6 +20,7 @@ MODULE = re.compile(r'python\s+-m\s+(experiments(?:\.\w+)+)')
 LINK = re.compile(r'\]\(([^)\s]+)\)')
 # A method page by path, as docs and docstrings name it (`docs/methods/gkt.md`).
 METHOD_PAGE = re.compile(r'[\w./]*methods/\w+\.md')
+DECIMAL = re.compile(r'\d+\.\d{3,}')  # a measured value, e.g. 0.8943
 
 
 def markdown_files() -> list[pathlib.Path]:
@@ -132,6 +133,19 @@ class LinksTest(absltest.TestCase):
                      ['shared/methods/gkt.md'])
     self.assertFalse(method_page_exists('shared/methods/gkt.md', README))
     self.assertTrue(method_page_exists('docs/methods/gkt.md', README))
+
+
+class ResultsTest(absltest.TestCase):
+
+  def test_every_number_of_the_readme_results_table_is_in_docs_results(self):
+    section = README.read_text().split('## Results', 1)[1].split('\n## ', 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith('|')]
+    numbers = {n for row in rows for n in DECIMAL.findall(row)}
+    self.assertGreater(len(numbers), 20)
+    results = (ROOT / 'docs' / 'results.md').read_text()
+    for number in sorted(numbers):
+      with self.subTest(number=number):
+        self.assertIn(number, results, f'README results table: {number} not in docs/results.md')
 
 
 class VersionTest(absltest.TestCase):
