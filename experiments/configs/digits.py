@@ -11,7 +11,7 @@ tokens): `:method=gkt,arch=vit_ti,smoke` takes under a minute on 2 CPU cores (co
 ~2.5 s per step of 7 passes).
 
 Runtime: about 1-3 minutes on 2 CPU cores (EKD-FWSNet 2-4: its step runs 6 stage passes, the
-baseline's 3). Expected result: the README's results table (with the command that made it).
+baseline's 3). Expected result (GKT): the table `make demo` ends with, in the README.
 """
 
 from ml_collections.config_dict import placeholder

@@ -11,7 +11,7 @@ preemption-and-resume demonstration of the README, about 5 minutes); smoke (4 st
 test images). A ViT trains on 4x4 patches: `:method=gkt,arch=vit_ti,smoke` takes about 3 min
 on 2 CPU cores (compile ~30 s, ~13 s per step of 7 passes, final evaluation ~2 min).
 
-Runtime and expected result: the README's results table (with the command that made it);
+Runtime and expected result: the README's results table and docs/results.md;
 longer runs: --config.total_epochs=N.
 """
 

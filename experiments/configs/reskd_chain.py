@@ -12,7 +12,7 @@ field with --config.<stage>.<field>=..., e.g. --config.res_student.model.width_m
 
 Stages (the dataset's optimiser, length and data order): teacher ResNet-20 (CE), student
 ResNet-8 x0.5 (CE + KD), res-students ResNet-8 x0.25 (mean squared error to the logit residual
-z_T - z_C). Runtime and result: see the README.
+z_T - z_C). Runtime and result: docs/results.md (ResKD: accuracy against inference cost).
 """
 
 import ml_collections
