@@ -148,6 +148,20 @@ class ResultsTest(absltest.TestCase):
         self.assertIn(number, results, f'README results table: {number} not in docs/results.md')
 
 
+class HelpTest(absltest.TestCase):
+
+  def test_main_help_lists_the_flags_a_newcomer_needs(self):
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    result = subprocess.run([sys.executable, '-m', 'experiments.main', '--help'], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300, check=False)
+    self.assertIn('flags:', result.stdout, result.stderr[-3000:])  # absl exits 1 after help
+    for flag in ('--config', '--workdir', '--print_config', '--jax_distributed',
+                 '--coordinator_address', '--num_processes', '--process_id'):
+      with self.subTest(flag=flag):
+        self.assertIn(flag, result.stdout)
+    self.assertIn(':method=', result.stdout)  # the usage line shows a config argument
+
+
 class VersionTest(absltest.TestCase):
 
   def test_changelog_newest_version_is_the_package_version(self):
