@@ -23,6 +23,15 @@ METHOD_PAGE = re.compile(r'[\w./]*methods/\w+\.md')
 DECIMAL = re.compile(r'\d+\.\d{3,}')  # a measured value, e.g. 0.8943
 
 
+def history_marks(text: str) -> list[str]:
+  """Commit hashes (7+ hex digits with a letter and a digit), issue numbers and dates."""
+  hashes = [w for w in re.findall(r'\b[0-9a-f]{7,40}\b', text)
+            if re.search(r'[a-f]', w) and re.search(r'\d', w)]
+  issues = re.findall(r'issue #?\d+', text, re.I)
+  dates = re.findall(r'\b20\d\d-\d\d-\d\d\b', text)
+  return hashes + issues + dates
+
+
 def markdown_files() -> list[pathlib.Path]:
   return [README, ROOT / 'CHANGELOG.md', *sorted((ROOT / 'docs').rglob('*.md'))]
 
@@ -74,6 +83,20 @@ class ReadmeCodeTest(absltest.TestCase):
   def test_a_failing_block_is_reported(self):
     self.assertEqual(python_blocks('```python\nraise SystemExit(3)\n```\n'),
                      ['raise SystemExit(3)\n'])
+
+
+class ReadmeFormTest(absltest.TestCase):
+  """The README is for a newcomer: short, and with no project history in it."""
+
+  def test_at_most_220_lines(self):
+    self.assertLessEqual(len(README.read_text().splitlines()), 220)
+
+  def test_no_commit_hash_issue_number_or_date(self):
+    self.assertEqual(history_marks(README.read_text()), [])
+
+  def test_history_marks_are_found(self):
+    self.assertEqual(history_marks('at 8f6eff2 (issue #7), on 2026-12-03; 0.9861 and 1,438'),
+                     ['8f6eff2', 'issue #7', '2026-12-03'])
 
 
 class NamedPathsTest(absltest.TestCase):
