@@ -30,9 +30,7 @@ def resolve_impl(impl: str, masked: bool = True) -> str:
   """Checks the name and maps 'auto' to 'xla' off CPU; on CPU, to 'canonical' for a masked
   network (`masked`: its convolutions may sit in a cond or a scan, as every block of a
   ResNet does under its CPU default `block_barriers='cond'`) and to 'xla' for a flat one.
-  XLA's own convolution is a little faster outside nested computations: the
-  plain ResNet-56 gradient (batch 128, 2 CPU cores, quiet, interleaved) took 0.968 of the
-  canonical one's time (0.88 before the canonical backward padded inside its convolutions;
+  XLA's own convolution is a little faster outside nested computations (docs/results.md;
   `python -m experiments.probes.plain_gradient`). A network that is
   differentiated inside a user's own cond or scan on CPU should set 'canonical'."""
   if impl not in IMPLS:

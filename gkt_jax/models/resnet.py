@@ -236,19 +236,12 @@ class ResNet(nn.Module):
       and runs as in a masked forward: its own computation, the canonical convolution and
       `masked_saves`); 'auto': 'cond' on CPU, False elsewhere; 'none' and 'barrier' name
       False and True (a config field keeps one type). None changes a value beyond
-      float rounding. Measured on 2 CPU cores, batch 128: flat, the trainer's ResNet-56 step
-      took 1.8 s against 0.9 s with barriers; conds against barriers, interleaved in one
-      process, ResNet-56 (projection shortcuts, 100 classes) gradient 785 vs 1087 ms, eval
-      forward 189 vs 271 ms; ResNet-20 273 vs 321 ms and 72 vs 84 ms
-      (`python -m experiments.probes.block_boundaries`).
+      float rounding. 'cond' is the fastest on CPU (docs/usage.md, "How dropped blocks are
+      made cheap"; `python -m experiments.probes.block_boundaries`).
     masked_saves: what a masked block's forward keeps for its backward: 'conv_outputs'
       (BN/ReLU recomputed), 'nothing' (whole branch recomputed) or 'all'. All give the same
       values. Every saved activation is written as zeros by a dropped block (a cond's
-      branches share outputs). Measured on 2 CPU cores, ResNet-56 gradient with 16 of 27
-      blocks kept, over the full network's: 'all' 0.82, 'conv_outputs' 0.66, the network
-      built without the dropped blocks 0.57-0.62. Saving BN's per-channel sums beside the
-      conv outputs (only elementwise work recomputed) was slower: 0.93 of the plain
-      gradient against 0.86 for 'conv_outputs' (22 of 27 blocks kept, batch 128, quiet).
+      branches share outputs), so 'conv_outputs' is the cheapest (docs/usage.md).
   """
   stage_sizes: Sequence[int]
   stage_widths: Sequence[int]
