@@ -8,10 +8,9 @@ Each dataset's batches come from its baseline config (`experiments/configs/<data
 method=baseline`: batch size, augmentation, options). One JSON line per (dataset, pipeline):
   pipeline               'host': `batches.iterate` with every transform on the host, put on
                          the device (the trainer's input where nothing is left to the
-                         device: ImageNet's random-resized crops, no augmentation; before
-                         issue 17, every dataset's);
+                         device: ImageNet's random-resized crops, no augmentation);
                          'device': pad-crop-flip batches (in memory, CIFAR, ImageNet 32/64)
-                         as the trainer now feeds them: rows gathered and decoded on the host
+                         as the trainer feeds them: rows gathered and decoded on the host
                          (`iterate(for_device=True)`), put on the device, cropped and flipped
                          there (`device_pad_crop_flip`, jitted) until the batch is ready on
                          the device; 'device_host_part': the same without the crop, i.e. the
@@ -21,7 +20,8 @@ method=baseline`: batch size, augmentation, options). One JSON line per (dataset
   train_images_per_second the plain (baseline) step of the config's network at the same
                          batch and image shape (`bench_step.bench_method`): the fastest step
                          of any method on that dataset
-  ratio                  images_per_second / train_images_per_second (issue 17 asks >= 10)
+  ratio                  images_per_second / train_images_per_second (the input keeps up
+                         with training at >= 10)
 """
 
 from __future__ import annotations

@@ -436,7 +436,7 @@ def suite_command(name: str) -> str:
   return ' '.join(parts)
 
 
-# The papers' regime (issue 29): the plain network fits its training set and tests well below.
+# The papers' regime: the plain network fits its training set and tests well below.
 REGIME_TRAIN_ACCURACY = 0.995
 REGIME_GAP = 0.04
 

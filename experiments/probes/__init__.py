@@ -1,2 +1,3 @@
-"""Small timing probes behind the speed notes of docs/results.md (issue 17): each prints the
-medians of interleaved repeats measured in one process. Not part of the library's API."""
+"""Small timing probes behind the speed notes of docs/results.md and docs/usage.md: each
+prints the medians of interleaved repeats measured in one process. Not part of the library's
+API."""
