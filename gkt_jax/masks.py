@@ -93,6 +93,22 @@ def sample_stochastic_depth(key: jax.Array, survival: jax.Array) -> jax.Array:
   return jax.random.bernoulli(key, survival, survival.shape)
 
 
+def sample_drop_path(key: jax.Array, survival: jax.Array, batch_size: int) -> jax.Array:
+  """Draws per-example stochastic-depth keep bits (DeiT's DropPath).
+
+  Args:
+    key: a typed PRNG key.
+    survival: f32[L], the survival probability of every block.
+    batch_size: B, the examples of the batch (static).
+
+  Returns:
+    bool[B, L], block i of example b kept with probability survival[i], every bit drawn
+    independently.
+  """
+  survival = jnp.asarray(survival)
+  return jax.random.bernoulli(key, survival, (batch_size,) + survival.shape)
+
+
 def droppable_mask(stage_sizes: Sequence[int]) -> np.ndarray:
   """Which blocks a subnet sampler may drop (a static numpy array).
 

@@ -136,11 +136,15 @@ non_negative = interval(0.0)
 positive = interval(0.0, low_open=True)
 
 
-def setting(default: Any, check: Check, *, unset: type | None = None) -> Any:
+def setting(default: Any, check: Check, *, unset: type | None = None,
+            listed: bool = True) -> Any:
   """A settings field: its default and its check. `unset`: the type of a field whose
   default is None, so that the default config holds a typed placeholder for it (a
-  command-line override then parses as that type)."""
-  return dataclasses.field(default=default, metadata={'check': check, 'unset': unset})
+  command-line override then parses as that type). `listed=False`: the default config
+  leaves the field out (a config that uses it adds it), so that adding a field changes no
+  existing config; absent, it takes its default."""
+  return dataclasses.field(default=default,
+                           metadata={'check': check, 'unset': unset, 'listed': listed})
 
 
 def _dotted(path: str, name: str) -> str:
@@ -169,6 +173,8 @@ class Settings:
     (a placeholder is a shared reference: one per config, never one per class)."""
     out = {}
     for f in dataclasses.fields(cls):
+      if not f.metadata.get('listed', True):
+        continue
       unset = f.metadata.get('unset')
       out[f.name] = placeholder(unset) if f.default is None and unset else f.default
       if isinstance(f.default, Settings):  # a nested section

@@ -114,6 +114,35 @@ class SampleStochasticDepthTest(_StatsTestCase, chex.TestCase):
     np.testing.assert_array_equal(keep, [False, True, True, False])
 
 
+class SampleDropPathTest(_StatsTestCase, chex.TestCase):
+
+  def test_each_example_draws_its_own_bits(self):
+    survival = masks.stochastic_depth_survival(4, 0.5)
+    keep = np.asarray(jax.jit(jax.vmap(masks.sample_drop_path, in_axes=(0, None, None)),
+                              static_argnums=2)(_keys(0, NUM_DRAWS // 4), survival, 4))
+    self.assertEqual(keep.shape, (NUM_DRAWS // 4, 4, 4))
+    self.assertEqual(keep.dtype, np.bool_)
+    num = keep.shape[0] * keep.shape[1]
+    for i, p in enumerate([0.875, 0.75, 0.625, 0.5]):
+      self.assert_frequency(keep[:, :, i].mean(), p, num, f'block {i}')
+    # Examples 0 and 1 of one draw are independent: P(both keep block 3) = 0.5 * 0.5, where
+    # one bit per batch would give 0.5.
+    self.assert_frequency((keep[:, 0, 3] & keep[:, 1, 3]).mean(), 0.25, keep.shape[0], 'pair')
+    # Blocks of one example are independent: P(block 0 and block 3 kept) = p_0 * p_3.
+    self.assert_frequency((keep[:, :, 0] & keep[:, :, 3]).mean(), 0.875 * 0.5, num, 'joint')
+
+  def test_examples_of_one_draw_differ(self):
+    keep = np.asarray(masks.sample_drop_path(jax.random.key(5), jnp.full((6,), 0.5), 32))
+    self.assertEqual(keep.shape, (32, 6))
+    self.assertGreater(len({tuple(row) for row in keep}), 1)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_certain_gates(self):
+    keep = self.variant(masks.sample_drop_path, static_argnums=2)(
+        jax.random.key(3), jnp.array([0.0, 1.0, 1.0, 0.0]), 3)
+    np.testing.assert_array_equal(keep, [[False, True, True, False]] * 3)
+
+
 class StaticMasksTest(chex.TestCase):
 
   def test_droppable_mask(self):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from absl.testing import absltest, parameterized
 
-from gkt_jax import masks, methods
+from gkt_jax import masks, methods, models
+from gkt_jax.config import method as method_config
 from gkt_jax.models import ResNet
 from gkt_jax.models.resnet import BasicBranch
 
@@ -369,6 +370,52 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
                              msg=f'block {i + 1}')
     self.assertAlmostEqual(rates.mean(), 51 / 72,
                            delta=4 * np.sqrt(np.sum(survival * (1 - survival)) / 36 / num))
+
+
+class DropPathTest(parameterized.TestCase):
+  """Stochastic depth with granularity='example': per-example keep bits as residual scales."""
+
+  @parameterized.parameters(False, True)
+  def test_step_trains_the_per_example_bits(self, test_scaling):
+    model, batch, variables = _setup()
+    method = _method(model, name='stochastic_depth', final_survival=0.5,
+                     granularity='example', test_scaling=test_scaling)
+    key = jax.random.key(7)
+    grads, (_, _, measurements) = method.gradients(variables['params'],
+                                                   variables['batch_stats'], batch, key, {})
+    survival = masks.stochastic_depth_survival(6, 0.5)
+    bits = masks.sample_drop_path(key, survival, 8)
+    self.assertGreater(len({tuple(row) for row in np.asarray(bits)}), 1)
+    scale = bits.astype(jnp.float32) / (1.0 if test_scaling else survival)
+
+    def reference(params):
+      (logits, _), _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
+                                   batch['images'], train=True, residual_scale=scale,
+                                   mutable=['batch_stats'])
+      return _ce(logits, batch['labels'])
+
+    chex.assert_trees_all_close(grads, jax.grad(reference)(variables['params']), atol=1e-6)
+    np.testing.assert_allclose(measurements['kept_fraction'], np.mean(bits), atol=1e-7)
+    # Every block runs for the batch: the pass's mask is the full network's.
+    np.testing.assert_array_equal(method.masks_run(key), np.ones((1, 6), bool))
+    self.assertTrue(method.per_device_randomness)
+
+  @parameterized.parameters('resnet8', 'vit_ti', 'wrn16_4')
+  def test_per_example_scale_is_each_example_on_its_own(self, arch):
+    model = models.build_model(arch, 5, **({'patch_size': 4} if arch == 'vit_ti' else {}))
+    images = jax.random.normal(jax.random.key(1), (3, 8, 8, 3))
+    variables = model.init(jax.random.key(0), images, train=False)
+    scale = jax.random.uniform(jax.random.key(2), (3, model.num_blocks))
+    batched = model.apply(variables, images, train=False, residual_scale=scale)[0]
+    for b in range(3):
+      alone = model.apply(variables, images[b:b + 1], train=False, residual_scale=scale[b])[0]
+      np.testing.assert_allclose(batched[b:b + 1], alone, atol=1e-5, err_msg=f'example {b}')
+
+  def test_default_config_leaves_granularity_out(self):
+    self.assertNotIn('granularity', method_config.defaults('stochastic_depth'))
+    self.assertEqual(method_config.read({'name': 'stochastic_depth'}).granularity, 'batch')
+    with self.assertRaisesRegex(Exception, 'granularity'):
+      method_config.read({'name': 'stochastic_depth', 'granularity': 'token'})
 
 
 class SurvivalScalingTest(parameterized.TestCase):

@@ -60,9 +60,10 @@ def parse_arg(arg: str | None, **defaults) -> dict:
 
 def options(arg: str | None, **defaults) -> dict:
   """A dataset file's arguments: method (a registered method's name), arch (a registered
-  network's name), smoke, stpp (stimulative training only) and the file's own `defaults`."""
-  out = parse_arg(arg, **dict(dict(method='gkt', arch='resnet20', smoke=False, stpp=False),
-                              **defaults))
+  network's name), smoke, stpp (stimulative training only), drop_path (stochastic depth
+  only) and the file's own `defaults`."""
+  out = parse_arg(arg, **dict(dict(method='gkt', arch='resnet20', smoke=False, stpp=False,
+                                   drop_path=False), **defaults))
   if out['method'] not in method_config.METHODS or out['method'] in CHAIN_METHODS:
     raise ValueError(f"config argument method={out['method']!r} is not one of "
                      f'{tuple(m for m in method_config.METHODS if m not in CHAIN_METHODS)}')
@@ -72,12 +73,18 @@ def options(arg: str | None, **defaults) -> dict:
   if out['stpp'] and out['method'] != 'stimulative':
     raise ValueError(f"config argument stpp: ST++ is stimulative training's (method="
                      f"{out['method']!r})")
+  if out['drop_path'] and out['method'] != 'stochastic_depth':
+    raise ValueError(f"config argument drop_path: a setting of stochastic depth (method="
+                     f"{out['method']!r})")
   return out
 
 
 # ST++'s switches (stimulative_training.md); ResNet-50 also takes its inter-stage rule.
 STPP = dict(normalize_logits=True, n_sub=6, subnet_resize=True, bn_recalibration_images=2000)
 STPP_RESNET50_MAX_SHORTENING = (1, 2, 4, 1)
+# Stochastic depth as DeiT's DropPath (stochastic_depth.md): per-example bits, inverted
+# scaling; a ViT's stochastic depth runs it, another network with the `drop_path` argument.
+DROP_PATH = dict(granularity='example', test_scaling=False)
 
 
 def base(options: dict, optim: dict) -> ml_collections.ConfigDict:
@@ -88,6 +95,9 @@ def base(options: dict, optim: dict) -> ml_collections.ConfigDict:
   config.method = method_fields(options['method'])
   if options['stpp']:
     config.method.update(STPP)
+  if options['method'] == 'stochastic_depth' and (
+      options['drop_path'] or model_config.family(options['arch']) == 'vit'):
+    config.method.update(DROP_PATH)
   config.optim = optim
   for prefix in run_config.DURATION_PREFIXES:  # the file sets one of each pair it uses
     config[f'{prefix}_steps'] = placeholder(int)
@@ -184,6 +194,7 @@ def smoke(config: ml_collections.ConfigDict) -> None:
 VARIANTS = {
     'baseline': ('baseline', {}),
     'stochastic_depth': ('stochastic_depth', {}),
+    'drop_path': ('stochastic_depth', dict(DROP_PATH)),
     'stimulative': ('stimulative', {}),
     'stimulative_stpp': ('stimulative', dict(STPP)),
     'gkt': ('gkt', {}),

@@ -6,7 +6,8 @@ Launch:
       --workdir /tmp/gkt_digits
 Arguments (`digits.py:arg,arg`): method=baseline|stochastic_depth|stimulative|gkt|ekd_fws
 (default gkt); arch=NAME (any registered network, default resnet20, e.g. vit_ti or wrn16_4);
-stpp (stimulative training's ST++ switches); smoke (4 steps). A ViT takes 2x2 patches (16
+stpp (stimulative training's ST++ switches); drop_path (stochastic depth per example, a ViT's
+default); smoke (4 steps). A ViT takes 2x2 patches (16
 tokens): `:method=gkt,arch=vit_ti,smoke` takes under a minute on 2 CPU cores (compile ~15 s,
 ~2.5 s per step of 7 passes).
 

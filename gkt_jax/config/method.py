@@ -50,6 +50,10 @@ class StochasticDepthSettings(MethodSettings):
   rule: str = setting('linear', one_of(names.SURVIVAL_RULES, 'survival rule'))
   # True: the paper's test-time rule (branches scaled by p_i); False: the inverted variant.
   test_scaling: bool = setting(True, boolean)
+  # 'batch': one keep bit per block for the whole batch (the paper; dropped blocks do not
+  # run); 'example': one per example and block (DeiT's DropPath; every block runs).
+  granularity: str = setting('batch', one_of(names.DROP_GRANULARITIES, 'granularity'),
+                             listed=False)
 
   def check(self, path: str) -> None:
     if not self.test_scaling:  # the inverted variant scales kept blocks by 1 / survival

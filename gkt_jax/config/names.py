@@ -10,6 +10,8 @@ from gkt_jax import settings
 
 # ----- subnet samplers (gkt_jax.masks) -----
 SURVIVAL_RULES = ('linear', 'uniform')
+# Stochastic depth's draw: one keep bit per block for the batch, or per example and block.
+DROP_GRANULARITIES = ('batch', 'example')
 SAMPLERS = ('prefix', 'bernoulli', 'geometric')
 # GKT's nested subnets per loop: its settings' default and the subnet evaluators'.
 DEFAULT_LEVELS = 3

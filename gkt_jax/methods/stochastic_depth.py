@@ -5,6 +5,10 @@ Every block, the downsampling ones included, is kept with probability p_i (linea
 time every block runs with its residual branch scaled by p_i (`test_scaling=True`, the
 paper's rule) or unscaled (`False`, for the 'inverted' variant, which then scales by 1/p_i
 during training). Subnet evaluators run the same test-time rule on the blocks they keep.
+
+`granularity='example'` is the per-example draw of DeiT's DropPath: one keep bit per example
+and block, applied as a per-example residual scale (bit / p_i in the inverted variant, the bit
+itself under `test_scaling`). No block is skipped: every block runs for the whole batch.
 """
 
 from __future__ import annotations
@@ -27,10 +31,24 @@ class StochasticDepth(Method):
         self.num_blocks, final_survival=self.settings.final_survival, rule=self.settings.rule)
     self.test_scaling = self.settings.test_scaling
 
-  def gradients(self, params, batch_stats, batch, key, method_state):
+  @property
+  def per_device_randomness(self) -> bool:
+    """Per-example keep bits differ by shard in 'pmap' mode, as dropout's do."""
+    return super().per_device_randomness or self.settings.granularity == 'example'
+
+  def train_mask_and_scale(self, key, batch_size: int):
+    """(keep_mask bool[L] or None, residual_scale f32[L], f32[B, L] or None) of a training
+    pass: a per-batch mask whose kept branches the inverted variant scales by 1/p_i, or
+    per-example bits as a residual scale (bit / p_i, inverted) with every block run."""
+    if self.settings.granularity == 'example':
+      bits = masks.sample_drop_path(key, self.survival, batch_size).astype(jnp.float32)
+      return None, bits if self.test_scaling else bits / self.survival
     keep_mask = self.masks_run(key)[0]
     # 'inverted' variant: scale kept branches by 1/p_i in training, run plain at test time.
-    scale = None if self.test_scaling else 1.0 / self.survival
+    return keep_mask, None if self.test_scaling else 1.0 / self.survival
+
+  def gradients(self, params, batch_stats, batch, key, method_state):
+    keep_mask, scale = self.train_mask_and_scale(key, batch['images'].shape[0])
     dropout = dropout_key(self.model, key, 0)
 
     def loss_fn(p):
@@ -43,11 +61,20 @@ class StochasticDepth(Method):
     grads, (new_stats, ce, acc) = loss_gradients(loss_fn, params)
     measurements = {
         'loss': ce, 'ce/sampled': ce, 'train_acc/sampled': acc,
-        'kept_fraction': jnp.mean(keep_mask.astype(jnp.float32)),
+        'kept_fraction': self._kept_fraction(keep_mask, scale),
     }
     return grads, (new_stats, method_state, measurements)
 
+  def _kept_fraction(self, keep_mask, scale):
+    """The fraction of kept blocks (per example and block with per-example bits)."""
+    if keep_mask is None:
+      return jnp.mean((scale > 0).astype(jnp.float32))
+    return jnp.mean(keep_mask.astype(jnp.float32))
+
   def masks_run(self, key):
+    """The step's per-batch mask; all True with per-example bits (every block runs)."""
+    if self.settings.granularity == 'example':
+      return jnp.ones((1, self.num_blocks), bool)
     return masks.sample_stochastic_depth(key, self.survival)[None]
 
   def predict(self, variables, images):

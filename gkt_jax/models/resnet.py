@@ -5,7 +5,8 @@
 dropped block returns its shortcut and does no work: its residual branch sits in a
 `jax.lax.cond` on a scalar predicate, so XLA branches on GPU/TPU, and its BatchNorm layers
 neither normalise nor update their statistics. One compiled program serves every mask.
-`residual_scale` (f32[L]) multiplies each residual branch: stochastic depth's test-time rule.
+`residual_scale` (f32[L], or f32[N, L] per example) multiplies each residual branch: stochastic
+depth's test-time rule, or its per-example train-time draw.
 """
 
 from __future__ import annotations
@@ -161,11 +162,26 @@ def masked_block_output(block: nn.Module, branch: nn.Module, x, shortcut, keep, 
 
 
 def check_block_inputs(num_blocks: int, keep_mask, residual_scale) -> None:
-  """keep_mask and residual_scale, where given, hold one value per residual block."""
-  for name, value in (('keep_mask', keep_mask), ('residual_scale', residual_scale)):
-    if value is not None and tuple(value.shape) != (num_blocks,):
-      raise ValueError(f'{name} has shape {tuple(value.shape)}; this network has '
-                       f'{num_blocks} residual blocks, so it must be ({num_blocks},)')
+  """keep_mask holds one value per residual block; residual_scale, where given, one per block
+  (f32[L]) or one per example and block (f32[N, L])."""
+  if keep_mask is not None and tuple(keep_mask.shape) != (num_blocks,):
+    raise ValueError(f'keep_mask has shape {tuple(keep_mask.shape)}; this network has '
+                     f'{num_blocks} residual blocks, so it must be ({num_blocks},)')
+  if residual_scale is not None and (residual_scale.ndim not in (1, 2)
+                                     or residual_scale.shape[-1] != num_blocks):
+    raise ValueError(f'residual_scale has shape {tuple(residual_scale.shape)}; this network '
+                     f'has {num_blocks} residual blocks, so it must be ({num_blocks},) or '
+                     f'(N, {num_blocks})')
+
+
+def block_scale(residual_scale, index: int, rank: int):
+  """Block `index`'s factor of `residual_scale` (f32[L] or f32[N, L], or None), shaped to
+  multiply a residual of `rank` dimensions: a scalar, or f32[N, 1, ...]."""
+  if residual_scale is None:
+    return None
+  if residual_scale.ndim == 1:
+    return residual_scale[index]
+  return residual_scale[:, index].reshape((-1,) + (1,) * (rank - 1))
 
 
 class ResidualBlock(nn.Module):
@@ -321,7 +337,7 @@ class ResNet(nn.Module):
     for s in range(len(self.stage_sizes)):
       for block in self._stage_blocks(s, impl, boundary):
         keep = None if keep_mask is None else keep_mask[index]
-        scale = None if residual_scale is None else residual_scale[index]
+        scale = block_scale(residual_scale, index, 4)
         x = block(x, keep, scale, train)
         index += 1
       features[f'stage{s + 1}'] = x
@@ -337,7 +353,8 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, keep_mask=None, train: bool = False, residual_scale=None):
-    """Args: x f[N, H, W, C]; keep_mask bool[L] or None (all blocks); residual_scale f32[L].
+    """Args: x f[N, H, W, C]; keep_mask bool[L] or None (all blocks); residual_scale f32[L]
+    or f32[N, L].
 
     Returns:
       logits f32[N, num_classes] and a dict of features: 'stem', 'stage1'.., 'pre_logits'.

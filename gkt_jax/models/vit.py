@@ -35,7 +35,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from gkt_jax.config import model as model_config
 from gkt_jax.models.conv import IMPLS, resolve_impl
-from gkt_jax.models.resnet import Conv, check_block_inputs, masked_branch
+from gkt_jax.models.resnet import Conv, block_scale, check_block_inputs, masked_branch
 
 # name: (width, heads); every size has 12 blocks and MLP ratio 4 unless the config says.
 SIZES = {'ti': (192, 3), 's': (384, 6)}
@@ -189,7 +189,8 @@ class ViT(nn.Module):
 
   @nn.compact
   def __call__(self, x, keep_mask=None, train: bool = False, residual_scale=None):
-    """Args: x f[N, H, W, C]; keep_mask bool[depth] or None; residual_scale f32[depth].
+    """Args: x f[N, H, W, C]; keep_mask bool[depth] or None; residual_scale f32[depth] or
+    f32[N, depth].
 
     Returns:
       logits f32[N, num_classes] and a dict of features: 'stem' (the embedded tokens
@@ -214,7 +215,7 @@ class ViT(nn.Module):
     features = {'stem': x}
     for i in range(self.depth):
       keep = None if keep_mask is None else keep_mask[i]
-      scale = None if residual_scale is None else residual_scale[i]
+      scale = block_scale(residual_scale, i, 3)
       x = TransformerBlock(self.width, self.heads, self.mlp_ratio, self.dtype,
                            name=f'stage1_block{i + 1}')(x, keep, scale, train)
     features['stage1'] = x

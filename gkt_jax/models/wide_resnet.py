@@ -26,7 +26,7 @@ from flax import linen as nn
 
 from gkt_jax.config import model as model_config
 from gkt_jax.models.conv import IMPLS, resolve_impl
-from gkt_jax.models.resnet import Conv, check_block_inputs, masked_branch
+from gkt_jax.models.resnet import Conv, block_scale, check_block_inputs, masked_branch
 
 DEPTHS = (16, 22, 28, 40)
 # The defaults of the fields a config sets (config.model, gkt_jax/config/model.py).
@@ -147,7 +147,8 @@ class WideResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, keep_mask=None, train: bool = False, residual_scale=None):
-    """Args: x f[N, H, W, C]; keep_mask bool[L] or None (all blocks); residual_scale f32[L].
+    """Args: x f[N, H, W, C]; keep_mask bool[L] or None (all blocks); residual_scale f32[L]
+    or f32[N, L].
 
     Returns:
       logits f32[N, num_classes] and a dict of features: 'stem', 'stage1'.., 'pre_logits'.
@@ -164,7 +165,7 @@ class WideResNet(nn.Module):
     for s, (size, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
       for j in range(size):
         keep = None if keep_mask is None else keep_mask[index]
-        scale = None if residual_scale is None else residual_scale[index]
+        scale = block_scale(residual_scale, index, 4)
         x = WideBlock(width, 2 if (s > 0 and j == 0) else 1, impl, self.bn_momentum,
                       self.dtype, self.dropout_rate,
                       name=f'stage{s + 1}_block{j + 1}')(x, keep, scale, train)
