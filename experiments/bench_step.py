@@ -75,7 +75,7 @@ _BATCH = flags.DEFINE_integer('batch', 128, 'Batch size.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per method (after the first).')
 _SIDE = flags.DEFINE_integer('image_size', 32, 'Square image side.')
 _METHODS = flags.DEFINE_list('methods', ['baseline', 'stochastic_depth', 'stimulative', 'gkt',
-                                         'ekd_fws', 'kd'],
+                                         'sandwich', 'ekd_fws', 'kd'],
                              'Methods, or variants of experiments/configs/common.VARIANTS '
                              '(e.g. stimulative_stpp, gkt_geometric), to time; the baseline '
                              'is always timed first.')

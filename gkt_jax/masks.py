@@ -10,6 +10,8 @@ Samplers (see `methods/*.md`):
   * 'prefix' (stimulative training): the first d_s blocks of every stage.
   * 'bernoulli', 'geometric' (GKT, our reading): a child that drops more of its parent's
     droppable blocks; `sample_nested_subnets` chains them.
+  * the sandwich rule (Yu and Huang 2019, BigNAS): the smallest subnet, then random ones
+    (`sample_sandwich`).
 Droppable blocks are all but the first block of every stage (`droppable_mask`).
 """
 
@@ -273,3 +275,43 @@ def sample_nested_subnets(key: jax.Array, stage_sizes: Sequence[int], num_subnet
   full = with_variance_of(jnp.ones((sum(sizes),), bool), jax.random.key_data(key))
   _, chain = jax.lax.scan(step, full, jax.random.split(key, int(num_subnets)))
   return chain
+
+
+def smallest_subnet(stage_sizes: Sequence[int]) -> np.ndarray:
+  """The smallest subnet: the blocks no sampler drops (the first of every stage).
+
+  Args:
+    stage_sizes: (n_1, ..., n_S), blocks per stage.
+
+  Returns:
+    bool[L] numpy array, `~droppable_mask(stage_sizes)`.
+  """
+  return ~droppable_mask(stage_sizes)
+
+
+def sample_sandwich(key: jax.Array, stage_sizes: Sequence[int], num_random: int, *,
+                    sampler: str = 'prefix', **sampler_kw: Any) -> jax.Array:
+  """Samples the subnets of one sandwich-rule step (the full network is not among them).
+
+  Args:
+    key: a typed PRNG key.
+    stage_sizes: (n_1, ..., n_S), blocks per stage (static).
+    num_random: n >= 0, the random subnets (static).
+    sampler: the `sample_subnet` sampler of the random subnets (static).
+    **sampler_kw: its keyword arguments.
+
+  Returns:
+    bool[1 + n, L]: row 0 the smallest subnet (`smallest_subnet`), rows 1..n subnets of the
+    full network drawn independently by `sample_subnet`, each with its own key from
+    `jax.random.split(key, n)`.
+  """
+  if int(num_random) < 0:
+    raise ValueError(f'num_random={num_random!r} must be >= 0')
+  sizes = _check_stage_sizes(stage_sizes)
+  smallest = with_variance_of(jnp.asarray(smallest_subnet(sizes))[None],
+                              jax.random.key_data(key))
+  if not num_random:
+    return smallest
+  random = jax.vmap(lambda k: sample_subnet(k, sizes, sampler=sampler, **sampler_kw))(
+      jax.random.split(key, int(num_random)))
+  return jnp.concatenate([smallest, random])

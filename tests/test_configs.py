@@ -169,9 +169,18 @@ class RecipesTest(parameterized.TestCase):
       common.get_config('gkt', 'cifar10', 'recipe=imagenet')
     with self.assertRaisesRegex(ValueError, r"arch='resnet57' is not one of \('resnet8'"):
       common.get_config('gkt', 'digits', 'arch=resnet57')
-    with self.assertRaisesRegex(ValueError, r"unknown key 'recipe'; allowed: \['arch', 'method', "
-                                r"'short', 'smoke', 'stpp'\]"):
+    with self.assertRaisesRegex(ValueError, r"unknown key 'recipe'; allowed: \['arch', "
+                                r"'drop_path', 'method', 'short', 'smoke', 'stpp'\]"):
       common.get_config('gkt', 'fashion_mnist', 'recipe=ekd_fws')
+    with self.assertRaisesRegex(ValueError, r"config argument drop_path: a setting of "
+                                r"stochastic depth \(method='gkt'\)"):
+      common.get_config('gkt', 'digits', 'drop_path')
+    dropping = {arg: common.get_config('stochastic_depth', 'digits', arg).method
+                for arg in ('drop_path', 'arch=vit_ti', '')}
+    for arg in ('drop_path', 'arch=vit_ti'):
+      self.assertEqual((dropping[arg].granularity, dropping[arg].test_scaling),
+                       ('example', False), arg)
+    self.assertNotIn('granularity', dropping[''])
 
   @parameterized.parameters('vit_ti', 'wrn16_4', 'resnet56')
   def test_small_configs_take_any_registered_network(self, arch):

@@ -143,6 +143,48 @@ class SampleDropPathTest(_StatsTestCase, chex.TestCase):
     np.testing.assert_array_equal(keep, [[False, True, True, False]] * 3)
 
 
+class SampleSandwichTest(_StatsTestCase, chex.TestCase):
+
+  @parameterized.parameters(((3, 3, 3), [1, 0, 0, 1, 0, 0, 1, 0, 0]), ((2, 1), [1, 0, 1]),
+                            ((1, 4), [1, 1, 0, 0, 0]))
+  def test_smallest_subnet_hand_values(self, stage_sizes, want):
+    np.testing.assert_array_equal(masks.smallest_subnet(stage_sizes), np.array(want, bool))
+    np.testing.assert_array_equal(masks.sample_sandwich(jax.random.key(0), stage_sizes, 0),
+                                  np.array([want], bool))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_certain_random_subnets(self):
+    # drop_prob 0 keeps every block, 1 drops every droppable one: the smallest subnet.
+    draw = self.variant(masks.sample_sandwich, static_argnames=('stage_sizes', 'num_random',
+                                                                'sampler'))
+    kept = draw(jax.random.key(1), stage_sizes=(2, 2), num_random=2, sampler='bernoulli',
+                drop_prob=0.0)
+    np.testing.assert_array_equal(kept, [[1, 0, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1]])
+    dropped = draw(jax.random.key(1), stage_sizes=(2, 2), num_random=3, sampler='bernoulli',
+                   drop_prob=1.0)
+    np.testing.assert_array_equal(dropped, [[1, 0, 1, 0]] * 4)
+
+  def test_random_rows_are_independent_draws_from_the_full_network(self):
+    key = jax.random.key(4)
+    rows = masks.sample_sandwich(key, (3, 3, 3), 3, sampler='prefix')
+    self.assertEqual(rows.shape, (4, 9))
+    for i, k in enumerate(jax.random.split(key, 3)):
+      np.testing.assert_array_equal(rows[1 + i], masks.sample_subnet(k, (3, 3, 3),
+                                                                     sampler='prefix'))
+    draws = np.asarray(jax.jit(jax.vmap(lambda k: masks.sample_sandwich(k, (3, 3, 3), 2)))(
+        _keys(6)))
+    np.testing.assert_array_equal(draws[:, 0], np.broadcast_to(
+        masks.smallest_subnet((3, 3, 3)), (NUM_DRAWS, 9)))
+    # 'prefix': each stage keeps d ~ UniformInt{1..3} leading blocks, in each random row.
+    depths = draws[:, 1:].reshape(NUM_DRAWS, 2, 3, 3).sum(-1)
+    for row in range(2):
+      for depth in (1, 2, 3):
+        self.assert_frequency((depths[:, row, 0] == depth).mean(), 1 / 3, NUM_DRAWS,
+                              f'row {row + 1} depth {depth}')
+    corr = np.corrcoef(depths[:, 0, 0], depths[:, 1, 0])[0, 1]
+    self.assertLess(abs(corr), SIGMAS / math.sqrt(NUM_DRAWS))
+
+
 class StaticMasksTest(chex.TestCase):
 
   def test_droppable_mask(self):

@@ -291,6 +291,41 @@ class SelfDistillationTest(parameterized.TestCase):
       jax.block_until_ready(step(jax.random.key(i)))
 
 
+class SandwichTest(parameterized.TestCase):
+
+  @parameterized.parameters(dict(n_random=2, sampler='prefix'),
+                            dict(n_random=1, sampler='bernoulli'))
+  def test_gradients_equal_full_network_then_subnets_distilled_from_it(self, n_random,
+                                                                       sampler):
+    model, batch, variables = _setup()
+    method = _method(model, name='sandwich', n_random=n_random, sampler=sampler,
+                     drop_prob=0.5, temperature=2.0, kl_weight=0.7)
+    key = jax.random.key(3)
+    grads, (_, _, measurements) = jax.jit(method.gradients)(
+        variables['params'], variables['batch_stats'], batch, key, {})
+    subnet_masks = method.sample_masks(jax.random.split(key)[0])
+    self.assertEqual(subnet_masks.shape, (1 + n_random, 6))
+    np.testing.assert_array_equal(subnet_masks[0], [1, 0, 0, 1, 0, 0])  # the smallest
+    np.testing.assert_array_equal(method.masks_run(key),
+                                  np.concatenate([np.ones((1, 6), bool), subnet_masks]))
+    self.assertEqual(method.forwards_per_step(), 2 + n_random)
+
+    # One level, 1 + n loops: every subnet learns from the full network's detached logits.
+    def reference(params):
+      return _reference_gkt(model, params, variables['batch_stats'], batch, subnet_masks, 1,
+                            1 + n_random, 0.5, 'ema', 2.0, 0.7)
+
+    (want_loss, _), want_grads = jax.jit(jax.value_and_grad(reference, has_aux=True))(
+        variables['params'])
+    np.testing.assert_allclose(measurements['loss'], want_loss, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(grads, want_grads, atol=1e-5, rtol=1e-4)
+
+  def test_settings_check_max_shortening_against_the_network(self):
+    with self.assertRaisesRegex(Exception, 'max_shortening'):
+      method_config.read({'name': 'sandwich', 'max_shortening': (1, 2)}).check_stage_sizes(
+          'method', (3, 3, 3))
+
+
 class BaselineAndStochasticDepthTest(parameterized.TestCase):
 
   def test_baseline_gradient(self):

@@ -199,6 +199,7 @@ VARIANTS = {
     'stimulative_stpp': ('stimulative', dict(STPP)),
     'gkt': ('gkt', {}),
     'gkt_geometric': ('gkt', {'sampler': 'geometric'}),
+    'sandwich': ('sandwich', {}),
     'ekd_fws': ('ekd_fws', {}),
     # The BatchNorm ablation: running statistics updated by every pass (the authors' loops).
     'stimulative_every_pass': ('stimulative', {'bn_stats': 'every_pass'}),

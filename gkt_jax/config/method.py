@@ -110,6 +110,35 @@ class GKTSettings(DistillationSettings):
 
 
 @dataclasses.dataclass(frozen=True)
+class SandwichSettings(DistillationSettings):
+  """The sandwich rule's fields (docs/methods/sandwich.md): each step trains the full
+  network on the labels, the smallest subnet and `n_random` random subnets from the full
+  network's detached logits (in-place distillation)."""
+  n_random: int = setting(2, integer(0))  # random subnets per step (BigNAS: 2)
+  # The random subnets' sampler (masks.sample_subnet) and its parameters: 'prefix' keeps a
+  # uniform number of leading blocks per stage (BigNAS's depth draw, capped by
+  # max_shortening), 'bernoulli' drops each droppable block with drop_prob, 'geometric'
+  # drops k blocks with P(k) ∝ gamma^k.
+  sampler: str = setting('prefix', one_of(names.SAMPLERS, 'sampler'))
+  max_shortening: tuple[int, ...] | None = setting(
+      None, names.SAMPLER_CHECKS['max_shortening'], unset=tuple)
+  drop_prob: float = setting(0.2, names.SAMPLER_CHECKS['drop_prob'])
+  gamma: float = setting(0.5, names.SAMPLER_CHECKS['gamma'])
+
+  def check_stage_sizes(self, path: str, stage_sizes: Sequence[int]) -> None:
+    names.check_max_shortening(f'{path}.max_shortening', self.max_shortening, stage_sizes)
+
+  def sampler_kwargs(self) -> dict[str, Any]:
+    """The keyword arguments of `sampler` (`masks.sample_subnet`); max_shortening None is
+    left out (any prefix)."""
+    values = {'max_shortening': None if self.max_shortening is None
+                                else tuple(self.max_shortening),
+              'drop_prob': float(self.drop_prob), 'gamma': float(self.gamma)}
+    return {name: values[name] for name in names.SAMPLER_KWARGS[self.sampler]
+            if values[name] is not None}
+
+
+@dataclasses.dataclass(frozen=True)
 class EKDFWSSettings(MethodSettings):
   """EKD-FWSNet's fields (docs/methods/ekd_fwsnet.md)."""
   temperature: float = setting(3.0, positive)
@@ -153,7 +182,8 @@ class ResKDSettings(KDSettings):
 # gkt_jax/methods/ names its settings class (`Method.Settings`).
 METHODS: dict[str, type[AnyMethodSettings]] = {
     'baseline': MethodSettings, 'stochastic_depth': StochasticDepthSettings,
-    'stimulative': StimulativeSettings, 'gkt': GKTSettings, 'ekd_fws': EKDFWSSettings,
+    'stimulative': StimulativeSettings, 'gkt': GKTSettings, 'sandwich': SandwichSettings,
+    'ekd_fws': EKDFWSSettings,
     'kd': KDSettings, 'reskd': ResKDSettings}
 
 

@@ -11,12 +11,13 @@ from gkt_jax.methods.baseline import Baseline
 from gkt_jax.methods.ekd_fws import EKDFWS
 from gkt_jax.methods.gkt import GKT
 from gkt_jax.methods.reskd import KDStudent, ResStudent
+from gkt_jax.methods.sandwich import Sandwich
 from gkt_jax.methods.stimulative import Stimulative
 from gkt_jax.methods.stochastic_depth import StochasticDepth
 
 REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Baseline, StochasticDepth, Stimulative, GKT, EKDFWS, KDStudent,
-                              ResStudent)}
+    cls.name: cls for cls in (Baseline, StochasticDepth, Stimulative, GKT, Sandwich, EKDFWS,
+                              KDStudent, ResStudent)}
 
 
 def get_method(config, model) -> Method:
@@ -28,4 +29,4 @@ def get_method(config, model) -> Method:
 
 
 __all__ = ['EKDFWS', 'GKT', 'Baseline', 'KDStudent', 'Method', 'MethodSettings', 'REGISTRY',
-           'ResStudent', 'Stimulative', 'StochasticDepth', 'get_method', 'run_model']
+           'ResStudent', 'Sandwich', 'Stimulative', 'StochasticDepth', 'get_method', 'run_model']
