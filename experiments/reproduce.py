@@ -45,7 +45,7 @@ SCARCE_EPOCHS = 200
 LEVELS = masks.DEFAULT_LEVELS
 
 # dataset, model fields, data options, duration, seeds, evaluators' subnet counts, ResKD
-# chain or not.
+# chain or not; `pruned_depth=True` adds the pruned-depth evaluator.
 SUITES = {
     'digits': dict(dataset='digits', model={}, epochs=10, seeds=(0, 1), reskd=True,
                    num_chains=4, depth_subnets=8, reskd_epochs=10),
@@ -133,6 +133,8 @@ def run_config(suite: dict, cell: str, seed: int, total_steps: int | None = None
   config.eval_every_epochs = epochs  # final evaluation only
   config.evals = common.evals(levels=LEVELS, num_chains=suite['num_chains'],
                               depth_subnets=suite['depth_subnets'], method=method)
+  if suite.get('pruned_depth'):  # LayerDrop's every-other pruning, for every method
+    config.evals.pruned_depth = dict(common.PRUNED_DEPTH_EVAL)
   config.plots = False
   if total_steps:
     _short(config, total_steps)

@@ -277,6 +277,25 @@ def sample_nested_subnets(key: jax.Array, stage_sizes: Sequence[int], num_subnet
   return chain
 
 
+def pruned_every_other(stage_sizes: Sequence[int], period: int = 2) -> np.ndarray:
+  """LayerDrop's pruning rule (Fan et al. 2020, "every other"): the droppable blocks,
+  counted j = 1, 2, ... in network order, lose every `period`-th (j % period == 0); the
+  others and the stage-first blocks stay.
+
+  Args:
+    stage_sizes: (n_1, ..., n_S), blocks per stage.
+    period: >= 1 (2: every other droppable block; 1: all of them).
+
+  Returns:
+    bool[L] numpy array. ResNet-20 (3, 3, 3), period 2: [1 1 0 1 1 0 1 1 0].
+  """
+  if int(period) < 1:
+    raise ValueError(f'period={period!r} must be >= 1')
+  droppable = droppable_mask(stage_sizes)
+  count = np.cumsum(droppable)  # j of every droppable block
+  return ~(droppable & (count % int(period) == 0))
+
+
 def smallest_subnet(stage_sizes: Sequence[int]) -> np.ndarray:
   """The smallest subnet: the blocks no sampler drops (the first of every stage).
 

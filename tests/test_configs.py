@@ -170,7 +170,8 @@ class RecipesTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"arch='resnet57' is not one of \('resnet8'"):
       common.get_config('gkt', 'digits', 'arch=resnet57')
     with self.assertRaisesRegex(ValueError, r"unknown key 'recipe'; allowed: \['arch', "
-                                r"'drop_path', 'method', 'short', 'smoke', 'stpp'\]"):
+                                r"'drop_path', 'method', 'pruned_depth', 'short', 'smoke', "
+                                r"'stpp'\]"):
       common.get_config('gkt', 'fashion_mnist', 'recipe=ekd_fws')
     with self.assertRaisesRegex(ValueError, r"config argument drop_path: a setting of "
                                 r"stochastic depth \(method='gkt'\)"):
@@ -181,6 +182,10 @@ class RecipesTest(parameterized.TestCase):
       self.assertEqual((dropping[arg].granularity, dropping[arg].test_scaling),
                        ('example', False), arg)
     self.assertNotIn('granularity', dropping[''])
+    for dataset in common.DATASETS:  # the pruned-depth evaluator, by argument only
+      self.assertNotIn('pruned_depth', common.get_config('gkt', dataset).evals)
+      pruned = common.get_config('gkt', dataset, 'pruned_depth,smoke').evals.pruned_depth
+      self.assertEqual(pruned.to_dict(), common.PRUNED_DEPTH_EVAL)
 
   @parameterized.parameters('vit_ti', 'wrn16_4', 'resnet56')
   def test_small_configs_take_any_registered_network(self, arch):

@@ -7,6 +7,7 @@ import numpy as np
 from absl.testing import absltest
 
 from gkt_jax import evaluate, masks, methods
+from gkt_jax.config import evals as evals_config
 import ml_collections
 from gkt_jax.models import ResNet
 
@@ -151,6 +152,19 @@ class EvaluatorsTest(absltest.TestCase):
       accs = [self._direct_accuracy(jnp.asarray(m)) for m in rows if m.sum() == kept]
       self.assertAlmostEqual(acc, np.mean(accs), places=6)
 
+  def test_pruned_depth_drops_every_other_droppable_block(self):
+    # Stage sizes (3, 2): droppable blocks 1, 2, 4 (j = 1, 2, 3); period 2 prunes j = 2
+    # (block 2), period 3 prunes j = 3 (block 4), period 1 all three.
+    settings = evals_config.read_one('pruned', {'type': 'pruned_depth', 'periods': (2, 3, 1)})
+    out = evaluate.run_evaluators(self.runner, {'pruned': settings.arguments()}, final=True)
+    for period, keep in ((2, [1, 1, 0, 1, 1]), (3, [1, 1, 1, 1, 0]), (1, [1, 0, 0, 1, 0])):
+      np.testing.assert_array_equal(masks.pruned_every_other((3, 2), period),
+                                    np.array(keep, bool))
+      self.assertAlmostEqual(out[f'pruned_acc/period{period}'],
+                             self._direct_accuracy(jnp.asarray(keep, bool)), places=6)
+      self.assertEqual(out[f'pruned_kept/period{period}'], sum(keep))
+    self.assertEqual(evals_config.read_one('p', {'type': 'pruned_depth'}).periods, (2,))
+
   def test_unknown_evaluator(self):
     with self.assertRaisesRegex(ValueError, "evals.x.type='nope'"):
       evaluate.run_evaluators(self.runner, {'x': {'type': 'nope'}}, final=True)
@@ -162,12 +176,15 @@ class SummaryRowsTest(absltest.TestCase):
     summary = {'full_accuracy': 0.9, 'path_acc/main': 0.91, 'path_acc/cm2': 0.8,
                'path_acc/ensemble': 0.92, 'subnet_acc/level2': 0.6, 'subnet_kept/level2': 6.0,
                'subnet_acc/level1': 0.7, 'subnet_kept/level1': 7.5, 'subnet_acc/level4': 0.1,
-               'block_deletion_mean': 0.5, 'depth_curve': [[9, 0.9, 1]]}
+               'block_deletion_mean': 0.5, 'depth_curve': [[9, 0.9, 1]],
+               'pruned_acc/period2': 0.4, 'pruned_kept/period2': 6, 'pruned_acc/period3': 0.3}
     self.assertEqual(evaluate.level_points(summary), [(1, 7.5, 0.7), (2, 6.0, 0.6)])
     self.assertEqual(evaluate.summary_rows(summary), [
         ('main path (deployed)', 0.91), ('classmate path cm2', 0.8),
         ('ensemble of all paths', 0.92), ('subnet level 1 (~7.5 blocks)', 0.7),
-        ('subnet level 2 (~6.0 blocks)', 0.6), ('one block deleted (mean)', 0.5)])
+        ('subnet level 2 (~6.0 blocks)', 0.6), ('one block deleted (mean)', 0.5),
+        ('every other droppable block pruned (6 blocks)', 0.4),
+        ('one droppable block in 3 pruned', 0.3)])
     self.assertEqual(evaluate.summary_rows({'full_accuracy': 0.9}), [])
 
 

@@ -8,6 +8,7 @@ from absl.testing import absltest, flagsaver
 import pytest
 
 from experiments import reproduce
+from experiments.configs import common
 from gkt_jax import evaluate, models
 
 
@@ -92,6 +93,12 @@ class ReproduceTest(absltest.TestCase):
         'papers\' regime) on 1 of 2 seeds.'])
     self.assertEqual(reproduce.regime_lines({'train_accuracy': [], 'gap': []}), [])
     self.assertEqual(reproduce.regime_lines(None), [])
+
+  def test_a_suite_adds_the_pruned_depth_evaluator_on_request(self):
+    suite = reproduce.SUITES['digits']
+    self.assertNotIn('pruned_depth', reproduce.run_config(suite, 'gkt', 0).evals)
+    config = reproduce.run_config(dict(suite, pruned_depth=True), 'sandwich', 0)
+    self.assertEqual(config.evals.pruned_depth.to_dict(), common.PRUNED_DEPTH_EVAL)
 
   def test_scarce_suites_train_on_the_same_subset(self):
     configs = [reproduce.run_config(reproduce.SUITES[name], cell, seed)

@@ -10,11 +10,12 @@ EKD-FWSNet's main path deploys alone (a plain ResNet checkpoint, evaluated):
   python -m experiments.export_main_path --workdir W --out W_main
 
 Arguments (`cifar.py:arg,arg`): dataset=cifar10|cifar100; method=baseline|stochastic_depth|
-stimulative|gkt|ekd_fws (default gkt); arch=NAME (default: METHOD_DEFAULTS, else resnet56;
+stimulative|gkt|sandwich|ekd_fws (default gkt); arch=NAME (default: METHOD_DEFAULTS, else resnet56;
 any registered network: a Wide ResNet or a ViT runs its family's recipe, FAMILY_RECIPES);
 recipe=stimulative|stochastic_depth|ekd_fws (a ResNet's recipe, RECIPES; default:
-METHOD_DEFAULTS, else stimulative); stpp (stimulative training's ST++ switches); smoke (4 steps
-of ResNet-20 at batch 32 on 200 test images).
+METHOD_DEFAULTS, else stimulative); stpp (stimulative training's ST++ switches); drop_path
+(stochastic depth per example, a ViT's default); pruned_depth (also the accuracy with every
+other droppable block pruned); smoke (4 steps of ResNet-20 at batch 32 on 200 test images).
 
 Expected result (CIFAR-10 / CIFAR-100 test error):
 - stochastic_depth, ResNet-110 (its default): 5.25% / 24.98%, against 6.41% / 27.22% for the
@@ -145,4 +146,4 @@ def get_config(arg=None):
     config.data.update(batch_size=32, eval_batch_size=100)
     config.data.options.update(cache=False, test_split='test[:200]')
     common.smoke(config)
-  return config
+  return common.finish(config, options)

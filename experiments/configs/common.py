@@ -61,9 +61,9 @@ def parse_arg(arg: str | None, **defaults) -> dict:
 def options(arg: str | None, **defaults) -> dict:
   """A dataset file's arguments: method (a registered method's name), arch (a registered
   network's name), smoke, stpp (stimulative training only), drop_path (stochastic depth
-  only) and the file's own `defaults`."""
+  only), pruned_depth (`finish`) and the file's own `defaults`."""
   out = parse_arg(arg, **dict(dict(method='gkt', arch='resnet20', smoke=False, stpp=False,
-                                   drop_path=False), **defaults))
+                                   drop_path=False, pruned_depth=False), **defaults))
   if out['method'] not in method_config.METHODS or out['method'] in CHAIN_METHODS:
     raise ValueError(f"config argument method={out['method']!r} is not one of "
                      f'{tuple(m for m in method_config.METHODS if m not in CHAIN_METHODS)}')
@@ -177,6 +177,19 @@ def evals(levels: int = names.DEFAULT_LEVELS, num_chains: int = 8, depth_subnets
 def config_evals(config: ml_collections.ConfigDict, **kwargs) -> dict:
   """`evals(**kwargs)` at the config's levels, with its method's own evaluators."""
   return evals(levels(config), method=config.method.name, **kwargs)
+
+
+# LayerDrop's pruning rule (every other droppable block) as an evaluator entry: the
+# `pruned_depth` argument of every config file, and suites with `pruned_depth=True`.
+PRUNED_DEPTH_EVAL = dict(type='pruned_depth', final_only=True, periods=(2,))
+
+
+def finish(config: ml_collections.ConfigDict, options: dict) -> ml_collections.ConfigDict:
+  """The last step of every config file: the evaluators its arguments add (pruned_depth:
+  accuracy with every other droppable block pruned)."""
+  if options['pruned_depth']:
+    config.evals.pruned_depth = dict(PRUNED_DEPTH_EVAL)
+  return config
 
 
 def smoke(config: ml_collections.ConfigDict) -> None:

@@ -7,9 +7,9 @@ Launch:
 Arguments (`digits.py:arg,arg`): method=baseline|stochastic_depth|stimulative|gkt|sandwich|
 ekd_fws (default gkt); arch=NAME (any registered network, default resnet20, e.g. vit_ti or
 wrn16_4); stpp (stimulative training's ST++ switches); drop_path (stochastic depth per
-example, a ViT's default); smoke (4 steps). A ViT takes 2x2 patches (16 tokens):
-`:method=gkt,arch=vit_ti,smoke` takes under a minute on 2 CPU cores (compile ~15 s, ~2.5 s per
-step of 7 passes).
+example, a ViT's default); pruned_depth (also the accuracy with every other droppable block
+pruned); smoke (4 steps). A ViT takes 2x2 patches (16 tokens): `:method=gkt,arch=vit_ti,smoke`
+takes under a minute on 2 CPU cores (compile ~15 s, ~2.5 s per step of 7 passes).
 
 Runtime: about 1-3 minutes on 2 CPU cores (EKD-FWSNet 2-4: its step runs 6 stage passes, the
 baseline's 3). Expected result (GKT): the table `make demo` ends with, in the README.
@@ -37,4 +37,4 @@ def get_config(arg=None):
   config.evals = common.config_evals(config)
   if options['smoke']:
     common.smoke(config)
-  return config
+  return common.finish(config, options)

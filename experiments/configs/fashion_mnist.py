@@ -7,8 +7,9 @@ Launch:
 Arguments (`fashion_mnist.py:arg,arg`): method=baseline|stochastic_depth|stimulative|gkt|
 sandwich|ekd_fws (default gkt); arch=NAME (any registered network, default resnet20); stpp
 (stimulative training's ST++ switches); drop_path (stochastic depth per example, a ViT's
-default); short (300 steps, checkpoints every 50: the preemption-and-resume demonstration of
-the README, about 5 minutes); smoke (4 steps on 500 test images). A ViT trains on 4x4
+default); pruned_depth (also the accuracy with every other droppable block pruned); short
+(300 steps, checkpoints every 50: the preemption-and-resume demonstration of the README, about
+5 minutes); smoke (4 steps on 500 test images). A ViT trains on 4x4
 patches: `:method=gkt,arch=vit_ti,smoke` takes about 3 min on 2 CPU cores (compile ~30 s,
 ~13 s per step of 7 passes, final evaluation ~2 min).
 
@@ -43,4 +44,4 @@ def get_config(arg=None):
     config.log_every_steps = 25
     config.ckpt_every_steps = 50
     config.evals = common.config_evals(config, num_chains=2, depth_subnets=4, deletion=False)
-  return config
+  return common.finish(config, options)

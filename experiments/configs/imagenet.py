@@ -11,8 +11,9 @@ Launch:
       --workdir /tmp/gkt_imagenet --config.data.dir=DIR
 
 Arguments (`imagenet.py:arg,arg`): method=NAME (default gkt); stpp (stimulative training's
-ST++ switches, with ResNet-50's inter-stage rule M = (1, 2, 4, 1)); smoke (4 steps of batch 8
-on 64x64 crops, 64 validation images).
+ST++ switches, with ResNet-50's inter-stage rule M = (1, 2, 4, 1)); drop_path and
+pruned_depth (as in digits.py); smoke (4 steps of batch 8 on 64x64 crops, 64 validation
+images).
 
 Expected result: stimulative with stpp, best top-1 80.50% after 200 epochs, as logged in the
 authors' ST++ ResNet-50 code (80.97% with 400 epochs and UniformAugment, which this config does
@@ -51,4 +52,4 @@ def get_config(arg=None):
     config.data.update(batch_size=8, eval_batch_size=32)
     config.data.options.update(image_size=64, resize_size=73, test_split='validation[:64]')
     common.smoke(config)
-  return config
+  return common.finish(config, options)

@@ -89,11 +89,19 @@ class NestedDepthCurveSettings(SubnetChainsSettings):
   seed: int = setting(2, integer(0))
 
 
+@dataclasses.dataclass(frozen=True)
+class PrunedDepthSettings(EvalSettings):
+  """Accuracy with every `period`-th droppable block pruned (LayerDrop's "every other" rule
+  at period 2, `masks.pruned_every_other`), one result per period; no fine-tuning."""
+  periods: tuple[int, ...] = setting((2,), settings_lib.positive_ints)
+
+
 # Every evaluator type's settings (gkt_jax.evaluate.EVALUATORS runs them).
 EVALUATORS: dict[str, type[EvalSettings]] = {
     'full': EvalSettings, 'subnet_chains': SubnetChainsSettings,
     'depth_curve': DepthCurveSettings, 'nested_depth_curve': NestedDepthCurveSettings,
-    'block_deletion': EvalSettings, 'classmate_paths': EvalSettings}
+    'block_deletion': EvalSettings, 'classmate_paths': EvalSettings,
+    'pruned_depth': PrunedDepthSettings}
 
 
 def read_one(name: str, section: Any) -> EvalSettings:

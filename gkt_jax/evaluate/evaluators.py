@@ -10,7 +10,7 @@ seeds, so every method and every eval step sees the same subnets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import time
 
 import jax
@@ -236,6 +236,7 @@ class _Progress:
 _CHAINS = evals_config.SubnetChainsSettings()
 _DEPTH = evals_config.DepthCurveSettings()
 _NESTED = evals_config.NestedDepthCurveSettings()
+_PRUNED = evals_config.PrunedDepthSettings()
 
 
 def full_accuracy(runner: EvalRunner) -> dict:
@@ -305,6 +306,19 @@ def block_deletion(runner: EvalRunner) -> dict:
           'block_deletion_mean': float(np.mean([a for _, a in accs])) if accs else None}
 
 
+def pruned_depth(runner: EvalRunner, *, periods: Sequence[int] = _PRUNED.periods) -> dict:
+  """Accuracy of the network pruned by LayerDrop's rule, every `period`-th droppable block
+  removed (`masks.pruned_every_other`; period 2: every other), as the method runs a subnet
+  at test time: 'pruned_acc/period{p}' and the blocks kept, 'pruned_kept/period{p}'."""
+  stage_sizes = tuple(runner.model.stage_sizes)
+  pruned = np.stack([masks.pruned_every_other(stage_sizes, p) for p in periods])
+  out = {}
+  for p, mask, acc in zip(periods, pruned, runner.subnet_accuracies(pruned)):
+    out[f'pruned_acc/period{p}'] = float(acc)
+    out[f'pruned_kept/period{p}'] = int(mask.sum())
+  return out
+
+
 def classmate_paths(runner: EvalRunner) -> dict:
   """EKD-FWSNet: accuracy of every path of a ClassmateResNet (main = the deployed network,
   cm1.., the classmates) and of their ensemble (the mean of all paths' logits)."""
@@ -351,13 +365,20 @@ def summary_rows(summary: dict) -> list[tuple[str, float]]:
                                             else ''), acc))
   if summary.get('block_deletion_mean') is not None:
     rows.append(('one block deleted (mean)', summary['block_deletion_mean']))
+  for key, value in summary.items():
+    if key.startswith('pruned_acc/period'):
+      period = key.removeprefix('pruned_acc/period')
+      label = ('every other droppable block pruned' if period == '2'
+               else f'one droppable block in {period} pruned')
+      kept = summary.get(f'pruned_kept/period{period}')
+      rows.append((label + (f' ({kept} blocks)' if kept is not None else ''), value))
   return rows
 
 
 EVALUATORS: dict[str, Callable[..., dict]] = {
     'full': full_accuracy, 'subnet_chains': subnet_chains, 'depth_curve': depth_curve,
     'nested_depth_curve': nested_depth_curve, 'block_deletion': block_deletion,
-    'classmate_paths': classmate_paths}
+    'classmate_paths': classmate_paths, 'pruned_depth': pruned_depth}
 
 
 def run_evaluators(runner: EvalRunner, evals_config, *, final: bool) -> dict:
