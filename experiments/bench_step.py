@@ -74,8 +74,8 @@ _ARCH = flags.DEFINE_list('arch', ['resnet56'], 'Architectures (names in '
 _BATCH = flags.DEFINE_integer('batch', 128, 'Batch size.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per method (after the first).')
 _SIDE = flags.DEFINE_integer('image_size', 32, 'Square image side.')
-_METHODS = flags.DEFINE_list('methods', ['baseline', 'stochastic_depth', 'stimulative', 'gkt',
-                                         'sandwich', 'ekd_fws', 'kd'],
+_METHODS = flags.DEFINE_list('methods', ['baseline', 'stochastic_depth', 'layerdrop',
+                                         'stimulative', 'gkt', 'sandwich', 'ekd_fws', 'kd'],
                              'Methods, or variants of experiments/configs/common.VARIANTS '
                              '(e.g. stimulative_stpp, gkt_geometric), to time; the baseline '
                              'is always timed first.')

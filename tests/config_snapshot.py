@@ -12,7 +12,8 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(REPO, 'tests', 'goldens', 'configs.json')
-METHODS = ('baseline', 'stochastic_depth', 'stimulative', 'gkt', 'sandwich', 'ekd_fws')
+METHODS = ('baseline', 'stochastic_depth', 'layerdrop', 'stimulative', 'gkt', 'sandwich',
+           'ekd_fws')
 
 
 def _arguments(method: str, extra: tuple[str, ...]) -> list[str]:

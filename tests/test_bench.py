@@ -45,11 +45,13 @@ class BenchStepTest(absltest.TestCase):
       self.assertGreater(row['xla_step_bytes'], 0, name)
     self.assertEqual(self.rows['gkt']['forwards_per_step'], 7)
 
-  def test_sandwich_runs_in_one_compile(self):
-    # The full network, the smallest subnet and 2 random ones: 4 passes, one program.
-    row = bench_step.bench_method('sandwich', **_TINY)
-    self.assertEqual(row['compiles'], 1)
-    self.assertEqual(row['forwards_per_step'], 4)
+  def test_sandwich_and_layerdrop_run_in_one_compile(self):
+    # Sandwich: the full network, the smallest subnet and 2 random ones: 4 passes, one
+    # program. LayerDrop: one pass.
+    for name, forwards in (('sandwich', 4), ('layerdrop', 1)):
+      row = bench_step.bench_method(name, **_TINY)
+      self.assertEqual(row['compiles'], 1, name)
+      self.assertEqual(row['forwards_per_step'], forwards, name)
 
   def test_flops(self):
     plain = self.rows['baseline']['plain_flops_per_example']

@@ -407,6 +407,46 @@ class BaselineAndStochasticDepthTest(parameterized.TestCase):
                            delta=4 * np.sqrt(np.sum(survival * (1 - survival)) / 36 / num))
 
 
+class LayerDropTest(parameterized.TestCase):
+
+  def test_step_trains_the_sampled_blocks_unscaled(self):
+    model, batch, variables = _setup()
+    method = _method(model, name='layerdrop', drop_rate=0.5)
+    key = jax.random.key(11)
+    grads, (_, _, measurements) = method.gradients(variables['params'],
+                                                   variables['batch_stats'], batch, key, {})
+    survival = np.array([1, 0.5, 0.5, 1, 0.5, 0.5], np.float32)  # stage-first blocks stay
+    np.testing.assert_array_equal(method.survival, survival)
+    keep = masks.sample_stochastic_depth(key, survival)
+    np.testing.assert_array_equal(method.masks_run(key), keep[None])
+    self.assertAlmostEqual(float(measurements['kept_fraction']), float(np.mean(keep)))
+
+    def reference(params):
+      return _ce(_forward(model, params, variables['batch_stats'], batch['images'], keep)[0],
+                 batch['labels'])
+
+    chex.assert_trees_all_close(grads, jax.grad(reference)(variables['params']), atol=1e-6)
+    # Test time: the plain network, and subnets unscaled.
+    np.testing.assert_array_equal(method.predict(variables, batch['images']),
+                                  model.apply(variables, batch['images'], train=False)[0])
+    pruned = jnp.asarray(masks.pruned_every_other((3, 3)))
+    np.testing.assert_array_equal(
+        method.subnet_logits(variables, batch['images'], pruned),
+        model.apply(variables, batch['images'], keep_mask=pruned, train=False)[0])
+
+  def test_keep_rates(self):
+    model, _, _ = _setup()
+    for drop_stage_first, want in ((False, [1, 0.8, 0.8, 1, 0.8, 0.8]), (True, [0.8] * 6)):
+      method = _method(model, name='layerdrop', drop_stage_first=drop_stage_first)
+      kept = np.asarray(jax.jit(jax.vmap(lambda k, m=method: m.masks_run(k)[0]))(
+          jax.random.split(jax.random.key(0), 4000)))
+      for i, p in enumerate(want):
+        self.assertAlmostEqual(kept[:, i].mean(), p, delta=5 * np.sqrt(p * (1 - p) / 4000),
+                               msg=f'block {i}, drop_stage_first={drop_stage_first}')
+    with self.assertRaisesRegex(Exception, 'drop_rate'):
+      method_config.read({'name': 'layerdrop', 'drop_rate': 1.0})
+
+
 class DropPathTest(parameterized.TestCase):
   """Stochastic depth with granularity='example': per-example keep bits as residual scales."""
 

@@ -10,8 +10,9 @@ EKD-FWSNet's main path deploys alone (a plain ResNet checkpoint, evaluated):
   python -m experiments.export_main_path --workdir W --out W_main
 
 Arguments (`cifar.py:arg,arg`): dataset=cifar10|cifar100; method=baseline|stochastic_depth|
-stimulative|gkt|sandwich|ekd_fws (default gkt); arch=NAME (default: METHOD_DEFAULTS, else resnet56;
-any registered network: a Wide ResNet or a ViT runs its family's recipe, FAMILY_RECIPES);
+layerdrop|stimulative|gkt|sandwich|ekd_fws (default gkt); arch=NAME (default:
+METHOD_DEFAULTS, else resnet56; any registered network: a Wide ResNet or a ViT runs its
+family's recipe, FAMILY_RECIPES);
 recipe=stimulative|stochastic_depth|ekd_fws (a ResNet's recipe, RECIPES; default:
 METHOD_DEFAULTS, else stimulative); stpp (stimulative training's ST++ switches); drop_path
 (stochastic depth per example, a ViT's default); pruned_depth (also the accuracy with every

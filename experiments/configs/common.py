@@ -181,7 +181,7 @@ def config_evals(config: ml_collections.ConfigDict, **kwargs) -> dict:
 
 # LayerDrop's pruning rule (every other droppable block) as an evaluator entry: the
 # `pruned_depth` argument of every config file, and suites with `pruned_depth=True`.
-PRUNED_DEPTH_EVAL = dict(type='pruned_depth', final_only=True, periods=(2,))
+PRUNED_DEPTH_EVAL = names.PRUNED_DEPTH_EVAL
 
 
 def finish(config: ml_collections.ConfigDict, options: dict) -> ml_collections.ConfigDict:
@@ -208,6 +208,7 @@ VARIANTS = {
     'baseline': ('baseline', {}),
     'stochastic_depth': ('stochastic_depth', {}),
     'drop_path': ('stochastic_depth', dict(DROP_PATH)),
+    'layerdrop': ('layerdrop', {}),
     'stimulative': ('stimulative', {}),
     'stimulative_stpp': ('stimulative', dict(STPP)),
     'gkt': ('gkt', {}),

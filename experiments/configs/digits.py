@@ -4,8 +4,8 @@ laptop: the demo (`make demo` trains GKT).
 Launch:
   python -m experiments.main --config experiments/configs/digits.py:method=gkt \
       --workdir /tmp/gkt_digits
-Arguments (`digits.py:arg,arg`): method=baseline|stochastic_depth|stimulative|gkt|sandwich|
-ekd_fws (default gkt); arch=NAME (any registered network, default resnet20, e.g. vit_ti or
+Arguments (`digits.py:arg,arg`): method=baseline|stochastic_depth|layerdrop|stimulative|gkt|
+sandwich|ekd_fws (default gkt); arch=NAME (any registered network, default resnet20, e.g. vit_ti or
 wrn16_4); stpp (stimulative training's ST++ switches); drop_path (stochastic depth per
 example, a ViT's default); pruned_depth (also the accuracy with every other droppable block
 pruned); smoke (4 steps). A ViT takes 2x2 patches (16 tokens): `:method=gkt,arch=vit_ti,smoke`

@@ -4,12 +4,12 @@ results suites' dataset (experiments/reproduce.py, docs/results.md).
 Launch:
   python -m experiments.main --config experiments/configs/fashion_mnist.py:method=gkt \
       --workdir /tmp/gkt_fmnist
-Arguments (`fashion_mnist.py:arg,arg`): method=baseline|stochastic_depth|stimulative|gkt|
-sandwich|ekd_fws (default gkt); arch=NAME (any registered network, default resnet20); stpp
-(stimulative training's ST++ switches); drop_path (stochastic depth per example, a ViT's
-default); pruned_depth (also the accuracy with every other droppable block pruned); short
-(300 steps, checkpoints every 50: the preemption-and-resume demonstration of the README, about
-5 minutes); smoke (4 steps on 500 test images). A ViT trains on 4x4
+Arguments (`fashion_mnist.py:arg,arg`): method=baseline|stochastic_depth|layerdrop|
+stimulative|gkt|sandwich|ekd_fws (default gkt); arch=NAME (any registered network, default
+resnet20); stpp (stimulative training's ST++ switches); drop_path (stochastic depth per
+example, a ViT's default); pruned_depth (also the accuracy with every other droppable block
+pruned); short (300 steps, checkpoints every 50: the preemption-and-resume demonstration of
+the README, about 5 minutes); smoke (4 steps on 500 test images). A ViT trains on 4x4
 patches: `:method=gkt,arch=vit_ti,smoke` takes about 3 min on 2 CPU cores (compile ~30 s,
 ~13 s per step of 7 passes, final evaluation ~2 min).
 

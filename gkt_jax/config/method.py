@@ -62,6 +62,17 @@ class StochasticDepthSettings(MethodSettings):
 
 
 @dataclasses.dataclass(frozen=True)
+class LayerDropSettings(MethodSettings):
+  """LayerDrop's fields (docs/methods/layerdrop.md)."""
+  # Every droppable block is dropped with this probability, one draw per block and step
+  # shared by the batch; no scaling in training or at test time.
+  drop_rate: float = setting(0.2, interval(0.0, 1.0, high_open=True, what='a probability'))
+  # False: stage-first (downsampling) blocks always run, the blocks the pruning rule keeps;
+  # True: they are dropped at the same rate, as stochastic depth drops them.
+  drop_stage_first: bool = setting(False, boolean)
+
+
+@dataclasses.dataclass(frozen=True)
 class DistillationSettings(MethodSettings):
   """The fields of subnet distillation (stimulative training, GKT)."""
   # The subnet loss: kl_weight * T^2 KL(teacher || subnet) + subnet_label_weight * CE.
@@ -182,6 +193,7 @@ class ResKDSettings(KDSettings):
 # gkt_jax/methods/ names its settings class (`Method.Settings`).
 METHODS: dict[str, type[AnyMethodSettings]] = {
     'baseline': MethodSettings, 'stochastic_depth': StochasticDepthSettings,
+    'layerdrop': LayerDropSettings,
     'stimulative': StimulativeSettings, 'gkt': GKTSettings, 'sandwich': SandwichSettings,
     'ekd_fws': EKDFWSSettings,
     'kd': KDSettings, 'reskd': ResKDSettings}
@@ -191,6 +203,8 @@ METHODS: dict[str, type[AnyMethodSettings]] = {
 # EKD-FWSNet's main path, classmate paths and their ensemble.
 OWN_EVALS: dict[str, dict[str, dict[str, Any]]] = {
     'ekd_fws': {'paths': {'type': 'classmate_paths'}},
+    # LayerDrop: the network pruned at inference by its "every other" rule.
+    'layerdrop': {'pruned_depth': dict(names.PRUNED_DEPTH_EVAL)},
 }
 
 

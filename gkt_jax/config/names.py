@@ -40,6 +40,11 @@ def check_max_shortening(field: str, value: Any, stage_sizes: Sequence[int]) -> 
                   f'are {stage_sizes}')
 
 
+# ----- evaluators -----
+# LayerDrop's pruning at inference, every other droppable block (gkt_jax.evaluate's
+# 'pruned_depth'): LayerDrop's own evaluator, and any config's with its `pruned_depth` argument.
+PRUNED_DEPTH_EVAL = {'type': 'pruned_depth', 'final_only': True, 'periods': (2,)}
+
 # ----- methods -----
 AGGREGATES = ('ema', 'mean')  # how group knowledge aggregates over loops (gkt_jax.groups)
 BN_STATS = ('full_network', 'every_pass')  # which passes update BatchNorm statistics

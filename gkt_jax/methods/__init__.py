@@ -10,14 +10,15 @@ from gkt_jax.methods.base import Method, MethodSettings, run_model
 from gkt_jax.methods.baseline import Baseline
 from gkt_jax.methods.ekd_fws import EKDFWS
 from gkt_jax.methods.gkt import GKT
+from gkt_jax.methods.layerdrop import LayerDrop
 from gkt_jax.methods.reskd import KDStudent, ResStudent
 from gkt_jax.methods.sandwich import Sandwich
 from gkt_jax.methods.stimulative import Stimulative
 from gkt_jax.methods.stochastic_depth import StochasticDepth
 
 REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Baseline, StochasticDepth, Stimulative, GKT, Sandwich, EKDFWS,
-                              KDStudent, ResStudent)}
+    cls.name: cls for cls in (Baseline, StochasticDepth, LayerDrop, Stimulative, GKT, Sandwich,
+                              EKDFWS, KDStudent, ResStudent)}
 
 
 def get_method(config, model) -> Method:
@@ -28,5 +29,6 @@ def get_method(config, model) -> Method:
   return REGISTRY[name].build(config, model)
 
 
-__all__ = ['EKDFWS', 'GKT', 'Baseline', 'KDStudent', 'Method', 'MethodSettings', 'REGISTRY',
+__all__ = ['EKDFWS', 'GKT', 'Baseline', 'KDStudent', 'LayerDrop', 'Method', 'MethodSettings',
+           'REGISTRY',
            'ResStudent', 'Sandwich', 'Stimulative', 'StochasticDepth', 'get_method', 'run_model']

@@ -21,6 +21,24 @@ from gkt_jax.config.method import StochasticDepthSettings
 from gkt_jax.methods.base import Method, dropout_key, loss_gradients, mean_accuracy, run_model
 
 
+def sampled_network_gradients(method: Method, params, batch_stats, batch, key, keep_mask,
+                              scale):
+  """Cross-entropy gradients of one training pass through the network `keep_mask` (bool[L]
+  or None) with `residual_scale` `scale`: grads, the new batch statistics and the
+  measurements 'loss', 'ce/sampled', 'train_acc/sampled'."""
+  dropout = dropout_key(method.model, key, 0)
+
+  def loss_fn(p):
+    logits, _, new_stats = run_model(method.model, p, batch_stats, batch['images'],
+                                     keep_mask=keep_mask, residual_scale=scale,
+                                     dropout_key=dropout)
+    ce = jnp.mean(losses.cross_entropy(logits, batch['labels'], method.label_smoothing()))
+    return ce, (new_stats, ce, mean_accuracy(logits, batch['labels']))
+
+  grads, (new_stats, ce, acc) = loss_gradients(loss_fn, params)
+  return grads, new_stats, {'loss': ce, 'ce/sampled': ce, 'train_acc/sampled': acc}
+
+
 class StochasticDepth(Method):
   name = 'stochastic_depth'
   Settings = StochasticDepthSettings
@@ -49,20 +67,9 @@ class StochasticDepth(Method):
 
   def gradients(self, params, batch_stats, batch, key, method_state):
     keep_mask, scale = self.train_mask_and_scale(key, batch['images'].shape[0])
-    dropout = dropout_key(self.model, key, 0)
-
-    def loss_fn(p):
-      logits, _, new_stats = run_model(self.model, p, batch_stats, batch['images'],
-                                       keep_mask=keep_mask, residual_scale=scale,
-                                       dropout_key=dropout)
-      ce = jnp.mean(losses.cross_entropy(logits, batch['labels'], self.label_smoothing()))
-      return ce, (new_stats, ce, mean_accuracy(logits, batch['labels']))
-
-    grads, (new_stats, ce, acc) = loss_gradients(loss_fn, params)
-    measurements = {
-        'loss': ce, 'ce/sampled': ce, 'train_acc/sampled': acc,
-        'kept_fraction': self._kept_fraction(keep_mask, scale),
-    }
+    grads, new_stats, measurements = sampled_network_gradients(
+        self, params, batch_stats, batch, key, keep_mask, scale)
+    measurements['kept_fraction'] = self._kept_fraction(keep_mask, scale)
     return grads, (new_stats, method_state, measurements)
 
   def _kept_fraction(self, keep_mask, scale):
