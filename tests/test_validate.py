@@ -68,7 +68,8 @@ class DefaultConfigsTest(parameterized.TestCase):
                   levels=2, loops=1, sampler='geometric', drop_prob=0.1, gamma=2.0,
                   aggregate='mean', momentum=0.9, kd_weight=2.0, att_weight=0.5,
                   dropout_rate=0.1, detach_teacher=True, attention_eps=0.0, alpha=0.5,
-                  residual_target='kd', student_features=True, bn_stats='every_pass')
+                  residual_target='kd', student_features=True, bn_stats='every_pass',
+                  granularity='example', n_random=3, drop_rate=0.3, drop_stage_first=True)
     run = self.create_tempdir()  # a trained run's workdir, as far as validation looks
     run.create_file('config.json', '{}')
     values.update(teacher=run.full_path, student=run.full_path, res_students=(run.full_path,))
@@ -87,7 +88,8 @@ class MethodSettingsTest(parameterized.TestCase):
   @parameterized.parameters(
       ('baseline', {}), ('stochastic_depth', {}), ('stochastic_depth', {'test_scaling': False}),
       ('stimulative', {'subnet_resize': True}), ('gkt', {'sampler': 'bernoulli'}),
-      ('gkt', {'sampler': 'geometric', 'subnet_resize': True}), ('ekd_fws', {}))
+      ('gkt', {'sampler': 'geometric', 'subnet_resize': True}), ('ekd_fws', {}),
+      ('stochastic_depth', {'granularity': 'example'}), ('sandwich', {}), ('layerdrop', {}))
   def test_step_runs_on_its_settings(self, name, overrides):
     model = ResNet(stage_sizes=(2, 2), stage_widths=(4, 8), num_classes=3, stem_width=4,
                    shortcut='pad')
