@@ -49,7 +49,8 @@ class OneLineErrorTest(parameterized.TestCase):
         'method=NAME']),
       ('bad_config_argument', ['--config', f'{DIGITS}:smok'],
        [f'--config={DIGITS}:smok',
-        "unknown key 'smok'; allowed: ['arch', 'method', 'smoke', 'stpp']"]),
+        "unknown key 'smok'; allowed: ['arch', 'drop_path', 'method', 'pruned_depth', "
+        "'smoke', 'stpp']"]),
       ('value_of_the_wrong_type', ['--config', DIGITS, '--config.total_steps=abc'],
        ['--config.total_steps=abc', "invalid literal for int()"]),
       ('unknown_flag', ['--config', DIGITS, '--bogus'], ["'bogus'", '--helpfull']),
