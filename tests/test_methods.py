@@ -319,6 +319,14 @@ class SandwichTest(parameterized.TestCase):
         variables['params'])
     np.testing.assert_allclose(measurements['loss'], want_loss, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(grads, want_grads, atol=1e-5, rtol=1e-4)
+    # The smallest subnet's terms, and the random subnets' mean, apart.
+    params, stats = variables['params'], variables['batch_stats']
+    full = _forward(model, params, stats, batch['images'])[0]
+    kls = [_kl(_forward(model, params, stats, batch['images'], m)[0], full, 2.0)
+           for m in subnet_masks]
+    np.testing.assert_allclose(measurements['kl/smallest'], kls[0], rtol=1e-5)
+    np.testing.assert_allclose(measurements['kl/random'], np.mean(kls[1:]), rtol=1e-5)
+    self.assertNotIn('kl/level1', measurements)
 
   def test_settings_check_max_shortening_against_the_network(self):
     with self.assertRaisesRegex(Exception, 'max_shortening'):

@@ -11,6 +11,7 @@ smallest, random ones. BatchNorm running statistics: `bn_stats` (subnet_distilla
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from gkt_jax import masks
 from gkt_jax.config.method import SandwichSettings
@@ -28,3 +29,11 @@ class Sandwich(SelfDistillation, Method):
     return masks.sample_sandwich(key, self.stage_sizes, self.settings.n_random,
                                  sampler=self.settings.sampler,
                                  **self.settings.sampler_kwargs())
+
+  def subnet_measurements(self, per_subnet: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """'{name}/smallest' (the smallest subnet's values) and '{name}/random' (the mean over
+    the random subnets, when there are any)."""
+    out = {f'{name}/smallest': values[0] for name, values in per_subnet.items()}
+    if self.settings.n_random:
+      out.update({f'{name}/random': jnp.mean(values[1:]) for name, values in per_subnet.items()})
+    return out

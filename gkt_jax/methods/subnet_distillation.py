@@ -269,8 +269,12 @@ class SelfDistillation:
         'ce/full': ce,
         'train_acc/full': per_pass['acc'][0],
     }
-    measurements.update(per_level_measurements(per_subnet, self.levels))
+    measurements.update(self.subnet_measurements(per_subnet))
     return grads, (stats, method_state, measurements)
+
+  def subnet_measurements(self, per_subnet: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """The step's measurements of the f32[K] per-subnet values: their means by level."""
+    return per_level_measurements(per_subnet, self.levels)
 
   def masks_run(self, key) -> jax.Array:
     """The full network, then the subnets `sample_masks` draws from the key's first half."""
