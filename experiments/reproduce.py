@@ -58,18 +58,19 @@ SUITES = {
     'fmnist': dict(dataset='fashion_mnist', model={'width_multiplier': 0.5}, epochs=2,
                    seeds=(0, 1, 2), reskd=True, num_chains=4, depth_subnets=8,
                    reskd_epochs=2),
-    # Issue 29: the papers' regime, a plain network that fits its training set and tests well
-    # below it: ResNet-20 and ResNet-56 at width 0.5.
-    # Cells listed in `cell_seeds` run on those seeds only.
+    # The papers' regime, a plain network that fits its training set and tests well below it:
+    # ResNet-20 and ResNet-56 at width 0.5. Cells listed in `cell_seeds` run on those seeds
+    # only.
     'fmnist_scarce': dict(dataset='fashion_mnist', model={'width_multiplier': 0.5},
                           data_options=SCARCE_DATA, epochs=SCARCE_EPOCHS, seeds=(0, 1, 2),
                           reskd=False, num_chains=4, depth_subnets=8,
                           labels=('baseline', 'stochastic_depth', 'stimulative', 'gkt',
                                   'ekd_fws', 'stimulative_stpp', 'gkt_geometric',
-                                  'stimulative_every_pass', 'gkt_every_pass'),
+                                  'stimulative_every_pass', 'gkt_every_pass', 'sandwich',
+                                  'layerdrop', 'drop_path'),
                           cell_seeds={label: (0,) for label in (
                               'stimulative_stpp', 'gkt_geometric', 'stimulative_every_pass',
-                              'gkt_every_pass')}),
+                              'gkt_every_pass', 'sandwich', 'layerdrop', 'drop_path')}),
     'fmnist_scarce_r56': dict(dataset='fashion_mnist',
                               model={'arch': 'resnet56', 'width_multiplier': 0.5},
                               data_options=SCARCE_DATA, epochs=SCARCE_EPOCHS, seeds=(0, 1, 2),
