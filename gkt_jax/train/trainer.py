@@ -15,10 +15,10 @@ import ml_collections
 import numpy as np
 
 from gkt_jax import data as data_lib
-from gkt_jax.train import checkpoint, preemption, reporting, run_settings, validate
+from gkt_jax.train import checkpoint, preemption, reporting, validate
 from gkt_jax.train.run_setup import (Run, fixed_identity, fixed_variables, make_evaluator,
                                      setup_run)
-from gkt_jax.train.step import compile_train_step, init_state, parallel_mode, replicate
+from gkt_jax.train.step import compile_train_step, init_state, replicate
 
 
 MAX_STEPS_IN_FLIGHT = 2
@@ -27,7 +27,7 @@ def _scalars(measurements) -> dict[str, float]:
   return {k: float(v) for k, v in measurements.items() if np.ndim(v) == 0}
 
 
-def _restore_or_init(config, state, ckpt, log, method):
+def _restore_or_init(config, settings, state, ckpt, log, method):
   """Resume order: this workdir, then config.resume, then config.init (weights), then scratch.
 
   Returns (state, meta): meta is the restored checkpoint's JSON ({} when starting fresh).
@@ -37,7 +37,6 @@ def _restore_or_init(config, state, ckpt, log, method):
     if restored is not None:
       log(f'resumed from {ckpt.directory} at step {meta["step"]}')
       return restored, meta
-  settings = run_settings.read(config)
   if settings.resume:
     with checkpoint.read_only(settings.resume) as source:
       restored, meta = source.restore(state, config=config)
@@ -105,7 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ckpt = _checkpointer(run, cleanup)
 
     # Restore: this workdir's checkpoints, else config.resume, else config.init, else fresh.
-    state, meta = _restore_or_init(config, state, ckpt, run.log, run.method)
+    state, meta = _restore_or_init(config, run.settings, state, ckpt, run.log, run.method)
     record = _RunRecord.continuing(run, meta)
     finished = _finished_summary(run, record.start_step)
     if finished is not None:
@@ -314,7 +313,7 @@ def _log_header(run: Run) -> None:
           f'({run.model.num_blocks} blocks), {run.total_steps} steps of batch '
           f'{run.batch_size} ({run.total_steps / run.batches.steps_per_epoch:.1f} epochs) on '
           f'{run.num_devices} {jax.default_backend()} device(s) in {jax.process_count()} '
-          f'process(es), parallel={parallel_mode(config)}, '
+          f'process(es), parallel={run.settings.parallel}, '
           f'{run.method.forwards_per_step()} forwards/step')
 
 
@@ -402,7 +401,7 @@ def _summary(run: Run, results: dict, history: list[dict], record: _RunRecord,
       'seed': config.seed, 'steps': total_steps,
       'epochs': total_steps / run.batches.steps_per_epoch, 'batch_size': run.batch_size,
       'num_devices': run.num_devices, 'num_processes': jax.process_count(),
-      'parallel': parallel_mode(config), 'backend': jax.default_backend(),
+      'parallel': run.settings.parallel, 'backend': jax.default_backend(),
       'forwards_per_step': run.method.forwards_per_step(),
       'resumed_from_step': record.start_step or None,  # the last resume; all of them:
       'resumed_from_steps': record.resumes,
