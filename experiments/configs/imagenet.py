@@ -23,9 +23,9 @@ reading)").
 Runtime (an estimate, not a measurement): 500,400 steps (200 epochs of 2,502 batches of 512);
 ST runs ~1.6 full passes a step: ~46 h; with stpp ~3.8 passes: ~4.5 days; GKT (the full network
 and 2 loops of 3 nested subnets, ~5.4 passes): ~6.5 days; assuming one H100-class GPU trains a
-full ResNet-50 at ~2,500 img/s (an assumed throughput: no GPU run of this config exists yet),
+full ResNet-50 at ~2,500 img/s (an assumed throughput: this config has no GPU measurement),
 and that the host keeps up: tfds's PIL decoding plus augment.random_resized_crop of a
-synthetic 500x375 JPEG took ~3 ms on one core of the busy 2-core dev machine, so ~8 cores.
+500x375 JPEG takes about 3 ms of one CPU core, so ~8 host cores feed that rate.
 Scale by the img_per_sec the run logs to metrics.jsonl.
 """
 
