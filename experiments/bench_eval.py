@@ -27,16 +27,13 @@ checkpoint (docs/results.md, "Evaluation and input speed").
 from __future__ import annotations
 
 import json
-import tempfile
 import time
-import types
 
 from absl import app, flags, logging
-import jax
 import numpy as np
 
 from experiments import cli
-from gkt_jax.train import export, run_setup
+from gkt_jax.train import reevaluate
 
 # Not required=True: a required flag would fail every flag check of a process that merely
 # imports this module (the tests import every entry point).
@@ -58,20 +55,14 @@ def _networks(results: dict, num_chains: int) -> int:
 
 
 def bench(workdir: str, repeats: int) -> dict:
-  _, variables, config = export.load_run(workdir)
-  with open(f'{workdir}/summary.json') as f:
-    summary = json.load(f)
-  config.verbose = False
-  run = run_setup.setup_run(config, tempfile.mkdtemp())
-  evaluate_state = run_setup.make_evaluator(run, run_setup.fixed_variables(run))
-  state = types.SimpleNamespace(**{name: jax.device_put(value, run.replicated)
-                                   for name, value in variables.items()})
+  final = reevaluate.final_evaluator(workdir)
+  run, summary = final.run, final.summary
   seconds = []
   for _ in range(max(repeats, 2)):
     start = time.perf_counter()
-    results = evaluate_state(state, final=True)
+    results = final.evaluate()
     seconds.append(time.perf_counter() - start)
-  chains = [dict(c).get('num_chains', 8) for c in dict(config.evals).values()
+  chains = [dict(c).get('num_chains', 8) for c in dict(run.config.evals).values()
             if dict(c).get('type') == 'subnet_chains']
   networks = _networks(results, chains[0] if chains else 0)
   steady = float(np.mean(seconds[1:]))

@@ -45,7 +45,10 @@ SCARCE_EPOCHS = 200
 LEVELS = masks.DEFAULT_LEVELS
 
 # dataset, model fields, data options, duration, seeds, evaluators' subnet counts, ResKD
-# chain or not; `pruned_depth=True` adds the pruned-depth evaluator.
+# chain or not; `pruned_depth=True` adds the pruned-depth evaluator to every cell's config;
+# `added_evals` ({name: evaluator config}) evaluates each finished cell's final network with
+# them afterwards (`reevaluate.evaluate_run`, results in the cell's added_evals.json), so
+# cells trained before need not train again.
 SUITES = {
     'digits': dict(dataset='digits', model={}, epochs=10, seeds=(0, 1), reskd=True,
                    num_chains=4, depth_subnets=8, reskd_epochs=10),
@@ -70,12 +73,14 @@ SUITES = {
                                   'layerdrop', 'drop_path'),
                           cell_seeds={label: (0,) for label in (
                               'stimulative_stpp', 'gkt_geometric', 'stimulative_every_pass',
-                              'gkt_every_pass', 'sandwich', 'layerdrop', 'drop_path')}),
+                              'gkt_every_pass', 'sandwich', 'layerdrop', 'drop_path')},
+                          added_evals={'pruned_depth': dict(common.PRUNED_DEPTH_EVAL)}),
     'fmnist_scarce_r56': dict(dataset='fashion_mnist',
                               model={'arch': 'resnet56', 'width_multiplier': 0.5},
                               data_options=SCARCE_DATA, epochs=SCARCE_EPOCHS, seeds=(0, 1, 2),
                               reskd=False, num_chains=4, depth_subnets=8,
-                              labels=('baseline', 'stimulative', 'gkt')),
+                              labels=('baseline', 'stimulative', 'gkt'),
+                              added_evals={'pruned_depth': dict(common.PRUNED_DEPTH_EVAL)}),
 }
 
 _SUITE = flags.DEFINE_enum('suite', 'fmnist', list(SUITES), 'Which suite.')
@@ -88,6 +93,9 @@ _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Write the report from fi
 _REPORT = flags.DEFINE_bool('report', True, 'Write the report after training (--noreport: '
                             'train only, e.g. when several invocations run in a row).')
 _STEPS = flags.DEFINE_integer('total_steps', None, 'Override every run\'s length (tests).')
+_EVALUATE_ONLY = flags.DEFINE_bool(
+    'evaluate_only', False, 'Train nothing: evaluate the final network of every finished cell '
+    'with the suite\'s added evaluators it lacks (needs the cells\' checkpoints), then report.')
 
 
 def suite_cells(suite: dict) -> list[str]:
@@ -162,9 +170,12 @@ def reskd_config(suite: dict, seed: int, total_steps: int | None = None):
   return config
 
 
-def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True) -> None:
+def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True,
+              evaluate_only=False) -> None:
   """Trains every missing (label, seed) cell, seed by seed; the ResKD chain after the suite's
-  first seed (its seed), also when `seeds` (--seeds) names only some of the suite's seeds."""
+  first seed (its seed), also when `seeds` (--seeds) names only some of the suite's seeds.
+  Every finished cell gets the suite's `added_evals` it lacks. `evaluate_only`: nothing is
+  trained, only those evaluations run."""
   from gkt_jax.pipelines import reskd_chain  # pylint: disable=g-import-not-at-top
   from gkt_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
   suite = SUITES[name]
@@ -178,6 +189,10 @@ def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True)
       workdir = os.path.join(root, name, label, f'seed{seed}')
       if _finished(workdir, suite, label, seed, total_steps):
         print(f'[{done}/{total}] {name}: {label} seed {seed} finished ({workdir})', flush=True)
+        add_evals(suite, workdir)
+        continue
+      if evaluate_only:
+        print(f'[{done}/{total}] {name}: {label} seed {seed} not finished: left', flush=True)
         continue
       print(f'[{done}/{total}] {name}: {label} seed {seed} -> {workdir}', flush=True)
       start = time.perf_counter()
@@ -186,6 +201,9 @@ def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True)
         raise SystemExit('stopped: run the same command again to continue the suite')
       print(f'[{done}/{total}] done in {time.perf_counter() - start:.0f}s: full accuracy '
             f'{result["full_accuracy"]:.4f}', flush=True)
+      add_evals(suite, workdir)
+    if evaluate_only:
+      continue
     if reskd and suite['reskd'] and seed == suite['seeds'][0]:
       workdir = os.path.join(root, name, 'reskd', f'seed{seed}')
       if os.path.exists(os.path.join(workdir, 'summary.json')):
@@ -193,6 +211,44 @@ def run_suite(name: str, root: str, seeds, labels, total_steps=None, reskd=True)
         continue
       print(f'{name}: ResKD chain, seed {seed} -> {workdir}', flush=True)
       reskd_chain.run_chain(reskd_config(suite, seed, total_steps), workdir)
+
+
+def missing_evals(suite: dict, workdir: str) -> dict:
+  """The suite's `added_evals` that the finished cell in `workdir` reports neither from its
+  own config (an entry equal to one of them) nor from an earlier added evaluation."""
+  from gkt_jax.train import reevaluate  # pylint: disable=g-import-not-at-top
+  wanted = suite.get('added_evals', {})
+  if not wanted:
+    return {}
+  with open(os.path.join(workdir, 'config.json')) as f:
+    own = (json.load(f).get('evals') or {}).values()
+  done = reevaluate.added_evals(workdir)
+  return {name: cfg for name, cfg in wanted.items()
+          if name not in done and not any(_same_eval(cfg, o) for o in own)}
+
+
+def _same_eval(a: dict, b: dict) -> bool:
+  """Whether two evaluator entries are the same evaluation (lists and tuples alike)."""
+  return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+
+def add_evals(suite: dict, workdir: str) -> None:
+  """Runs the suite's added evaluators the finished cell in `workdir` lacks on its final
+  network; a cell without its checkpoints (e.g. a fresh clone's) is named and left."""
+  from gkt_jax.train import checkpoint, reevaluate  # pylint: disable=g-import-not-at-top
+  missing = missing_evals(suite, workdir)
+  if not missing:
+    return
+  with checkpoint.read_only(workdir) as source:
+    has_checkpoint = bool(source.all_steps())
+  if not has_checkpoint:
+    print(f'  {workdir}: no checkpoint, added evaluators {sorted(missing)} not run', flush=True)
+    return
+  start = time.perf_counter()
+  results = reevaluate.evaluate_run(workdir, missing)
+  print(f'  added {sorted(missing)} in {time.perf_counter() - start:.0f}s: '
+        + ', '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
+                    for k, v in sorted(results.items())), flush=True)
 
 
 def _finished(workdir: str, suite: dict, label: str, seed: int, total_steps) -> bool:
@@ -257,8 +313,14 @@ def _summary_if_current(workdir: str, suite: dict, label: str, seed: int, total_
 
 
 def _load(root, name, label, seed):
-  return _summary_if_current(os.path.join(root, name, label, f'seed{seed}'), SUITES[name],
-                             label, seed)
+  """The cell's summary with its added evaluations' results (summary keys first), or None
+  when it has not finished with the suite's current config."""
+  from gkt_jax.train import reevaluate  # pylint: disable=g-import-not-at-top
+  workdir = os.path.join(root, name, label, f'seed{seed}')
+  summary = _summary_if_current(workdir, SUITES[name], label, seed)
+  if summary is None:
+    return None
+  return {**reevaluate.added_results(workdir, summary), **summary}
 
 
 def _mean_std(values) -> str:
@@ -276,6 +338,9 @@ def _mean_curve(runs, key: str) -> dict[int, float]:
     for kept, acc, _ in r.get(key) or []:
       curve.setdefault(int(kept), []).append(acc)
   return {k: float(np.mean(v)) for k, v in sorted(curve.items())}
+
+
+PRUNED_KEY, PRUNED_KEPT_KEY = 'pruned_acc/period2', 'pruned_kept/period2'
 
 
 def aggregate(name: str, root: str, seeds, labels) -> dict:
@@ -321,6 +386,10 @@ def aggregate(name: str, root: str, seeds, labels) -> dict:
         'epochs': sorted({round(r['epochs'], 3) for r in runs.values()}),
         'steps': sorted({r['steps'] for r in runs.values()}),
         'batch_size': next(iter(runs.values()))['batch_size'],
+        # LayerDrop's rule: every other droppable block pruned, no fine-tuning.
+        'pruned': [r[PRUNED_KEY] for r in runs.values() if PRUNED_KEY in r],
+        'pruned_kept': sorted({r[PRUNED_KEPT_KEY] for r in runs.values()
+                               if PRUNED_KEPT_KEY in r}),
         'extra': {k: [r[k] for r in runs.values() if k in r]
                   for k in ('path_acc/cm1', 'path_acc/cm2', 'path_acc/ensemble')},
     }
@@ -480,6 +549,8 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
   epochs = sorted({e for s in stats.values() for e in s['epochs']})
   steps = sorted({n for s in stats.values() for n in s['steps']})
   regime = any(s['train_accuracy'] for s in stats.values())
+  pruned = any(s['pruned'] for s in stats.values())
+  kept = sorted({k for s in stats.values() for k in s['pruned_kept']})
   lines = [f'### Suite `{name}`: {suite_data(suite)}, {suite_network(suite)}, '
            f'{"/".join(f"{e:g}" for e in epochs)} epochs ({"/".join(map(str, steps))} '
            f'steps), seeds {list(seeds)}', '',
@@ -494,8 +565,10 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
            '| method | full network (final) | vs baseline (paired) | '
            + ('train accuracy | gap (train - test) | ' if regime else '')
            + ''.join(f'level-{g} | ' for g in range(1, LEVELS + 1))
+           + ('every other block pruned | ' if pruned else '')
            + 'train time vs baseline | train FLOPs | seeds |',
-           '|---|---|---|' + ('---|---|' if regime else '') + '---|' * LEVELS + '---|---|---|']
+           '|---|---|---|' + ('---|---|' if regime else '') + '---|' * LEVELS
+           + ('---|' if pruned else '') + '---|---|---|']
   for label, s in stats.items():
     s['train_flops'] = train_flops(suite, label, s['steps'][0], s['batch_size'])
     lines.append('| ' + ' | '.join([
@@ -504,12 +577,17 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
         if s['diff_vs_baseline'] and label != baseline_cell(suite, label) else '']
         + ([_mean_std(s['train_accuracy']), _mean_std(s['gap'])] if regime else [])
         + [_mean_std(s['levels'][g]) for g in range(1, LEVELS + 1)]
+        + ([_mean_std(s['pruned'])] if pruned else [])
         + [f'{np.mean(s["time_vs_baseline"]):.2f}x' if s['time_vs_baseline'] else '',
            f'{s["train_flops"]:.3g}', str(len(s['seeds']))]) + ' |')
   lines += ['', 'Train FLOPs: the expected FLOPs of the run\'s training steps, 3x the forward '
             'FLOPs of every trained pass (forward + backward), the subnets\' kept blocks '
             'counted over 64 draws of the method\'s own sampler (ST++ resized subnets counted '
-            'at full size); train time: measured, evaluations excluded.']
+            'at full size); train time: measured, evaluations excluded.'
+            + (f' Every other block pruned: LayerDrop\'s rule, every second droppable block '
+               f'(counted through the network) removed ({"/".join(map(str, kept))} blocks '
+               'kept), no fine-tuning, the BatchNorm statistics the run evaluates with.'
+               if pruned else '')]
   lines += regime_lines(stats.get('baseline'))
   lines += stale_lines(name, root, seeds, labels) + deletion_lines(stats)
   lines += bn_ablation_lines(stats)
@@ -660,9 +738,12 @@ def main(argv):
   unknown = set(_ONLY.value or ()) - set(cells) - {'reskd'}
   if unknown:
     raise app.UsageError(f'--only: {sorted(unknown)} not in {cells + ["reskd"]}')
+  if _REPORT_ONLY.value and _EVALUATE_ONLY.value:
+    raise app.UsageError('--report_only and --evaluate_only: give one of them')
   if not _REPORT_ONLY.value:
     run_suite(_SUITE.value, _ROOT.value, seeds, labels, _STEPS.value,
-              reskd=not _ONLY.value or 'reskd' in _ONLY.value)
+              reskd=not _ONLY.value or 'reskd' in _ONLY.value,
+              evaluate_only=_EVALUATE_ONLY.value)
   if not _REPORT.value:
     return
   print(report(_SUITE.value, _ROOT.value, _DOCS.value, seeds, cells))
