@@ -301,7 +301,8 @@ def markdown(rows: list[dict]) -> str:
   """One markdown table of every row, with the run's settings above it."""
   first = rows[0]
   overrides = {r['method']: r['overrides'] for r in rows if r.get('overrides')}
-  lines = [f'Machine: {reporting.machine()}; batch {first["batch"]}, {first["steps"]} timed '
+  lines = [f'Machine: {reporting.machine()}; code {reporting.code_version()}; '
+           f'batch {first["batch"]}, {first["steps"]} timed '
            f'steps, {first["image_shape"]} images, width x{first["width_multiplier"]:g}, '
            f'{first["dtype"]}, conv {first["conv_impl"]}, shortcut {first.get("shortcut")}, '
            f'{first.get("num_classes", 10)} classes'
@@ -441,7 +442,8 @@ def print_dropped_block_costs(rows: list[dict], output_format: str) -> None:
                         for k, v in row.items()}))
     return
   if output_format == 'markdown':
-    print(f'Machine: {reporting.machine()}; batch {rows[0]["batch"]}, '
+    print(f'Machine: {reporting.machine()}; code {reporting.code_version()}; '
+          f'batch {rows[0]["batch"]}, '
           f'{rows[0]["image_shape"]} images; bytes written by the blocks\' branches in the '
           'compiled train-mode gradient.\n')
     print('| arch | blocks | dropped KiB/block | kept KiB/block | forward | backward | '

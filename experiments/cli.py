@@ -1,4 +1,5 @@
-"""Command-line plumbing of `experiments.main`: one-line errors, paired duration overrides.
+"""Command-line plumbing of `experiments.main` and the other entry points: one-line errors,
+paired duration overrides, evaluator requests.
 
 Every mistake on the command line ends in one line on stderr, `error: ...`, naming the value
 and what is allowed, with exit status 2 (`fail`). Flag parsing goes through `parse_flags`,
@@ -10,15 +11,18 @@ from __future__ import annotations
 import difflib
 import glob
 import importlib.util
+import json
 import os
 import signal
 import sys
 import tempfile
 from typing import Any, NoReturn
 
-from absl import flags, logging
+from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
+
+from gkt_jax.config.evals import EVALUATORS
 
 EXIT_USAGE = 2
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
@@ -211,3 +215,24 @@ def _last_line(error: Exception) -> str:
   that ml_collections puts in its message)."""
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   return lines[-1] if lines else type(error).__name__
+
+
+def requested_evals(names: list[str] | None, text: str | None) -> dict:
+  """{name: evaluator config} of `--evals` (evaluator types, each at its defaults) or
+  `--evals_json` (whole entries): exactly one of them."""
+  if bool(names) == bool(text):
+    raise app.UsageError('give exactly one of --evals (evaluator types) and --evals_json')
+  if names:
+    unknown = [n for n in names if n not in EVALUATORS]
+    if unknown:
+      raise app.UsageError(f'--evals: {", ".join(map(repr, unknown))} is not one of '
+                           f'{tuple(sorted(EVALUATORS))}')
+    return {name: {'type': name} for name in names}
+  try:
+    evals = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise app.UsageError(f'--evals_json is not JSON: {e}') from e
+  if not isinstance(evals, dict) or not evals:
+    raise app.UsageError(f'--evals_json={text!r}: must be a non-empty JSON object '
+                         '{name: {"type": ..., ...}}')
+  return evals

@@ -33,32 +33,12 @@ _EVALS_JSON = flags.DEFINE_string('evals_json', None, 'Evaluator entries as JSON
                                   '{name: {"type": ..., field: value}}.')
 
 
-def requested_evals(names: list[str] | None, text: str | None) -> dict:
-  """{name: evaluator config} from --evals or --evals_json (exactly one of them)."""
-  if bool(names) == bool(text):
-    raise app.UsageError('give exactly one of --evals (evaluator types) and --evals_json')
-  if names:
-    unknown = [n for n in names if n not in evals_config.EVALUATORS]
-    if unknown:
-      raise app.UsageError(f'--evals: {", ".join(map(repr, unknown))} is not one of '
-                           f'{tuple(sorted(evals_config.EVALUATORS))}')
-    return {name: {'type': name} for name in names}
-  try:
-    evals = json.loads(text)
-  except json.JSONDecodeError as e:
-    raise app.UsageError(f'--evals_json is not JSON: {e}') from e
-  if not isinstance(evals, dict) or not evals:
-    raise app.UsageError(f'--evals_json={text!r}: must be a non-empty JSON object '
-                         '{name: {"type": ..., ...}}')
-  return evals
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not _WORKDIR.value:
     raise app.UsageError('--workdir: give a finished training run')
-  evals = requested_evals(_EVALS.value, _EVALS_JSON.value)
+  evals = cli.requested_evals(_EVALS.value, _EVALS_JSON.value)
   cli.quiet_logging(logging.ERROR)  # Orbax warns on read-only restores
   warnings.filterwarnings('ignore', message='Sharding info not provided')
   try:

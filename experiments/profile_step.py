@@ -187,7 +187,8 @@ def main(argv):
                    flags_.image_size, flags_.conv_impl, flags_.width_multiplier,
                    flags_.channels, flags_.dtype, trace_dir)
   print(format_report(result, f'{_METHOD.value} step, {flags_.arch[0]}, batch {flags_.batch}, '
-                      f'{flags_.steps} traced steps, {flags_.dtype}; {reporting.machine()}'))
+                      f'{flags_.steps} traced steps, {flags_.dtype}; {reporting.machine()}; '
+                      f'code {reporting.code_version()}'))
   if _TRACE_DIR.value:
     print(f'trace: {trace_dir} (open perfetto_trace.json.gz at ui.perfetto.dev)')
   else:

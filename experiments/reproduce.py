@@ -387,6 +387,8 @@ def aggregate(name: str, root: str, seeds, labels) -> dict:
         'steps': sorted({r['steps'] for r in runs.values()}),
         'batch_size': next(iter(runs.values()))['batch_size'],
         # LayerDrop's rule: every other droppable block pruned, no fine-tuning.
+        'code': sorted({r['code'] for r in runs.values() if r.get('code')}),
+        'code_missing': sum(not r.get('code') for r in runs.values()),
         'pruned': [r[PRUNED_KEY] for r in runs.values() if PRUNED_KEY in r],
         'pruned_kept': sorted({r[PRUNED_KEPT_KEY] for r in runs.values()
                                if PRUNED_KEPT_KEY in r}),
@@ -550,12 +552,18 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
   steps = sorted({n for s in stats.values() for n in s['steps']})
   regime = any(s['train_accuracy'] for s in stats.values())
   pruned = any(s['pruned'] for s in stats.values())
+  codes = sorted({c for s in stats.values() for c in s['code']})
+  unrecorded = sum(s['code_missing'] for s in stats.values())
+  code = ', '.join(codes) if codes else ''
+  if unrecorded:
+    code += ((' and ' if codes else '') + f'for {unrecorded} runs not recorded in their summaries '
+             f'(`git log -- {root}/{name}` dates them)')
   kept = sorted({k for s in stats.values() for k in s['pruned_kept']})
   lines = [f'### Suite `{name}`: {suite_data(suite)}, {suite_network(suite)}, '
            f'{"/".join(f"{e:g}" for e in epochs)} epochs ({"/".join(map(str, steps))} '
            f'steps), seeds {list(seeds)}', '',
            f'Command: `{suite_command(name)}`. Machine: '
-           f'{reporting.machine()}. Accuracy: the final evaluation (not the best epoch) on the '
+           f'{reporting.machine()}. Code (summaries\' `code`): {code}. Accuracy: the final evaluation (not the best epoch) on the '
            'whole test set; "vs baseline" pairs each seed with the baseline of the same seed '
            'and length (same data order); mean +- std (ddof 1) over the seeds that finished.'
            + (' Train accuracy: the deployed network on the training images (eval mode, no '

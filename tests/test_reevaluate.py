@@ -4,14 +4,17 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 from absl import app
 from absl.testing import absltest
 
-from experiments import evaluate_run, reproduce
+from experiments import cli, reproduce
 from experiments.configs import common
 from gkt_jax.train import reevaluate, train_and_evaluate
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRUNED = {'pruned_depth': dict(common.PRUNED_DEPTH_EVAL)}
 
 
@@ -93,16 +96,30 @@ class ReevaluateTest(absltest.TestCase):
       reevaluate.evaluate_run(workdir, PRUNED)
 
   def test_command_line_requests(self):
-    self.assertEqual(evaluate_run.requested_evals(['pruned_depth'], None),
+    self.assertEqual(cli.requested_evals(['pruned_depth'], None),
                      {'pruned_depth': {'type': 'pruned_depth'}})
-    self.assertEqual(evaluate_run.requested_evals(None, '{"p": {"type": "pruned_depth"}}'),
+    self.assertEqual(cli.requested_evals(None, '{"p": {"type": "pruned_depth"}}'),
                      {'p': {'type': 'pruned_depth'}})
     for names, text, message in (
         (None, None, 'exactly one of'), (['pruned_depth'], '{}', 'exactly one of'),
         (['prune'], None, "'prune' is not one of"), (None, '[1]', 'non-empty JSON object'),
         (None, '{', 'is not JSON')):
       with self.assertRaisesRegex(app.UsageError, message):
-        evaluate_run.requested_evals(names, text)
+        cli.requested_evals(names, text)
+
+  def test_command_line(self):
+    workdir = self._copy()
+    ok = subprocess.run([sys.executable, '-m', 'experiments.evaluate_run', '--workdir', workdir,
+                         '--evals', 'pruned_depth'], capture_output=True, text=True, cwd=ROOT)
+    self.assertEqual(ok.returncode, 0, ok.stderr)
+    self.assertEqual(json.loads(ok.stdout.strip().splitlines()[-1]),
+                     reevaluate.added_results(workdir))
+    bad = subprocess.run([sys.executable, '-m', 'experiments.evaluate_run', '--workdir',
+                          self.create_tempdir().full_path, '--evals', 'pruned_depth'],
+                         capture_output=True, text=True, cwd=ROOT)
+    self.assertEqual(bad.returncode, 2)
+    self.assertRegex(bad.stderr.strip(), r'^error: .*summary\.json not found: --workdir must '
+                     'be a finished training run$')
 
   def test_a_suite_adds_its_evaluators_to_finished_cells(self):
     root = self.create_tempdir().full_path
@@ -119,6 +136,7 @@ class ReevaluateTest(absltest.TestCase):
     docs = os.path.join(root, 'docs')
     text = reproduce.report('digits', root, docs, (0,), ['baseline', 'layerdrop'])
     self.assertIn('| every other block pruned |', text)
+    self.assertRegex(text, r"Code \(summaries' `code`\): 0\.1\.0")
     with open(os.path.join(docs, 'digits.json')) as f:
       stats = json.load(f)
     self.assertEqual(stats['baseline']['pruned'],

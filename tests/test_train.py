@@ -73,6 +73,9 @@ class TrainTest(parameterized.TestCase):
     self.assertAlmostEqual(on_disk['generalization_gap'],
                            on_disk['train_accuracy'] - on_disk['full_accuracy'], places=12)
     self.assertEqual(summary['steps'], 4)
+    # The code that wrote it: this checkout's commit (a clone of the repository), or the
+    # package version alone outside git.
+    self.assertRegex(on_disk['code'], r'^\d+\.\d+\.\d+(\+git\.[0-9a-f]{7,}(\.dirty)?)?$')
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       records = [json.loads(line) for line in f]
     train = [r for r in records if 'loss' in r]

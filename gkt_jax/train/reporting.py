@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import time
 
 import numpy as np
@@ -27,6 +28,25 @@ def machine() -> str:
   import jax  # pylint: disable=g-import-not-at-top
   return (f'{model}, {os.cpu_count()} cores; {jax.default_backend()} '
           f'({jax.devices()[0].device_kind}) x {jax.device_count()}')
+
+
+def code_version() -> str:
+  """'<package version>+git.<commit>' ('.dirty' with uncommitted changes to tracked files)
+  when the library runs from a git checkout, else the package version: the code a number
+  was measured with, for summaries and benchmark tables."""
+  from gkt_jax import __version__  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+  def git(*args: str) -> str:
+    return subprocess.run(['git', '-C', root, *args], capture_output=True, text=True,
+                          timeout=10, check=True).stdout.strip()
+  try:
+    commit = git('rev-parse', '--short=7', 'HEAD')
+    dirty = bool(git('status', '--porcelain', '--untracked-files=no', '--', 'gkt_jax',
+                     'experiments'))
+  except (OSError, subprocess.SubprocessError):
+    return __version__
+  return f'{__version__}+git.{commit}' + ('.dirty' if dirty else '')
 
 
 class MetricWriter:

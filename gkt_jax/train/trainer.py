@@ -417,6 +417,7 @@ def _summary(run: Run, results: dict, history: list[dict], record: _RunRecord,
       # Evaluations during training, since the run's last start ('eval_seconds': the final).
       'intermediate_eval_seconds': clock.eval_seconds,
       'resume_changes': record.resume_changes,  # config changes on resume
+      'code': reporting.code_version(),  # the library that wrote the summary
   }
 
 
