@@ -552,18 +552,19 @@ def report(name: str, root: str, docs: str, seeds, labels) -> str:
   steps = sorted({n for s in stats.values() for n in s['steps']})
   regime = any(s['train_accuracy'] for s in stats.values())
   pruned = any(s['pruned'] for s in stats.values())
+  kept = sorted({k for s in stats.values() for k in s['pruned_kept']})
   codes = sorted({c for s in stats.values() for c in s['code']})
   unrecorded = sum(s['code_missing'] for s in stats.values())
-  code = ', '.join(codes) if codes else ''
+  code = ', '.join(codes)
   if unrecorded:
-    code += ((' and ' if codes else '') + f'for {unrecorded} runs not recorded in their summaries '
-             f'(`git log -- {root}/{name}` dates them)')
-  kept = sorted({k for s in stats.values() for k in s['pruned_kept']})
+    code += ('; ' if codes else '') + (f'not recorded in the summaries of {unrecorded} runs '
+                                       f'(`git log -- {root}/{name}` dates them)')
   lines = [f'### Suite `{name}`: {suite_data(suite)}, {suite_network(suite)}, '
            f'{"/".join(f"{e:g}" for e in epochs)} epochs ({"/".join(map(str, steps))} '
            f'steps), seeds {list(seeds)}', '',
            f'Command: `{suite_command(name)}`. Machine: '
-           f'{reporting.machine()}. Code (summaries\' `code`): {code}. Accuracy: the final evaluation (not the best epoch) on the '
+           f'{reporting.machine()}. Code: {code}. Accuracy: the final evaluation (not the '
+           'best epoch) on the '
            'whole test set; "vs baseline" pairs each seed with the baseline of the same seed '
            'and length (same data order); mean +- std (ddof 1) over the seeds that finished.'
            + (' Train accuracy: the deployed network on the training images (eval mode, no '
