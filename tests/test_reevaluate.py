@@ -16,13 +16,16 @@ from gkt_jax.train import reevaluate, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRUNED = {'pruned_depth': dict(common.PRUNED_DEPTH_EVAL)}
+RECAL = 64  # training images for a BatchNorm recalibration
 
 
-def _train(workdir: str, *, pruned: bool = False) -> dict:
+def _train(workdir: str, *, pruned: bool = False, recalibrate: int = 0) -> dict:
   config = common.get_config('sandwich', 'digits', 'smoke')
   config.verbose, config.plots = False, False
   if pruned:
     config.evals.pruned_depth = dict(common.PRUNED_DEPTH_EVAL)
+  if recalibrate:
+    config.method.bn_recalibration_images = recalibrate
   return train_and_evaluate(config, workdir)
 
 
@@ -34,10 +37,12 @@ class ReevaluateTest(absltest.TestCase):
     cls.root = absltest.get_default_test_tmpdir()
     cls.plain = os.path.join(cls.root, 'reevaluate_plain')
     cls.named = os.path.join(cls.root, 'reevaluate_named')
-    for workdir in (cls.plain, cls.named):
+    cls.recalibrated = os.path.join(cls.root, 'reevaluate_recalibrated')
+    for workdir in (cls.plain, cls.named, cls.recalibrated):
       shutil.rmtree(workdir, ignore_errors=True)
     cls.plain_summary = _train(cls.plain)
     cls.named_summary = _train(cls.named, pruned=True)
+    cls.recalibrated_summary = _train(cls.recalibrated, pruned=True, recalibrate=RECAL)
 
   def _copy(self) -> str:
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
@@ -62,6 +67,27 @@ class ReevaluateTest(absltest.TestCase):
                      {'pruned_acc/period2', 'pruned_kept/period2', 'pruned_acc/period3',
                       'pruned_kept/period3'})
     self.assertEqual(set(reevaluate.added_evals(workdir)), {'pruned_depth', 'more'})
+
+  def test_recalibrated_statistics_give_what_a_recalibrating_run_reports(self):
+    workdir = self._copy()
+    added = reevaluate.evaluate_run(workdir, PRUNED, bn_recalibration_images=RECAL)
+    # The same training with the method's recalibration (it serves evaluation only).
+    theirs = self.recalibrated_summary
+    for key in ('full_accuracy', 'train_accuracy', 'pruned_acc/period2'):
+      self.assertEqual(added[f'bn_recal{RECAL}/{key}'], theirs[key], key)
+    # After 4 steps the running statistics are far from the data's: recalibration shows.
+    self.assertNotEqual(added[f'bn_recal{RECAL}/full_accuracy'],
+                        self.plain_summary['full_accuracy'])
+    self.assertEqual(set(reevaluate.added_evals(workdir)),
+                     {f'bn_recal{RECAL}/full', f'bn_recal{RECAL}/pruned_depth'})
+    # Without evaluators: the deployed network's and the training images' accuracy alone.
+    other = reevaluate.evaluate_run(workdir, {}, bn_recalibration_images=32)
+    self.assertEqual(set(other), {'bn_recal32/full_accuracy', 'bn_recal32/train_accuracy'})
+    self.assertIn(f'bn_recal{RECAL}/pruned_acc/period2', reevaluate.added_results(workdir))
+    for bad in (0, -1, 2.5, True):
+      with self.assertRaisesRegex(ValueError, f'bn_recalibration_images={bad!r}: must be an '
+                                  'integer >= 1'):
+        reevaluate.evaluate_run(workdir, {}, bn_recalibration_images=bad)
 
   def test_results_of_another_step_are_not_the_runs(self):
     workdir = self._copy()

@@ -1,6 +1,8 @@
 """A finished run evaluated again: its final network, with evaluators it did not train with.
 
   evaluate_run(workdir, evals) -> results   written to workdir/added_evals.json as well
+  evaluate_run(workdir, evals, bn_recalibration_images=N)   the same with recomputed
+                                             BatchNorm statistics, results under 'bn_recal{N}/'
   added_results(workdir) -> {key: value}     the added results of the run's final network
   final_evaluator(workdir, evals) -> FinalEvaluation   the pieces (also for benchmarks)
 
@@ -54,9 +56,12 @@ def _read_summary(workdir: str) -> dict:
     return json.load(f)
 
 
-def final_evaluator(workdir: str, evals: dict | None = None) -> FinalEvaluation:
+def final_evaluator(workdir: str, evals: dict | None = None,
+                    method_overrides: dict | None = None) -> FinalEvaluation:
   """The run in `workdir` at its newest checkpoint, with its own evaluators (`evals=None`) or
-  `evals` ({name: evaluator config}, e.g. {'pruned_depth': {'type': 'pruned_depth'}})."""
+  `evals` ({name: evaluator config}, e.g. {'pruned_depth': {'type': 'pruned_depth'}}), and
+  its method's settings changed by `method_overrides` (evaluation-time ones, e.g.
+  {'bn_recalibration_images': 2000})."""
   summary = _read_summary(workdir)
   with checkpoint.read_only(workdir) as source:
     steps = source.all_steps()
@@ -67,6 +72,8 @@ def final_evaluator(workdir: str, evals: dict | None = None) -> FinalEvaluation:
   _, variables, config = export.load_run(workdir, step=step)
   if evals is not None:
     config.evals = ml_collections.ConfigDict(evals)
+  for field, value in (method_overrides or {}).items():
+    config.method[field] = value
   config.verbose = False
   run = run_setup.setup_run(config, tempfile.mkdtemp())
   with_fixed = run_setup.fixed_variables(run)
@@ -76,29 +83,50 @@ def final_evaluator(workdir: str, evals: dict | None = None) -> FinalEvaluation:
   return FinalEvaluation(run, summary, step, state, evaluate_state)
 
 
-def evaluate_run(workdir: str, evals: dict) -> dict:
+def evaluate_run(workdir: str, evals: dict, *,
+                 bn_recalibration_images: int | None = None) -> dict:
   """Runs `evals` ({name: evaluator config}) on the final network of the finished run in
   `workdir` and merges their results into workdir/added_evals.json; returns them (the
-  deployed network's accuracy, checked against the summary's, left out)."""
-  if not evals:
+  deployed network's accuracy, checked against the summary's, left out).
+
+  With `bn_recalibration_images=N` the network is evaluated with BatchNorm statistics
+  recomputed on N training images in the run's seed order (the method setting of that name,
+  which serves evaluation only) instead of the statistics it trained: every result, the
+  deployed network's and the training images' accuracy included, is stored under the prefix
+  'bn_recal{N}/' (`evals` may then be empty), and none is checked against the summary.
+  """
+  recalibrate = bn_recalibration_images is not None
+  if recalibrate and (isinstance(bn_recalibration_images, bool)
+                      or not isinstance(bn_recalibration_images, int)
+                      or bn_recalibration_images < 1):
+    raise ValueError(f'bn_recalibration_images={bn_recalibration_images!r}: must be an '
+                     'integer >= 1 (training images to recompute the statistics on)')
+  if not evals and not recalibrate:
     raise ValueError('evals is empty: name at least one evaluator, e.g. '
                      "{'pruned_depth': {'type': 'pruned_depth'}}")
-  checked = evals_config.read(evals)  # bad names and fields fail here, before any restore
-  final = final_evaluator(workdir, {**evals_config.DEFAULT_EVALS, **evals})
+  checked = evals_config.read(evals) if evals else {}  # bad entries fail before any restore
+  overrides = {'bn_recalibration_images': bn_recalibration_images} if recalibrate else None
+  final = final_evaluator(workdir, {**evals_config.DEFAULT_EVALS, **evals}, overrides)
   if final.step != final.summary['steps']:
     raise ValueError(f'{workdir}: newest checkpoint is step {final.step}, but the run '
                      f'finished at step {final.summary["steps"]} (summary.json): not the '
                      'network the summary describes')
   results = final.evaluate()
-  if results['full_accuracy'] != final.summary['full_accuracy']:
-    raise ValueError(f'{workdir}: the restored network scores full_accuracy='
-                     f'{results["full_accuracy"]!r}, its summary {final.summary["full_accuracy"]!r}:'
-                     ' not the network (or the evaluation) the run reported; nothing written')
-  added = {k: v for k, v in results.items() if k not in _RUN_KEYS}
+  entries = {name: dict(evals[name]) for name in checked}
+  if recalibrate:
+    prefix = f'bn_recal{bn_recalibration_images}/'
+    added = {prefix + k: v for k, v in results.items() if k != 'train_accuracy_examples'}
+    entries = {prefix + name: dict(entry, bn_recalibration_images=bn_recalibration_images)
+               for name, entry in {**evals_config.DEFAULT_EVALS, **entries}.items()}
+  else:
+    if results['full_accuracy'] != final.summary['full_accuracy']:
+      raise ValueError(f'{workdir}: the restored network scores full_accuracy='
+                       f'{results["full_accuracy"]!r}, its summary '
+                       f'{final.summary["full_accuracy"]!r}: not the network (or the '
+                       'evaluation) the run reported; nothing written')
+    added = {k: v for k, v in results.items() if k not in _RUN_KEYS}
   stored = _stored(workdir, final.summary)
-  stored = {'step': final.step,
-            'evals': {**stored.get('evals', {}),
-                      **{name: dict(evals[name]) for name in checked}},
+  stored = {'step': final.step, 'evals': {**stored.get('evals', {}), **entries},
             'results': {**stored.get('results', {}), **added}}
   path = os.path.join(workdir, ADDED_EVALS_FILE)
   tmp = f'{path}.tmp'
