@@ -81,6 +81,31 @@ class RecalibrationTest(absltest.TestCase):
     chex.assert_trees_all_close(first['batch_stats'], want, atol=1e-5)
 
 
+  def test_statistics_of_the_deployed_network(self):
+    # Stochastic depth deploys its branches scaled by p_i: the recalibrated statistics must be
+    # that network's, so that on the recalibration batch itself the deployed network in eval
+    # mode computes what it computes in train mode (its own batch statistics).
+    model = ResNet(stage_sizes=(2, 2), stage_widths=(4, 8), num_classes=3, stem_width=4)
+    method = methods.get_method(ml_collections.ConfigDict(
+        {'name': 'stochastic_depth', 'final_survival': 0.3}), model)
+    images = jax.random.normal(jax.random.key(0), (16, 8, 8, 3))
+    variables = model.init(jax.random.key(1), images, train=False)
+    kwargs = method.deployed_apply_kwargs()
+    self.assertIn('residual_scale', kwargs)
+    train_mode = model.apply(variables, images, train=True, mutable=['batch_stats'],
+                             **kwargs)[0][0]
+    ours = evaluate.recalibrate_batch_stats(model, variables, [images], model.bn_momentum,
+                                            kwargs)
+    np.testing.assert_allclose(method.predict(ours, images), train_mode, atol=2e-4)
+    # The unscaled network's statistics are another network's.
+    unscaled = evaluate.recalibrate_batch_stats(model, variables, [images], model.bn_momentum)
+    self.assertGreater(np.abs(method.predict(unscaled, images) - train_mode).max(), 1e-2)
+    # The inverted rule deploys the plain network: nothing to pass.
+    inverted = methods.get_method(ml_collections.ConfigDict(
+        {'name': 'stochastic_depth', 'test_scaling': False}), model)
+    self.assertEqual(inverted.deployed_apply_kwargs(), {})
+
+
 class EvaluatorsTest(absltest.TestCase):
 
   def setUp(self):

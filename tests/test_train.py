@@ -108,7 +108,13 @@ class TrainTest(parameterized.TestCase):
 class RecalibrationTest(absltest.TestCase):
 
   def test_recalibrated_statistics_serve_evaluation_only(self):
-    config = _smoke('stimulative')
+    # Stochastic depth deploys its branches scaled by p_i: the statistics are that network's.
+    for name in ('stimulative', 'stochastic_depth'):
+      with self.subTest(name):
+        self._check_recalibration(name)
+
+  def _check_recalibration(self, name):
+    config = _smoke(name)
     config.method.bn_recalibration_images = 64
     config.total_steps, config.log_every_steps, config.eval_every_steps = 6, 6, 6
     config.optim.lr = 0.5  # training moves the running statistics away from the batch ones
@@ -117,6 +123,8 @@ class RecalibrationTest(absltest.TestCase):
     workdir = self.create_tempdir().full_path
     summary, state = train_and_evaluate(config, workdir, return_state=True)
     model, saved, _ = export.load_run(workdir)
+    deployed = methods.get_method(config.method, model).deployed_apply_kwargs()
+    self.assertEqual(bool(deployed), name == 'stochastic_depth')
     # The train state and its checkpoint keep the statistics training produced.
     for a, b in zip(jax.tree.leaves(saved['batch_stats']), jax.tree.leaves(state.batch_stats)):
       np.testing.assert_array_equal(a, np.asarray(b))
@@ -125,11 +133,11 @@ class RecalibrationTest(absltest.TestCase):
     recal_images = data_lib.normalize(raw, digits.mean, digits.std)
     per_batch = 64 // config.data.batch_size
     recalibrated = evaluate.recalibrate_batch_stats(
-        model, saved, np.split(recal_images, max(per_batch, 1)), model.bn_momentum)
+        model, saved, np.split(recal_images, max(per_batch, 1)), model.bn_momentum, deployed)
     test_images = data_lib.normalize(digits.test_images, digits.mean, digits.std)
 
     def accuracy(variables):
-      logits = model.apply(variables, test_images, train=False)[0]
+      logits = model.apply(variables, test_images, train=False, **deployed)[0]
       return float(np.mean(np.argmax(logits, -1) == digits.test_labels))
 
     self.assertNotEqual(accuracy(recalibrated), accuracy(saved))  # the test can tell

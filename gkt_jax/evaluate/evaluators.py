@@ -401,12 +401,13 @@ def run_evaluators(runner: EvalRunner, evals_config, *, final: bool) -> dict:
 
 
 def bn_recalibration(model, recal_images: int, dataset, batch_size: int, seed: int,
-                     log: Callable[[str], None]):
+                     log: Callable[[str], None], apply_kwargs: dict | None = None):
   """(recalibrate, image batches) for a method's `bn_recalibration_images()` = `recal_images`
   (0: None), built once per run so that the recalibration compiles once: equal batches of
   about `batch_size` of the first training images of `dataset` in `seed`'s order (a
-  remainder smaller than one batch is left out). None, said through `log`, for a model
-  without BatchNorm statistics."""
+  remainder smaller than one batch is left out). `apply_kwargs`: the method's
+  `deployed_apply_kwargs()`, so that the statistics are those of the network it deploys.
+  None, said through `log`, for a model without BatchNorm statistics."""
   if not recal_images:
     return None
   momentum = getattr(model, 'bn_momentum', None)
@@ -422,14 +423,17 @@ def bn_recalibration(model, recal_images: int, dataset, batch_size: int, seed: i
   size = recal_images // num_batches
   raw, _ = dataset.train_batches(num_batches * size, seed=seed).get(0)
   images = data_lib.normalize(raw, dataset.mean, dataset.std)
-  return (make_recalibrator(model, momentum),
+  return (make_recalibrator(model, momentum, apply_kwargs),
           images.reshape((num_batches, size) + images.shape[1:]))
 
 
-def make_recalibrator(model, momentum: float) -> Callable:
+def make_recalibrator(model, momentum: float, apply_kwargs: dict | None = None) -> Callable:
   """A jitted `recalibrate(variables, image_batches f32[N, B, H, W, C]) -> variables` with
   the full network's BatchNorm statistics re-estimated on the N batches (ST++). A run builds
-  it once and calls it at every evaluation: one compilation per batch shape.
+  it once and calls it at every evaluation: one compilation per batch shape. The network is
+  `model.apply(..., train=True, **apply_kwargs)`: with a method's `deployed_apply_kwargs()`
+  (stochastic depth's test-time residual scaling) the one the method deploys, whose
+  statistics the evaluation then uses.
 
   In training mode a layer's output depends only on its batch statistics, so each batch's
   statistics can be read exactly from one `apply` (new = m * old + (1 - m) * batch); the
@@ -442,7 +446,8 @@ def make_recalibrator(model, momentum: float) -> Callable:
     def batch_stats_of(inputs):
       index, images = inputs
       _, updates = model.apply(variables, images, train=True, mutable=['batch_stats'],
-                               rngs={'dropout': jax.random.fold_in(jax.random.key(0), index)})
+                               rngs={'dropout': jax.random.fold_in(jax.random.key(0), index)},
+                               **(apply_kwargs or {}))
       return jax.tree.map(lambda new, old: (new - momentum * old) / (1.0 - momentum),
                           updates['batch_stats'], variables['batch_stats'])
 
@@ -452,7 +457,9 @@ def make_recalibrator(model, momentum: float) -> Callable:
   return recalibrate
 
 
-def recalibrate_batch_stats(model, variables, image_batches, momentum: float):
+def recalibrate_batch_stats(model, variables, image_batches, momentum: float,
+                            apply_kwargs: dict | None = None):
   """`variables` with BatchNorm statistics re-estimated on `image_batches` (a sequence of
   equal-sized f32[B, H, W, C]); one call of `make_recalibrator`."""
-  return make_recalibrator(model, momentum)(variables, jnp.stack(list(image_batches)))
+  return make_recalibrator(model, momentum, apply_kwargs)(variables,
+                                                          jnp.stack(list(image_batches)))

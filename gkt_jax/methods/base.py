@@ -165,6 +165,12 @@ class Method:
   def gradients(self, params, batch_stats, batch, key, method_state):
     raise NotImplementedError
 
+  def deployed_apply_kwargs(self) -> dict:
+    """Keyword arguments of `model.apply` besides the mode that make the deployed network
+    (`predict`'s), e.g. stochastic depth's test-time residual scaling: BatchNorm
+    recalibration runs this network in training mode."""
+    return {}
+
   def predict(self, variables, images):
     """Test-time logits of the deployed network."""
     return self.model.apply(variables, images, train=False)[0]

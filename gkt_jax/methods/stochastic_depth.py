@@ -87,9 +87,12 @@ class StochasticDepth(Method):
   def predict(self, variables, images):
     return self.subnet_logits(variables, images, None)
 
+  def deployed_apply_kwargs(self) -> dict:
+    """Kept branches scaled by their survival probability (test_scaling)."""
+    return {'residual_scale': self.survival} if self.test_scaling else {}
+
   def subnet_logits(self, variables, images, keep_mask):
     """Every kept block's branch scaled by its survival probability (test_scaling), as the
     deployed network runs it; dropped blocks output their shortcut."""
-    scale = self.survival if self.test_scaling else None
     return self.model.apply(variables, images, keep_mask=keep_mask, train=False,
-                            residual_scale=scale)[0]
+                            **self.deployed_apply_kwargs())[0]

@@ -156,7 +156,7 @@ def make_evaluator(run: Run, fixed: dict) -> Any:
       log=run.log)
   recalibration = evaluate.bn_recalibration(
       run.model, run.method.bn_recalibration_images(), run.dataset, run.batch_size,
-      run.settings.seed, run.log)
+      run.settings.seed, run.log, run.method.deployed_apply_kwargs())
   evals = {name: entry.arguments() for name, entry in evals_config.read(
       run.config.evals if 'evals' in run.config else None, run.config.method.name).items()}
   # The regime: the deployed network on (a fixed sample of) the training images, test-time
