@@ -47,7 +47,7 @@ def weight_grad(x, g):  # the canonical backward's: batch as the contraction axi
   return _canonical_vjp(x, w0, g)[1]
 
 
-def weight_grad_explicit_pad(x, g):  # the same, x padded by a lax.pad copy (before 2026-12-03)
+def weight_grad_explicit_pad(x, g):  # x padded by a lax.pad copy (what choice 1 replaced)
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   dw = lax.conv_general_dilated(jnp.transpose(xp, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)),
                                 (1, 1), 'VALID', dimension_numbers=DN)
