@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 from absl import app
 from absl.testing import absltest
@@ -34,12 +35,11 @@ class ReevaluateTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = absltest.get_default_test_tmpdir()
+    # A directory of this process's own: xdist workers may each set the class up at once.
+    cls.root = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
     cls.plain = os.path.join(cls.root, 'reevaluate_plain')
     cls.named = os.path.join(cls.root, 'reevaluate_named')
     cls.recalibrated = os.path.join(cls.root, 'reevaluate_recalibrated')
-    for workdir in (cls.plain, cls.named, cls.recalibrated):
-      shutil.rmtree(workdir, ignore_errors=True)
     cls.plain_summary = _train(cls.plain)
     cls.named_summary = _train(cls.named, pruned=True)
     cls.recalibrated_summary = _train(cls.recalibrated, pruned=True, recalibrate=RECAL)
