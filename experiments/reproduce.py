@@ -386,9 +386,9 @@ def aggregate(name: str, root: str, seeds, labels) -> dict:
         'epochs': sorted({round(r['epochs'], 3) for r in runs.values()}),
         'steps': sorted({r['steps'] for r in runs.values()}),
         'batch_size': next(iter(runs.values()))['batch_size'],
-        # LayerDrop's rule: every other droppable block pruned, no fine-tuning.
         'code': sorted({r['code'] for r in runs.values() if r.get('code')}),
         'code_missing': sum(not r.get('code') for r in runs.values()),
+        # LayerDrop's rule: every other droppable block pruned, no fine-tuning.
         'pruned': [r[PRUNED_KEY] for r in runs.values() if PRUNED_KEY in r],
         'pruned_kept': sorted({r[PRUNED_KEPT_KEY] for r in runs.values()
                                if PRUNED_KEPT_KEY in r}),

@@ -32,7 +32,7 @@ def machine() -> str:
 
 def code_version() -> str:
   """'<package version>+git.<commit>' ('.dirty' with uncommitted changes to tracked files)
-  when the library runs from a git checkout, else the package version: the code a number
+  when the library runs from a checkout of its own repository, else the package version: the code a number
   was measured with, for summaries and benchmark tables."""
   from gkt_jax import __version__  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,6 +41,9 @@ def code_version() -> str:
     return subprocess.run(['git', '-C', root, *args], capture_output=True, text=True,
                           timeout=10, check=True).stdout.strip()
   try:
+    # An installed copy inside some other repository is not that repository's code.
+    if os.path.realpath(git('rev-parse', '--show-toplevel')) != os.path.realpath(root):
+      return __version__
     commit = git('rev-parse', '--short=7', 'HEAD')
     dirty = bool(git('status', '--porcelain', '--untracked-files=no', '--', 'gkt_jax',
                      'experiments'))
