@@ -44,6 +44,11 @@ class ReevaluateTest(absltest.TestCase):
     cls.named_summary = _train(cls.named, pruned=True)
     cls.recalibrated_summary = _train(cls.recalibrated, pruned=True, recalibrate=RECAL)
 
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root, ignore_errors=True)  # three trained runs per test process
+    super().tearDownClass()
+
   def _copy(self) -> str:
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     shutil.copytree(self.plain, workdir)

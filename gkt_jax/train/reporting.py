@@ -32,8 +32,8 @@ def machine() -> str:
 
 def code_version() -> str:
   """'<package version>+git.<commit>' ('.dirty' with uncommitted changes to tracked files)
-  when the library runs from a checkout of its own repository, else the package version: the code a number
-  was measured with, for summaries and benchmark tables."""
+  when the library runs from a checkout of its own repository, else the package version:
+  the code a number was measured with, for summaries and benchmark tables."""
   from gkt_jax import __version__  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
