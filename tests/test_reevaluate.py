@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 from absl import app
 from absl.testing import absltest
@@ -125,6 +126,14 @@ class ReevaluateTest(absltest.TestCase):
     shutil.rmtree(os.path.join(workdir, 'checkpoints'))
     with self.assertRaisesRegex(FileNotFoundError, 'holds no checkpoint'):
       reevaluate.evaluate_run(workdir, PRUNED)
+
+  def test_a_failed_setup_leaves_no_scratch_directory(self):
+    scratch_parent = self.create_tempdir().full_path
+    with mock.patch.object(tempfile, 'tempdir', scratch_parent), \
+         mock.patch.object(reevaluate.run_setup, 'setup_run', side_effect=RuntimeError('x')):
+      with self.assertRaisesRegex(RuntimeError, 'x'):
+        reevaluate.final_evaluator(self.plain)
+    self.assertEqual(os.listdir(scratch_parent), [])
 
   def test_command_line_requests(self):
     self.assertEqual(cli.requested_evals(['pruned_depth'], None),

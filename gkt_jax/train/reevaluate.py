@@ -75,9 +75,9 @@ def final_evaluator(workdir: str, evals: dict | None = None,
   for field, value in (method_overrides or {}).items():
     config.method[field] = value
   config.verbose = False
-  scratch = tempfile.mkdtemp()  # setup_run makes its workdir; evaluation writes nothing there
-  run = run_setup.setup_run(config, scratch)
-  os.rmdir(scratch)
+  # setup_run makes its workdir; evaluation writes nothing there. Removed however setup ends.
+  with tempfile.TemporaryDirectory() as scratch:
+    run = run_setup.setup_run(config, scratch)
   with_fixed = run_setup.fixed_variables(run)
   evaluate_state = run_setup.make_evaluator(run, with_fixed)
   state = types.SimpleNamespace(**{name: jax.device_put(value, run.replicated)
