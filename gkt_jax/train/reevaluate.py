@@ -75,9 +75,11 @@ def final_evaluator(workdir: str, evals: dict | None = None,
   for field, value in (method_overrides or {}).items():
     config.method[field] = value
   config.verbose = False
-  # setup_run makes its workdir; evaluation writes nothing there. Removed however setup ends.
-  with tempfile.TemporaryDirectory() as scratch:
+  scratch = tempfile.mkdtemp()  # setup_run makes its workdir; evaluation writes nothing there
+  try:
     run = run_setup.setup_run(config, scratch)
+  finally:
+    os.rmdir(scratch)  # raises if anything was written there
   with_fixed = run_setup.fixed_variables(run)
   evaluate_state = run_setup.make_evaluator(run, with_fixed)
   state = types.SimpleNamespace(**{name: jax.device_put(value, run.replicated)
